@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Makes this host ready to run sandboxes: a Docker engine that answers, and the sandbox image.
+# Installs docker.io (and mmdebstrap, for the offline image build) with apt when they are missing
+# and we are root, starts dockerd when it is installed but not running, builds the image if it is
+# missing or older than sandbox-image/. Idempotent: on a ready host it only checks.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+log() { echo "[host-setup] $*" >&2; }
+
+apt_install() {
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    log "missing: $* (install it, or run this as root on Debian/Ubuntu)"; return 1
+  fi
+  log "installing $* with apt"
+  if [ ! -f /var/lib/apt/.run-python-code-updated ]; then
+    apt-get update -qq && touch /var/lib/apt/.run-python-code-updated
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+docker_answers() { timeout 10 docker info >/dev/null 2>&1; }
+
+if ! command -v dockerd >/dev/null && ! docker_answers; then
+  apt_install docker.io containerd runc tini
+fi
+
+if ! docker_answers; then
+  if [ -n "${DOCKER_HOST:-}" ]; then
+    log "DOCKER_HOST=$DOCKER_HOST does not answer; start that engine"; exit 1
+  fi
+  if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+    systemctl start docker || true
+  fi
+  if ! docker_answers; then
+    [ "$(id -u)" = 0 ] || { log "dockerd is not running; start it (sudo dockerd &)"; exit 1; }
+    log "starting dockerd (log: /var/log/run-python-code-dockerd.log)"
+    nohup dockerd >/var/log/run-python-code-dockerd.log 2>&1 &
+    for _ in $(seq 1 60); do docker_answers && break; sleep 1; done
+  fi
+  docker_answers || { log "dockerd did not come up; see /var/log/run-python-code-dockerd.log"; exit 1; }
+fi
+log "docker engine $(docker version --format '{{.Server.Version}}' 2>/dev/null) answers"
+
+if [ "${SKIP_SANDBOX_BUILD:-0}" != 1 ]; then
+  bash "$here/build.sh" --if-stale
+fi

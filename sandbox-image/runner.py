@@ -1,0 +1,468 @@
+"""run-python-code sandbox runner: PID 1 of every sandbox container.
+
+Protocol (version 1)
+  in  (stdin):  one tar archive: `job.json` first, then the workspace under `workspace/`.
+  out (stdout): frames of [kind: 1 byte][length: 4 bytes big-endian][payload], payload <= 64 KiB:
+                b'o' user stdout, b'e' user stderr, b'f' a chunk of the tar of changed workspace
+                files, b'r' the final JSON report (last frame).
+The user's code runs in a forked child whose stdout/stderr are pipes to this process, so nothing
+it prints can be mistaken for a frame. This process stays PID 1 (the kernel ignores SIGKILL sent
+to a namespace's init from inside it) and is made non-dumpable, so user code (same uid) cannot
+open its file descriptors through /proc. Stdlib only: the image may have nothing else.
+"""
+
+import io
+import json
+import os
+import select
+import signal
+import stat
+import struct
+import sys
+import tarfile
+import time
+
+PROTOCOL = 1
+WORKSPACE = "/workspace"
+RUNNER_FILE = os.path.abspath(__file__)
+MAX_FRAME = 64 * 1024
+MPL_CACHE_SRC = "/opt/run-python-code/mpl-cache"
+
+
+class Channel:
+    """The framed protocol stream to the server (our own dup of fd 1)."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def send(self, kind, payload):
+        view = memoryview(payload)
+        for start in range(0, max(len(view), 1), MAX_FRAME):
+            chunk = view[start:start + MAX_FRAME]
+            self._write_all(kind + struct.pack(">I", len(chunk)) + bytes(chunk))
+
+    def _write_all(self, data):
+        while data:
+            data = data[os.write(self.fd, data):]
+
+
+class FileFrames:
+    """A write-only file object that turns a tar stream into b'f' frames."""
+
+    def __init__(self, channel):
+        self.channel = channel
+
+    def write(self, data):
+        self.channel.send(b"f", data)
+        return len(data)
+
+
+def make_undumpable():
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+    except Exception:
+        pass
+
+
+def set_dumpable():
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(4, 1, 0, 0, 0)
+    except Exception:
+        pass
+
+
+def safe_relpath(name):
+    """The workspace-relative path of a tar entry, or None if it is not a clean relative path."""
+    if not name.startswith("workspace/"):
+        return None
+    rel = name[len("workspace/"):].rstrip("/")
+    parts = rel.split("/")
+    if not rel or any(p in ("", ".", "..") or "\0" in p for p in parts):
+        return None
+    return rel
+
+
+def receive_job(stream):
+    """Reads the job tar from stdin into /workspace; returns (job, manifest of what was written)."""
+    job = None
+    manifest = {}
+    with tarfile.open(fileobj=stream, mode="r|") as archive:
+        for member in archive:
+            if member.name == "job.json" and member.isfile() and job is None:
+                job = json.loads(archive.extractfile(member).read().decode("utf-8"))
+                continue
+            rel = safe_relpath(member.name)
+            if rel is None:
+                continue
+            path = os.path.join(WORKSPACE, rel)
+            if member.isdir():
+                os.makedirs(path, mode=0o755, exist_ok=True)
+            elif member.isfile():
+                os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+                source = archive.extractfile(member)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+                with os.fdopen(fd, "wb") as target:
+                    while True:
+                        block = source.read(1 << 20)
+                        if not block:
+                            break
+                        target.write(block)
+                os.utime(path, (member.mtime, member.mtime))
+                st = os.lstat(path)
+                manifest[rel] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return job, manifest
+
+
+def prepare_matplotlib():
+    """matplotlib wants a writable config dir; seed it with the font cache built into the image."""
+    target = os.environ.get("MPLCONFIGDIR")
+    if not target or not os.path.isdir(MPL_CACHE_SRC):
+        return
+    try:
+        os.makedirs(target, exist_ok=True)
+        for name in os.listdir(MPL_CACHE_SRC):
+            with open(os.path.join(MPL_CACHE_SRC, name), "rb") as src, open(os.path.join(target, name), "wb") as dst:
+                dst.write(src.read())
+    except OSError:
+        pass
+
+
+def user_traceback(exc):
+    """Formats an exception without the runner's own frames."""
+    import traceback
+
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == RUNNER_FILE:
+        tb = tb.tb_next
+    lines = traceback.format_exception(type(exc), exc, tb)
+    summary = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return summary, "".join(lines)
+
+
+def run_user_code(job, report_fd):
+    """In the forked child: run the code as __main__ in /workspace and report on report_fd."""
+    import atexit
+    import builtins
+    import linecache
+    import types
+
+    main_pid = os.getpid()
+
+    def report(data, exit_code):
+        if os.getpid() != main_pid:
+            os._exit(exit_code)  # a process the user's code forked: only the main one reports
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        payload = json.dumps(data).encode("utf-8")
+        try:
+            while payload:
+                payload = payload[os.write(report_fd, payload):]
+        except OSError:
+            pass
+        os._exit(exit_code)
+
+    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
+    sys.stdin = open(0, "r", closefd=False)
+
+    if job["mode"] == "file":
+        filename = os.path.join(WORKSPACE, job["file"])
+        try:
+            with open(filename, "rb") as f:
+                source = f.read()
+        except OSError as exc:
+            report({"status": "exception", "error": "FileNotFoundError: %s" % exc, "traceback": None}, 1)
+    else:
+        filename = "<code>"
+        source = job["code"].encode("utf-8")
+        text = job["code"]
+        linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+
+    module = types.ModuleType("__main__")
+    module.__dict__.update({"__file__": filename, "__builtins__": builtins, "__cached__": None})
+    sys.modules["__main__"] = module
+    sys.argv = [filename]
+    sys.path.insert(0, WORKSPACE)
+    namespace = module.__dict__
+
+    exit_code = 0
+    try:
+        code = compile(source, filename, "exec", dont_inherit=True)
+        exec(code, namespace)
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            exit_code = (exc.code or 0) & 0xFF
+        else:
+            print(exc.code, file=sys.stderr)
+            exit_code = 1
+    except BaseException as exc:  # the user's exception is data, whatever its type
+        summary, text = user_traceback(exc)
+        sys.stderr.write(text)
+        report({"status": "exception", "error": summary, "traceback": text}, 1)
+
+    try:  # what a normal interpreter exit does: atexit handlers, then wait for non-daemon threads
+        atexit._run_exitfuncs()
+        if "threading" in sys.modules:
+            sys.modules["threading"]._shutdown()
+    except Exception:
+        pass
+
+    if exit_code != 0:
+        report({"status": "exit", "exit_code": exit_code}, exit_code)
+
+    variable = job.get("variable")
+    if variable:
+        if variable not in namespace:
+            report({"status": "exception", "error": "Variable '%s' not found after execution" % variable,
+                    "traceback": None}, 1)
+        try:
+            value = str(namespace[variable])
+        except BaseException as exc:
+            summary, text = user_traceback(exc)
+            report({"status": "exception", "error": "str(%s) failed: %s" % (variable, summary),
+                    "traceback": text}, 1)
+        limit = job["result_limit"]
+        report({"status": "ok", "result": value[:limit], "result_truncated": len(value) > limit}, 0)
+    report({"status": "ok"}, 0)
+
+
+def oom_kills():
+    """The cgroup's OOM-kill count: memory.events on cgroup v2, memory.oom_control on v1."""
+    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
+        try:
+            with open(path) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+def kill_all():
+    """SIGKILL every other process in the container (PID 1 itself is spared by the kernel)."""
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def supervise(job, channel):
+    """Forks the user's code, relays its output as frames within the caps, enforces the deadline."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    rep_r, rep_w = os.pipe()
+    wake_r, wake_w = os.pipe()
+    for fd in (out_r, err_r, rep_r, wake_r, wake_w):
+        os.set_blocking(fd, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    oom_before = oom_kills()
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            set_dumpable()
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            os.dup2(rep_w, 3)
+            os.closerange(4, 65536)
+            os.set_inheritable(3, False)
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            try:
+                with open("/proc/self/oom_score_adj", "w") as f:
+                    f.write("1000")  # if memory runs out, the user's code goes first, not the runner
+            except OSError:
+                pass
+            run_user_code(job, 3)
+        finally:
+            os._exit(70)
+    for fd in (out_w, err_w, rep_w):
+        os.close(fd)
+
+    limit = job["output_limit"]
+    sent = {out_r: 0, err_r: 0}
+    kinds = {out_r: b"o", err_r: b"e"}
+    open_fds = {out_r, err_r, rep_r}
+    report = bytearray()
+    report_limit = 2 * job["result_limit"] + 65536
+    status = None
+    timed_out = truncated = False
+    deadline = time.monotonic() + job["timeout_s"]
+    poller = select.poll()
+    for fd in (out_r, err_r, rep_r, wake_r):
+        poller.register(fd, select.POLLIN)
+
+    def drain(fd):
+        nonlocal truncated
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            if not data:
+                poller.unregister(fd)
+                open_fds.discard(fd)
+                return
+            if fd == rep_r:
+                if len(report) < report_limit:
+                    report.extend(data[: report_limit - len(report)])
+                continue
+            room = limit - sent[fd]
+            if room > 0:
+                channel.send(kinds[fd], data[:room])
+                sent[fd] += min(room, len(data))
+            if len(data) > room:
+                truncated = True
+                kill_all()
+
+    while status is None or open_fds:
+        if status is not None:
+            # The user's process is gone; whatever it left running goes too, so pipes reach EOF.
+            kill_all()
+        timeout_ms = max(0, int((deadline - time.monotonic()) * 1000))
+        for fd, _ in poller.poll(timeout_ms if status is None else 1000):
+            if fd == wake_r:
+                try:
+                    os.read(wake_r, 4096)
+                except BlockingIOError:
+                    pass
+            else:
+                drain(fd)
+        while status is None:
+            try:
+                reaped, raw = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if reaped == 0:
+                break
+            if reaped == pid:
+                status = raw
+        if status is None and time.monotonic() >= deadline:
+            timed_out = True
+            kill_all()
+            _, status = os.waitpid(pid, 0)
+    kill_all()
+    while True:  # reap everything, including orphans re-parented to us
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+
+    if os.WIFEXITED(status):
+        exit_code = os.WEXITSTATUS(status)
+    else:
+        exit_code = 128 + os.WTERMSIG(status)
+    try:
+        child = json.loads(report.decode("utf-8")) if report else {}
+        if not isinstance(child, dict):
+            child = {}
+    except ValueError:
+        child = {}
+    return {
+        "exit_code": exit_code,
+        "signaled": os.WIFSIGNALED(status),
+        "child": child,
+        "timed_out": timed_out,
+        "truncated": truncated,
+        "oom_killed": oom_kills() > oom_before,
+    }
+
+
+def send_changed_files(channel, manifest):
+    """Streams new or changed regular files (and new directories) as a tar; returns deleted paths."""
+    seen = set()
+    with tarfile.open(fileobj=FileFrames(channel), mode="w|", format=tarfile.PAX_FORMAT) as archive:
+        for root, dirs, files in os.walk(WORKSPACE):
+            for name in sorted(dirs + files):
+                path = os.path.join(root, name)
+                rel = os.path.relpath(path, WORKSPACE)
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                seen.add(rel)
+                info = tarfile.TarInfo("workspace/" + rel)
+                info.mtime = int(st.st_mtime)
+                if stat.S_ISDIR(st.st_mode):
+                    info.type = tarfile.DIRTYPE
+                    info.mode = 0o755
+                    archive.addfile(info)
+                elif stat.S_ISREG(st.st_mode):
+                    if manifest.get(rel) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+                        continue
+                    try:
+                        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                    except OSError:
+                        continue
+                    with os.fdopen(fd, "rb") as f:
+                        data = f.read()
+                    info.size = len(data)
+                    info.mode = 0o644
+                    archive.addfile(info, io.BytesIO(data))
+                # links, fifos and devices never leave the sandbox
+    return sorted(rel for rel in manifest if rel not in seen)
+
+
+def main():
+    make_undumpable()
+    channel = Channel(os.dup(1))
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # stray prints from this process can never reach the protocol stream
+    try:
+        job, manifest = receive_job(sys.stdin.buffer)
+    except (tarfile.TarError, ValueError, OSError) as exc:
+        sys.stderr.write("runner: bad job: %s\n" % exc)
+        return 2
+    if job is None:
+        return 0  # stdin closed without a job: nothing to do
+    if job.get("protocol") != PROTOCOL:
+        sys.stderr.write("runner: protocol %r, expected %d\n" % (job.get("protocol"), PROTOCOL))
+        return 2
+    prepare_matplotlib()
+    started = time.monotonic()
+    outcome = supervise(job, channel)
+    run_ms = int((time.monotonic() - started) * 1000)
+    deleted = send_changed_files(channel, manifest)
+    child = outcome.pop("child")
+    outcome_signaled = outcome.pop("signaled")
+    limit = job["result_limit"]
+
+    def text(key):  # the child is the user's process: keep only strings, and only so much
+        value = child.get(key)
+        return value[:limit] if isinstance(value, str) else None
+
+    status = child.get("status")
+    error = None
+    if status not in ("ok", "exception", "exit"):
+        # No report from the user's process: it was killed, or left through os._exit().
+        status = "killed" if outcome_signaled else "exit"
+        if status == "exit" and outcome["exit_code"] == 0 and job.get("variable"):
+            status = "exception"
+            error = "The code exited before variable '%s' could be read" % job["variable"]
+    report = {
+        "protocol": PROTOCOL,
+        **outcome,
+        "status": status,
+        "error": error or text("error"),
+        "traceback": text("traceback"),
+        "result": text("result"),
+        "result_truncated": child.get("result_truncated") is True,
+        "deleted": deleted,
+        "run_ms": run_ms,
+    }
+    channel.send(b"r", json.dumps(report).encode("utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

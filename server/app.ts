@@ -1,0 +1,64 @@
+import cors from 'cors';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import * as OpenApiValidator from 'express-openapi-validator';
+import { v4 as uuidv4 } from 'uuid';
+import { docsRoutes } from './api/docs-routes.js';
+import { executionRoutes } from './api/execution-routes.js';
+import { serviceRoutes } from './api/service-routes.js';
+import type { components } from './api/openapi-types.js';
+import type { Config } from './config.js';
+import { classify } from './errors.js';
+import type { ExecutionService } from './execution/execution-service.js';
+import type { Logger } from './logger.js';
+import type { Sandbox } from './sandbox/sandbox.js';
+
+export interface AppDeps {
+  config: Config;
+  logger: Logger;
+  contract: Record<string, unknown>;
+  sandbox: Sandbox;
+  executions: ExecutionService;
+}
+
+type ErrorResponse = components['schemas']['ErrorResponse'];
+
+/** The HTTP app: middleware in order, the routes, and the one error handler. No listen() here. */
+export function createApp({ config, logger, contract, sandbox, executions }: AppDeps): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+
+  app.use((_req, res, next) => {
+    res.locals.requestId = uuidv4();
+    res.setHeader('X-Request-Id', res.locals.requestId as string);
+    next();
+  });
+  app.use(cors({ origin: config.corsOrigins.includes('*') ? '*' : config.corsOrigins }));
+  app.use(express.json({ limit: config.maxBodyBytes }));
+  app.use(docsRoutes(contract, config.redocScriptUrl));
+  app.use(
+    OpenApiValidator.middleware({
+      apiSpec: structuredClone(contract) as never,
+      validateRequests: { allowUnknownQueryParameters: false, coerceTypes: false },
+      validateResponses: { removeAdditional: false },
+      validateFormats: true,
+      ignorePaths: /^\/(docs|redoc|openapi\.json)(\/|$)/,
+    }),
+  );
+  app.use(serviceRoutes(config, sandbox));
+  app.use(executionRoutes(executions));
+
+  // The one place where errors become responses: the seed's envelope with a clear message.
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const { kind, status, message } = classify(err);
+    const executionId = (res.locals.requestId as string | undefined) ?? uuidv4();
+    if (kind === 'internal') {
+      logger.error('request failed', { execution_id: executionId, path: req.path, error: String((err as Error)?.stack ?? err) });
+    } else {
+      logger.info('request refused', { execution_id: executionId, path: req.path, status, error: message });
+    }
+    const body: ErrorResponse = { success: false, result: null, error: message, execution_id: executionId };
+    if (res.headersSent) return;
+    res.status(status).json(body);
+  });
+  return app;
+}

@@ -1,0 +1,206 @@
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+/**
+ * Every setting, declared once: environment variable, description, default and a parser that
+ * validates. A bad value stops start-up with a message naming the variable. The README's
+ * settings table lists the same entries (a test keeps them in step).
+ */
+interface Setting<T> {
+  env: string;
+  description: string;
+  default: T | (() => T);
+  parse: (raw: string) => T;
+  show?: string;
+}
+
+export class ConfigError extends Error {}
+
+function integer(min: number, max = Number.MAX_SAFE_INTEGER) {
+  return (raw: string): number => {
+    const value = Number(raw);
+    if (!/^\s*-?\d+\s*$/.test(raw) || value < min || value > max) {
+      throw new Error(`expected a whole number from ${min} to ${max}`);
+    }
+    return value;
+  };
+}
+
+function decimal(min: number, max: number) {
+  return (raw: string): number => {
+    const value = Number(raw);
+    if (raw.trim() === '' || !Number.isFinite(value) || value < min || value > max) {
+      throw new Error(`expected a number from ${min} to ${max}`);
+    }
+    return value;
+  };
+}
+
+function oneOf<T extends string>(...values: T[]) {
+  return (raw: string): T => {
+    if (!(values as string[]).includes(raw)) throw new Error(`expected one of ${values.join(', ')}`);
+    return raw as T;
+  };
+}
+
+function text(raw: string): string {
+  if (raw.trim() === '') throw new Error('must not be empty');
+  return raw.trim();
+}
+
+function list(raw: string): string[] {
+  return raw.split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+const MiB = 1024 * 1024;
+
+export const settings = {
+  port: { env: 'PORT', description: 'TCP port of the HTTP API', default: 8083, parse: integer(0, 65535) },
+  host: {
+    env: 'HOST',
+    description: 'Address to listen on. Loopback by default: the API runs code for whoever reaches it',
+    default: '127.0.0.1',
+    parse: text,
+  },
+  baseDir: {
+    env: 'BASE_DIR',
+    description: 'Server-side directory holding the workspaces (shown by /health)',
+    default: () => mkdtempSync(path.join(os.tmpdir(), 'run-python-code-')),
+    parse: (raw: string) => path.resolve(text(raw)),
+    show: 'a new temporary directory',
+  },
+  corsOrigins: {
+    env: 'CORS_ORIGINS',
+    description: 'Comma-separated origins allowed by CORS; * allows all',
+    default: ['*'],
+    parse: list,
+    show: '*',
+  },
+  sandboxImage: {
+    env: 'SANDBOX_IMAGE',
+    description: 'Docker image the sandboxes run (built by npm run sandbox:build)',
+    default: 'run-python-code-sandbox:latest',
+    parse: text,
+  },
+  sandboxRuntime: {
+    env: 'SANDBOX_RUNTIME',
+    description: "OCI runtime for sandboxes, e.g. runsc for gVisor; empty uses the engine's default",
+    default: '',
+    parse: (raw: string) => raw.trim(),
+    show: "(the engine's default)",
+  },
+  instanceId: {
+    env: 'INSTANCE_ID',
+    description: 'Names this server in container labels; stale containers with it are removed at start-up',
+    default: '',
+    parse: (raw: string) => {
+      if (!/^[A-Za-z0-9_.-]{1,64}$/.test(raw)) throw new Error('expected 1-64 of A-Z a-z 0-9 _ . -');
+      return raw;
+    },
+    show: '{hostname}-{port}',
+  },
+  defaultTimeoutS: {
+    env: 'DEFAULT_TIMEOUT_S',
+    description: "Timeout of an execution that does not ask for one (the seed's 90 s)",
+    default: 90,
+    parse: integer(1, 86400),
+  },
+  maxTimeoutS: {
+    env: 'MAX_TIMEOUT_S',
+    description: 'Largest timeout a request may ask for; more is a 400 naming this limit',
+    default: 300,
+    parse: integer(1, 86400),
+  },
+  memoryMb: {
+    env: 'SANDBOX_MEMORY_MB',
+    description: 'Memory cap per container in MiB (swap is capped to the same, so no swap)',
+    default: 512,
+    parse: integer(32, 1024 * 1024),
+  },
+  cpus: { env: 'SANDBOX_CPUS', description: 'CPU cap per container, in cores', default: 1, parse: decimal(0.01, 1024) },
+  pids: { env: 'SANDBOX_PIDS', description: 'Process/thread cap per container', default: 128, parse: integer(8, 1 << 22) },
+  outputBytes: {
+    env: 'SANDBOX_OUTPUT_BYTES',
+    description: 'Cap on stdout and on stderr (each) and on the returned value; beyond it the output is cut and the code stopped',
+    default: MiB,
+    parse: integer(1024, 256 * MiB),
+  },
+  workspaceMb: {
+    env: 'SANDBOX_WORKSPACE_MB',
+    description: 'Size of the writable /workspace inside a container, and cap on the files kept per workspace',
+    default: 100,
+    parse: integer(1, 64 * 1024),
+  },
+  tmpMb: {
+    env: 'SANDBOX_TMP_MB',
+    description: 'Size of /tmp and of /dev/shm inside a container',
+    default: 64,
+    parse: integer(1, 64 * 1024),
+  },
+  maxFiles: {
+    env: 'SANDBOX_MAX_FILES',
+    description: 'Cap on the number of files and directories in a workspace',
+    default: 10000,
+    parse: integer(1, 1_000_000),
+  },
+  nofile: {
+    env: 'SANDBOX_NOFILE',
+    description: 'Open-file limit (RLIMIT_NOFILE) inside a container',
+    default: 1024,
+    parse: integer(16, 1 << 20),
+  },
+  maxBodyBytes: {
+    env: 'MAX_BODY_BYTES',
+    description: 'Largest request body accepted; larger ones get 413',
+    default: 2 * MiB,
+    parse: integer(1024, 1024 * MiB),
+  },
+  logLevel: {
+    env: 'LOG_LEVEL',
+    description: 'error, warn, info or debug (user code appears in logs only at debug)',
+    default: 'info' as const,
+    parse: oneOf('error', 'warn', 'info', 'debug'),
+  },
+  redocScriptUrl: {
+    env: 'REDOC_SCRIPT_URL',
+    description: 'Where the browser loads ReDoc from for /redoc (FastAPI uses the same CDN)',
+    default: 'https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js',
+    parse: text,
+  },
+} satisfies Record<string, Setting<unknown>>;
+
+type Settings = typeof settings;
+export type Config = { [K in keyof Settings]: ReturnType<Settings[K]['parse']> };
+
+/** Reads every setting from `env`; throws ConfigError naming the first bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const config: Record<string, unknown> = {};
+  for (const [key, setting] of Object.entries(settings) as [string, Setting<unknown>][]) {
+    const raw = env[setting.env];
+    if (raw === undefined || raw === '') {
+      config[key] = typeof setting.default === 'function' ? (setting.default as () => unknown)() : setting.default;
+      continue;
+    }
+    try {
+      config[key] = setting.parse(raw);
+    } catch (err) {
+      throw new ConfigError(`${setting.env}=${JSON.stringify(raw)}: ${(err as Error).message}`);
+    }
+  }
+  const result = config as Config;
+  result.instanceId ||= `${os.hostname()}-${result.port}`.replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 64);
+  if (result.defaultTimeoutS > result.maxTimeoutS) {
+    throw new ConfigError(`DEFAULT_TIMEOUT_S (${result.defaultTimeoutS}) is above MAX_TIMEOUT_S (${result.maxTimeoutS})`);
+  }
+  return result;
+}
+
+/** The settings as documentation rows (the README's table is checked against these). */
+export function settingsTable(): { env: string; default: string; description: string }[] {
+  return Object.values(settings).map((s: Setting<unknown>) => ({
+    env: s.env,
+    default: s.show ?? String(typeof s.default === 'function' ? '' : s.default),
+    description: s.description,
+  }));
+}

@@ -1,0 +1,86 @@
+/**
+ * The service's error kinds and their HTTP mapping, in one place. A user's code failing is not
+ * here: that is data (HTTP 200, success: false), built by the execution service.
+ */
+export type ErrorKind =
+  | 'bad_request'
+  | 'not_found'
+  | 'conflict'
+  | 'payload_too_large'
+  | 'unsupported_media_type'
+  | 'method_not_allowed'
+  | 'unavailable'
+  | 'internal';
+
+const statusOf: Record<ErrorKind, number> = {
+  bad_request: 400,
+  not_found: 404,
+  method_not_allowed: 405,
+  conflict: 409,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  internal: 500,
+  unavailable: 503,
+};
+
+export class ServiceError extends Error {
+  constructor(
+    readonly kind: ErrorKind,
+    message: string,
+  ) {
+    super(message);
+  }
+  get status(): number {
+    return statusOf[this.kind];
+  }
+}
+
+export const badRequest = (message: string) => new ServiceError('bad_request', message);
+export const notFound = (message: string) => new ServiceError('not_found', message);
+export const conflict = (message: string) => new ServiceError('conflict', message);
+export const unavailable = (message: string) => new ServiceError('unavailable', message);
+
+interface ValidatorError {
+  status: number;
+  message: string;
+  errors?: { path?: string; message?: string }[];
+}
+
+function isValidatorError(err: unknown): err is ValidatorError {
+  return typeof err === 'object' && err !== null && typeof (err as ValidatorError).status === 'number';
+}
+
+/** "/body/timeout" -> "body.timeout", so the message names the field the way the client wrote it. */
+function fieldOf(p: string | undefined): string {
+  return (p ?? '').replace(/^\//, '').replace(/\//g, '.') || 'request';
+}
+
+const kindOfStatus = Object.fromEntries(Object.entries(statusOf).map(([k, s]) => [s, k])) as Record<number, ErrorKind>;
+
+/**
+ * Maps anything thrown on the way to a response to (status, message). Validator errors (from
+ * express-openapi-validator), body-parser errors and ServiceErrors keep their meaning; anything
+ * else is internal: logged in full by the caller, answered with a plain message.
+ */
+export function classify(err: unknown): { kind: ErrorKind; status: number; message: string } {
+  if (err instanceof ServiceError) return { kind: err.kind, status: err.status, message: err.message };
+  if (isValidatorError(err) && err.status >= 400 && err.status < 500) {
+    const kind = kindOfStatus[err.status] ?? 'bad_request';
+    const status = kindOfStatus[err.status] ? err.status : 400;
+    const details = (err.errors ?? [])
+      .map((e) => `${fieldOf(e.path)}: ${e.message ?? 'invalid'}`)
+      .filter((d, i, all) => all.indexOf(d) === i);
+    const type = (err as { type?: string }).type;
+    const where = err.errors?.[0]?.path ?? '';
+    let message: string;
+    if (type === 'entity.too.large') message = 'Request body is larger than the limit (MAX_BODY_BYTES)';
+    else if (type === 'entity.parse.failed') message = `Request body is not valid JSON: ${err.message}`;
+    else if (status === 404) message = `Not found: ${where}`;
+    else if (status === 405) message = `Method not allowed on ${where}`;
+    else if (status === 415) message = 'Unsupported media type: send the body as application/json';
+    else if (details.length > 0) message = `Invalid request: ${details.join('; ')}`;
+    else message = err.message;
+    return { kind, status, message };
+  }
+  return { kind: 'internal', status: 500, message: 'Internal error: see the server log for this execution_id' };
+}

@@ -1,0 +1,273 @@
+import type { Duplex } from 'node:stream';
+import Docker from 'dockerode';
+import { unavailable } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { containerSpec, INSTANCE_LABEL } from './container-spec.js';
+import { ChangesReader, packJob } from './files-tar.js';
+import { FrameDecoder, PROTOCOL_VERSION, ProtocolViolation, type RunnerReport } from './protocol.js';
+import type { Sandbox, SandboxHealth, SandboxJob, SandboxOutcome } from './sandbox.js';
+
+export interface DockerSandboxOptions {
+  image: string;
+  runtime: string;
+  instanceId: string;
+}
+
+/** Past the runner's own deadline, how long the server waits before it kills the container itself. */
+const BACKSTOP_GRACE_MS = 2000;
+/** The runner's own stderr (its crash messages, not the user's) is kept for the log, this much. */
+const DIAGNOSTICS_BYTES = 16 * 1024;
+
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOENT', 'EACCES', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH']);
+
+/**
+ * The only code that knows Docker. One fresh container per execution:
+ * create -> attach -> start -> stream the job in (tar on stdin) -> collect frames -> wait -> remove.
+ * Removal happens after the answer, tracked so that shutdown (and tests) can wait for it.
+ */
+export class DockerSandbox implements Sandbox {
+  private readonly removals = new Set<Promise<void>>();
+  private readonly running = new Map<string, Docker.Container>();
+
+  constructor(
+    private readonly docker: Docker,
+    private readonly options: DockerSandboxOptions,
+    private readonly logger: Logger,
+  ) {}
+
+  async run(job: SandboxJob): Promise<SandboxOutcome> {
+    const started = Date.now();
+    const phases: Record<string, number> = {};
+    const mark = (phase: string, since: number) => {
+      phases[phase] = Date.now() - since;
+      return Date.now();
+    };
+    const { limits } = job;
+    let t = Date.now();
+    let container: Docker.Container;
+    try {
+      container = await this.docker.createContainer(
+        containerSpec({ ...this.options, executionId: job.executionId, limits }),
+      );
+    } catch (err) {
+      throw this.explain(err);
+    }
+    this.running.set(job.executionId, container);
+    t = mark('create', t);
+
+    try {
+      const stream = (await container.attach({
+        stream: true,
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        hijack: true,
+      })) as Duplex;
+
+      let violation: string | null = null;
+      let killedForTimeout = false;
+      const kill = () => {
+        container.kill({ signal: 'SIGKILL' }).catch(() => undefined); // already gone is fine
+      };
+      const workspaceBytes = limits.workspaceMb * 1024 * 1024;
+      const changes = new ChangesReader({ maxBytes: workspaceBytes, maxFiles: limits.maxFiles });
+      const decoder = new FrameDecoder(
+        {
+          outputBytes: limits.outputBytes,
+          filesBytes: workspaceBytes + (limits.maxFiles + 16) * 3 * 512,
+          reportBytes: 20 * limits.outputBytes + (limits.maxFiles + 1) * 1100,
+        },
+        { files: (chunk) => changes.write(chunk), overCap: kill },
+      );
+      let diagnostics = '';
+      const ended = new Promise<void>((resolve) => {
+        stream.once('end', resolve);
+        stream.once('close', resolve);
+        stream.once('error', () => resolve());
+      });
+      this.docker.modem.demuxStream(
+        stream,
+        {
+          write: (chunk: Buffer) => {
+            if (violation) return true;
+            try {
+              decoder.push(chunk);
+            } catch (err) {
+              violation = (err as Error).message;
+              kill();
+            }
+            return true;
+          },
+        } as unknown as NodeJS.WritableStream,
+        {
+          write: (chunk: Buffer) => {
+            if (diagnostics.length < DIAGNOSTICS_BYTES) diagnostics += chunk.toString('utf8', 0, DIAGNOSTICS_BYTES);
+            return true;
+          },
+        } as unknown as NodeJS.WritableStream,
+      );
+
+      await container.start();
+      t = mark('start', t);
+      const backstop = setTimeout(() => {
+        killedForTimeout = true;
+        kill();
+      }, limits.timeoutS * 1000 + BACKSTOP_GRACE_MS);
+      const input = packJob(
+        {
+          protocol: PROTOCOL_VERSION,
+          mode: job.mode,
+          code: job.code,
+          file: job.file,
+          variable: job.variable,
+          timeout_s: limits.timeoutS,
+          output_limit: limits.outputBytes,
+          result_limit: limits.outputBytes,
+        },
+        job.workspace,
+      );
+      input.on('error', () => undefined);
+      input.pipe(stream);
+      await ended;
+      clearTimeout(backstop);
+      t = mark('run', t);
+
+      const state = await this.finalState(container);
+      t = mark('inspect', t);
+
+      let report: RunnerReport | null = null;
+      let files: SandboxOutcome['changes'] = null;
+      if (!violation) {
+        try {
+          report = decoder.finish();
+          if (report) {
+            const accepted = await changes.finish();
+            files = { ...accepted, deleted: report.deleted };
+            if (changes.dropped.length > 0) {
+              this.logger.warn('sandbox sent entries that were dropped', {
+                execution_id: job.executionId,
+                dropped: changes.dropped.slice(0, 20),
+              });
+            }
+          }
+        } catch (err) {
+          if (!(err instanceof ProtocolViolation)) throw err;
+          violation = err.message;
+          report = null;
+        }
+      }
+      if (violation) {
+        this.logger.warn('sandbox protocol violation', { execution_id: job.executionId, violation });
+      }
+      if (!report && diagnostics) {
+        this.logger.warn('sandbox ended without a report', { execution_id: job.executionId, diagnostics });
+      }
+      mark('collect', t);
+
+      return {
+        stdout: decoder.stdout(),
+        stderr: decoder.stderr(),
+        report: violation ? null : report,
+        changes: violation ? null : files,
+        exitCode: report ? report.exit_code : killedForTimeout || violation ? null : state.exitCode,
+        timedOut: killedForTimeout || (report?.timed_out ?? false),
+        truncated: decoder.truncated || (report?.truncated ?? false) || (report?.result_truncated ?? false),
+        oomKilled: state.oomKilled || (report?.oom_killed ?? false),
+        violation,
+        durationMs: Date.now() - started,
+        phases,
+      };
+    } catch (err) {
+      throw this.explain(err);
+    } finally {
+      this.running.delete(job.executionId);
+      this.remove(container);
+    }
+  }
+
+  /** Exit code and OOM flag of a container that has stopped (killing it first if it has not). */
+  private async finalState(container: Docker.Container): Promise<{ exitCode: number | null; oomKilled: boolean }> {
+    let info = await container.inspect();
+    if (info.State.Running) {
+      await container.kill({ signal: 'SIGKILL' }).catch(() => undefined);
+      await container.wait();
+      info = await container.inspect();
+    }
+    return { exitCode: info.State.ExitCode ?? null, oomKilled: info.State.OOMKilled === true };
+  }
+
+  private remove(container: Docker.Container): void {
+    const removal = container
+      .remove({ force: true, v: true })
+      .catch((err: { statusCode?: number; message?: string }) => {
+        if (err.statusCode !== 404) {
+          this.logger.error('could not remove a sandbox container', { id: container.id, error: err.message });
+        }
+      })
+      .finally(() => this.removals.delete(removal));
+    this.removals.add(removal);
+  }
+
+  async health(): Promise<SandboxHealth> {
+    let version: string;
+    try {
+      version = (await this.docker.version()).Version;
+    } catch (err) {
+      return { reachable: false, version: null, imagePresent: false, error: this.explain(err).message };
+    }
+    try {
+      const image = await this.docker.getImage(this.options.image).inspect();
+      const protocol = image.Config?.Labels?.['run-python-code.protocol'];
+      if (protocol !== String(PROTOCOL_VERSION)) {
+        return {
+          reachable: true,
+          version,
+          imagePresent: false,
+          error: `Sandbox image ${this.options.image} speaks runner protocol ${protocol ?? 'none'}, ` +
+            `this server needs ${PROTOCOL_VERSION}: rebuild it with \`npm run sandbox:build\``,
+        };
+      }
+      return { reachable: true, version, imagePresent: true };
+    } catch (err) {
+      return { reachable: true, version, imagePresent: false, error: this.explain(err).message };
+    }
+  }
+
+  async reapStale(): Promise<number> {
+    const stale = await this.listOwn();
+    await Promise.all(stale.map((info) => this.docker.getContainer(info.Id).remove({ force: true, v: true }).catch(() => undefined)));
+    if (stale.length > 0) this.logger.warn('removed stale sandbox containers', { count: stale.length });
+    return stale.length;
+  }
+
+  async shutdown(force: boolean): Promise<void> {
+    if (force) {
+      await Promise.all([...this.running.values()].map((c) => c.kill({ signal: 'SIGKILL' }).catch(() => undefined)));
+    }
+    while (this.removals.size > 0) await Promise.allSettled([...this.removals]);
+  }
+
+  private listOwn(): Promise<Docker.ContainerInfo[]> {
+    return this.docker.listContainers({
+      all: true,
+      filters: { label: [`${INSTANCE_LABEL}=${this.options.instanceId}`] },
+    });
+  }
+
+  /** Turns Docker's failures into what an operator can act on. */
+  private explain(err: unknown): Error {
+    const e = err as { statusCode?: number; code?: string; message?: string; json?: { message?: string } };
+    const detail = e.json?.message ?? e.message ?? String(err);
+    if (e.statusCode === 404 && /no such image/i.test(detail)) {
+      return unavailable(`Sandbox image ${this.options.image} is missing: build it with \`npm run sandbox:build\``);
+    }
+    if (e.code && UNREACHABLE.has(e.code)) {
+      const where = process.env.DOCKER_HOST ?? '/var/run/docker.sock';
+      return unavailable(
+        `Docker engine is not reachable at ${where} (${e.code}): start it (\`sudo systemctl start docker\` ` +
+          'or `sudo dockerd &`) or point DOCKER_HOST at one',
+      );
+    }
+    return err instanceof Error ? err : new Error(detail);
+  }
+}

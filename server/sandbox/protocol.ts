@@ -1,0 +1,152 @@
+import { Ajv } from 'ajv';
+
+/**
+ * The runner's wire protocol (sandbox-image/runner.py), read as hostile input: every frame is
+ * checked for kind and size, every stream is capped, and the final report must match a schema.
+ * Frame: [kind: 1 byte][length: uint32 big-endian][payload <= 64 KiB].
+ */
+export const PROTOCOL_VERSION = 1;
+const MAX_FRAME = 64 * 1024;
+const HEADER = 5;
+
+export interface RunnerReport {
+  protocol: number;
+  exit_code: number;
+  timed_out: boolean;
+  truncated: boolean;
+  oom_killed: boolean;
+  status: 'ok' | 'exception' | 'exit' | 'killed';
+  error: string | null;
+  traceback: string | null;
+  result: string | null;
+  result_truncated: boolean;
+  deleted: string[];
+  run_ms: number;
+}
+
+const reportSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['protocol', 'exit_code', 'timed_out', 'truncated', 'oom_killed', 'status', 'error', 'traceback',
+    'result', 'result_truncated', 'deleted', 'run_ms'],
+  properties: {
+    protocol: { type: 'integer', const: PROTOCOL_VERSION },
+    exit_code: { type: 'integer', minimum: 0, maximum: 255 },
+    timed_out: { type: 'boolean' },
+    truncated: { type: 'boolean' },
+    oom_killed: { type: 'boolean' },
+    status: { type: 'string', enum: ['ok', 'exception', 'exit', 'killed'] },
+    error: { type: 'string', nullable: true },
+    traceback: { type: 'string', nullable: true },
+    result: { type: 'string', nullable: true },
+    result_truncated: { type: 'boolean' },
+    deleted: { type: 'array', items: { type: 'string', maxLength: 1024 }, maxItems: 1_000_000 },
+    run_ms: { type: 'number', minimum: 0 },
+  },
+};
+
+const validateReport = new Ajv({ allErrors: false, strict: true }).compile<RunnerReport>(reportSchema);
+
+export class ProtocolViolation extends Error {}
+
+export interface DecoderCaps {
+  /** Cap on user stdout and on user stderr, each. */
+  outputBytes: number;
+  /** Cap on the tar of changed files. */
+  filesBytes: number;
+  /** Cap on the JSON report. */
+  reportBytes: number;
+}
+
+export interface DecoderSinks {
+  /** A chunk of the changed-files tar. */
+  files(chunk: Buffer): void;
+  /** Output went past a cap: the container should be stopped. */
+  overCap(): void;
+}
+
+/** Incremental decoder of the runner's stdout. `push` throws ProtocolViolation on bad input. */
+export class FrameDecoder {
+  private pending: Buffer = Buffer.alloc(0);
+  private readonly out: Record<'o' | 'e', { chunks: Buffer[]; bytes: number }> = {
+    o: { chunks: [], bytes: 0 },
+    e: { chunks: [], bytes: 0 },
+  };
+  private filesBytes = 0;
+  private readonly report: Buffer[] = [];
+  private reportBytes = 0;
+  truncated = false;
+
+  constructor(
+    private readonly caps: DecoderCaps,
+    private readonly sinks: DecoderSinks,
+  ) {}
+
+  push(chunk: Buffer): void {
+    this.pending = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
+    let offset = 0;
+    while (this.pending.length - offset >= HEADER) {
+      const kind = String.fromCharCode(this.pending[offset]!);
+      const length = this.pending.readUInt32BE(offset + 1);
+      if (!'oefr'.includes(kind)) throw new ProtocolViolation(`unknown frame kind 0x${this.pending[offset]!.toString(16)}`);
+      if (length > MAX_FRAME) throw new ProtocolViolation(`frame of ${length} bytes is over the ${MAX_FRAME} limit`);
+      if (this.pending.length - offset - HEADER < length) break;
+      const payload = this.pending.subarray(offset + HEADER, offset + HEADER + length);
+      offset += HEADER + length;
+      this.frame(kind as 'o' | 'e' | 'f' | 'r', payload);
+    }
+    this.pending = this.pending.subarray(offset);
+  }
+
+  private frame(kind: 'o' | 'e' | 'f' | 'r', payload: Buffer): void {
+    if (kind !== 'r' && this.reportBytes > 0) throw new ProtocolViolation('output after the report');
+    if (kind === 'o' || kind === 'e') {
+      const stream = this.out[kind];
+      const room = this.caps.outputBytes - stream.bytes;
+      if (room > 0) {
+        const kept = payload.subarray(0, room);
+        stream.chunks.push(Buffer.from(kept));
+        stream.bytes += kept.length;
+      }
+      if (payload.length > room) {
+        this.truncated = true;
+        this.sinks.overCap();
+      }
+    } else if (kind === 'f') {
+      this.filesBytes += payload.length;
+      if (this.filesBytes > this.caps.filesBytes) {
+        throw new ProtocolViolation(`changed files are over the workspace cap of ${this.caps.filesBytes} bytes`);
+      }
+      this.sinks.files(payload);
+    } else {
+      this.reportBytes += payload.length;
+      if (this.reportBytes > this.caps.reportBytes) throw new ProtocolViolation('report is over its size cap');
+      this.report.push(Buffer.from(payload));
+    }
+  }
+
+  stdout(): string {
+    return Buffer.concat(this.out.o.chunks).toString('utf8');
+  }
+
+  stderr(): string {
+    return Buffer.concat(this.out.e.chunks).toString('utf8');
+  }
+
+  /** The validated report, or null when none came; throws ProtocolViolation when it is malformed. */
+  finish(): RunnerReport | null {
+    if (this.pending.length > 0) throw new ProtocolViolation('stream ended inside a frame');
+    if (this.reportBytes === 0) return null;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(Buffer.concat(this.report).toString('utf8'));
+    } catch {
+      throw new ProtocolViolation('report is not JSON');
+    }
+    if (!validateReport(parsed)) {
+      const first = validateReport.errors?.[0];
+      throw new ProtocolViolation(`report does not match the protocol: ${first?.instancePath || '/'} ${first?.message ?? ''}`);
+    }
+    return parsed;
+  }
+}

@@ -1,0 +1,98 @@
+import { mkdtempSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import Docker from 'dockerode';
+import { createApp } from '../../server/app.js';
+import { loadConfig, type Config } from '../../server/config.js';
+import { ExecutionService } from '../../server/execution/execution-service.js';
+import { createLogger } from '../../server/logger.js';
+import { loadContract } from '../../server/project.js';
+import { DockerSandbox } from '../../server/sandbox/docker-sandbox.js';
+import { Workspace } from '../../server/workspace/workspace.js';
+
+export const docker = new Docker();
+
+/** The real sandbox, counting the executions it was asked to run. */
+class CountingSandbox extends DockerSandbox {
+  runs = 0;
+  override run(job: Parameters<DockerSandbox['run']>[0]) {
+    this.runs += 1;
+    return super.run(job);
+  }
+}
+
+export interface TestServer {
+  url: string;
+  config: Config;
+  sandbox: CountingSandbox;
+  post(route: string, body: unknown): Promise<{ status: number; body: Record<string, unknown> }>;
+  get(route: string): Promise<{ status: number; body: Record<string, unknown>; text: string; headers: Headers }>;
+  /** Waits for background removals; resolves to the containers of this server still present. */
+  settle(): Promise<Docker.ContainerInfo[]>;
+  close(): Promise<void>;
+}
+
+/** The real app on an ephemeral loopback port, with the real Docker engine behind it. */
+export async function startServer(env: Record<string, string> = {}, engine: Docker = docker): Promise<TestServer> {
+  const instanceId = `test-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  const config = loadConfig({
+    ...process.env,
+    BASE_DIR: mkdtempSync(path.join(os.tmpdir(), 'rpc-test-')),
+    INSTANCE_ID: instanceId,
+    LOG_LEVEL: process.env.LOG_LEVEL ?? 'error',
+    PORT: '0',
+    ...env,
+  });
+  const logger = createLogger(config.logLevel);
+  const sandbox = new CountingSandbox(
+    engine,
+    { image: config.sandboxImage, runtime: config.sandboxRuntime, instanceId },
+    logger,
+  );
+  const workspace = await Workspace.open(
+    path.join(config.baseDir, 'workspaces', 'default'),
+    path.join(config.baseDir, 'staging'),
+    { maxBytes: config.workspaceMb * 1024 * 1024, maxFiles: config.maxFiles },
+  );
+  const executions = new ExecutionService(config, sandbox, workspace, logger);
+  const app = createApp({ config, logger, contract: loadContract(), sandbox, executions });
+  const server = app.listen(0, '127.0.0.1');
+  await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+  const settle = async () => {
+    await sandbox.shutdown(false);
+    return docker.listContainers({ all: true, filters: { label: [`run-python-code.instance=${instanceId}`] } });
+  };
+  return {
+    url,
+    config,
+    sandbox,
+    async post(route, body) {
+      const res = await fetch(url + route, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    },
+    async get(route) {
+      const res = await fetch(url + route);
+      const text = await res.text();
+      let body: Record<string, unknown> = {};
+      try {
+        body = JSON.parse(text) as Record<string, unknown>;
+      } catch {
+        // not JSON (docs pages)
+      }
+      return { status: res.status, body, text, headers: res.headers };
+    },
+    settle,
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await settle();
+    },
+  };
+}

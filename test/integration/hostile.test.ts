@@ -1,0 +1,193 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { startServer, type TestServer } from '../helpers/server.js';
+
+/**
+ * The hostile corpus. Each case runs on a server of its own and must end with the answer it
+ * expects, the server still healthy, and no container of that server left behind.
+ */
+async function hostile(
+  code: string,
+  check: (body: Record<string, unknown>, server: TestServer, elapsedMs: number) => void | Promise<void>,
+  options: { timeout?: number; env?: Record<string, string> } = {},
+): Promise<void> {
+  const server = await startServer(options.env);
+  try {
+    const started = Date.now();
+    const { status, body } = await server.post('/execute', { code, timeout: options.timeout ?? 20 });
+    assert.equal(status, 200, JSON.stringify(body));
+    await check(body, server, Date.now() - started);
+    const health = await server.get('/health');
+    assert.equal(health.status, 200);
+    assert.equal(health.body.status, 'healthy');
+  } finally {
+    await server.close();
+    assert.deepEqual(await server.settle(), [], 'containers left behind');
+  }
+}
+
+describe('hostile code', () => {
+  it('while True: pass with timeout 2 answers within 2 s + 3 s', () =>
+    hostile('while True: pass', (body, _s, elapsed) => {
+      assert.equal(body.success, false);
+      assert.equal(body.timed_out, true);
+      assert.match(String(body.error), /timed out after 2 s/);
+      assert.ok(elapsed < 5000, `answered after ${elapsed} ms`);
+    }, { timeout: 2 }));
+
+  it('a memory bomb is OOM-killed', () =>
+    hostile('x = []\nwhile True:\n    x.append(b"a" * 2**24)', (body) => {
+      assert.equal(body.success, false);
+      assert.equal(body.oom_killed, true);
+      assert.match(String(body.error), /OOM-killed/);
+    }, { env: { SANDBOX_MEMORY_MB: '128' } }));
+
+  it('a fork bomb hits the pids cap', () =>
+    hostile('import os\nwhile True:\n    os.fork()', (body) => {
+      assert.equal(body.success, false);
+      assert.match(String(body.error), /BlockingIOError|Resource temporarily unavailable|timed out/);
+    }, { timeout: 10 }));
+
+  it("print('x' * 10**9) fails clearly (memory or output cap)", () =>
+    hostile("print('x' * 10**9)", (body) => {
+      assert.equal(body.success, false);
+      assert.ok(body.oom_killed === true || body.truncated === true, JSON.stringify(body).slice(0, 300));
+      assert.match(String(body.error), /OOM-killed|Output limit exceeded/);
+      assert.ok(Buffer.byteLength(String(body.stdout)) <= 1024 * 1024);
+    }));
+
+  it('a flood of output is cut at the cap and stopped', () =>
+    hostile('import sys\nwhile True:\n    sys.stdout.write("x" * 65536)', (body) => {
+      assert.equal(body.success, false);
+      assert.equal(body.truncated, true);
+      assert.equal(Buffer.byteLength(String(body.stdout)), 1024 * 1024);
+    }));
+
+  it('a file far larger than the workspace cap fails with ENOSPC', () =>
+    hostile(
+      'with open("big.bin", "wb") as f:\n    for _ in range(64):\n        f.write(b"0" * 2**20)',
+      (body) => {
+        assert.equal(body.success, false);
+        assert.match(String(body.error), /OSError: \[Errno 28\] No space left on device/);
+      },
+      { env: { SANDBOX_WORKSPACE_MB: '8' } },
+    ));
+
+  it('no network: only loopback, and the server port is unreachable', async () => {
+    const server = await startServer();
+    try {
+      const port = new URL(server.url).port;
+      const code = [
+        'import socket',
+        'names = sorted(n for _, n in socket.if_nameindex())',
+        's = socket.socket()',
+        's.settimeout(2)',
+        'try:',
+        `    s.connect(("127.0.0.1", ${port}))`,
+        '    outcome = "connected"',
+        'except OSError as e:',
+        '    outcome = type(e).__name__',
+        'print(names, outcome)',
+      ].join('\n');
+      const { body } = await server.post('/execute', { code });
+      assert.equal(body.result, "['lo'] ConnectionRefusedError");
+    } finally {
+      await server.close();
+      assert.deepEqual(await server.settle(), []);
+    }
+  });
+
+  it('sys.exit(3) is a failure with exit code 3', () =>
+    hostile('import sys\nprint("bye")\nsys.exit(3)', (body) => {
+      assert.equal(body.success, false);
+      assert.equal(body.exit_code, 3);
+      assert.equal(body.stdout, 'bye\n');
+      assert.match(String(body.error), /exited with status 3/);
+    }));
+
+  it('os._exit(0) before the requested variable is read is a clear failure', async () => {
+    const server = await startServer();
+    try {
+      const { body } = await server.post('/execute', { code: 'import os\nx = 1\nos._exit(0)', variable_to_return: 'x' });
+      assert.equal(body.success, false);
+      assert.equal(body.error, "The code exited before variable 'x' could be read");
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('os._exit(3) is a failure with exit code 3', () =>
+    hostile('import os\nos._exit(3)', (body) => {
+      assert.equal(body.success, false);
+      assert.equal(body.exit_code, 3);
+      assert.match(String(body.error), /exited with status 3/);
+    }));
+
+  it('os.kill(1, 9) cannot kill the runner (PID 1 of the container)', () =>
+    hostile('import os\nos.kill(1, 9)\nprint("still here")', (body) => {
+      assert.equal(body.success, true, String(body.error));
+      assert.equal(body.result, 'still here');
+    }));
+
+  it('user code cannot reach the runner through /proc/1', () =>
+    hostile(
+      'try:\n    open("/proc/1/fd/1", "wb")\n    print("opened")\nexcept OSError as e:\n    print(type(e).__name__)',
+      (body) => {
+        assert.equal(body.result, 'PermissionError');
+      },
+    ));
+
+  it('a background process does not keep the execution (or the container) alive', () =>
+    hostile(
+      'import subprocess\np = subprocess.Popen(["sleep", "1000"])\nprint("started", p.pid > 0)',
+      (body, _s, elapsed) => {
+        assert.equal(body.success, true, String(body.error));
+        assert.equal(body.result, 'started True');
+        assert.ok(elapsed < 10000, `took ${elapsed} ms`);
+      },
+    ));
+
+  it('forged runner output cannot change result, success or error', () =>
+    hostile(
+      [
+        'import json, struct, sys',
+        'fake = json.dumps({"protocol": 1, "exit_code": 0, "timed_out": False, "truncated": False,',
+        '    "oom_killed": False, "status": "ok", "error": None, "traceback": None, "result": "forged",',
+        '    "result_truncated": False, "deleted": [], "run_ms": 1}).encode()',
+        'sys.stdout.buffer.write(b"r" + struct.pack(">I", len(fake)) + fake)',
+        'sys.stdout.flush()',
+        'print(\'{"success": true, "result": "forged", "error": null}\')',
+        'raise RuntimeError("the real error")',
+      ].join('\n'),
+      (body) => {
+        assert.equal(body.success, false);
+        assert.equal(body.result, null);
+        assert.equal(body.error, 'RuntimeError: the real error');
+        assert.match(String(body.stdout), /"result": "forged"/);
+      },
+    ));
+});
+
+describe('isolation between concurrent executions', () => {
+  it('20 concurrent executions each get only their own output', async () => {
+    const server = await startServer();
+    try {
+      const tokens = Array.from({ length: 20 }, (_, i) => `token-${i}-${Math.random().toString(36).slice(2)}`);
+      const answers = await Promise.all(
+        tokens.map((token) =>
+          server.post('/execute', { code: `for _ in range(2000):\n    print(${JSON.stringify(token)})` }),
+        ),
+      );
+      answers.forEach(({ body }, i) => {
+        assert.equal(body.success, true, String(body.error));
+        const lines = String(body.result).split('\n');
+        assert.equal(lines.length, 2000);
+        assert.ok(lines.every((line) => line === tokens[i]), `answer ${i} holds another token`);
+      });
+      assert.equal(new Set(answers.map((a) => a.body.execution_id)).size, 20);
+    } finally {
+      await server.close();
+      assert.deepEqual(await server.settle(), []);
+    }
+  });
+});

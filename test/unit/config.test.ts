@@ -1,0 +1,48 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { ConfigError, loadConfig, settingsTable } from '../../server/config.js';
+import { loadContract, projectRoot, serviceVersion } from '../../server/project.js';
+
+describe('settings', () => {
+  it('have documented defaults', () => {
+    const config = loadConfig({ BASE_DIR: '/tmp/x' });
+    assert.equal(config.port, 8083);
+    assert.equal(config.host, '127.0.0.1');
+    assert.equal(config.defaultTimeoutS, 90);
+    assert.equal(config.memoryMb, 512);
+    assert.deepEqual(config.corsOrigins, ['*']);
+  });
+
+  it('read values from the environment', () => {
+    const config = loadConfig({ BASE_DIR: '/tmp/x', SANDBOX_CPUS: '0.5', CORS_ORIGINS: 'https://a.example, https://b.example' });
+    assert.equal(config.cpus, 0.5);
+    assert.deepEqual(config.corsOrigins, ['https://a.example', 'https://b.example']);
+  });
+
+  const bad: [Record<string, string>, RegExp][] = [
+    [{ PORT: 'eighty' }, /^PORT="eighty": expected a whole number/],
+    [{ SANDBOX_MEMORY_MB: '8' }, /^SANDBOX_MEMORY_MB="8": expected a whole number from 32/],
+    [{ SANDBOX_CPUS: '0' }, /^SANDBOX_CPUS="0"/],
+    [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL="loud": expected one of error, warn, info, debug/],
+    [{ INSTANCE_ID: 'has space' }, /^INSTANCE_ID=/],
+    [{ DEFAULT_TIMEOUT_S: '100', MAX_TIMEOUT_S: '50' }, /DEFAULT_TIMEOUT_S \(100\) is above MAX_TIMEOUT_S \(50\)/],
+  ];
+  for (const [env, message] of bad) {
+    it(`a bad ${Object.keys(env)[0]} names the setting`, () => {
+      assert.throws(() => loadConfig({ BASE_DIR: '/tmp/x', ...env }), (err: Error) => err instanceof ConfigError && message.test(err.message));
+    });
+  }
+
+  it('every setting is documented in the README with its default', () => {
+    const readme = readFileSync(path.join(projectRoot, 'README.md'), 'utf8');
+    for (const row of settingsTable()) {
+      assert.ok(readme.includes(`| \`${row.env}\` | ${row.default} |`), `README lacks the row for ${row.env} (default ${row.default})`);
+    }
+  });
+
+  it('the contract carries the package version', () => {
+    assert.equal((loadContract().info as { version: string }).version, serviceVersion);
+  });
+});

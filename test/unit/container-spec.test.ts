@@ -1,0 +1,55 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { containerSpec } from '../../server/sandbox/container-spec.js';
+
+describe('containerSpec: the caps of every sandbox container', () => {
+  const spec = containerSpec({
+    image: 'img:1',
+    runtime: '',
+    instanceId: 'host-8083',
+    executionId: 'e1',
+    limits: { timeoutS: 5, memoryMb: 256, cpus: 0.5, pids: 64, outputBytes: 1000, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10 },
+  });
+  const host = spec.HostConfig!;
+
+  it('no network, non-root, read-only root, no capabilities, no new privileges', () => {
+    assert.equal(host.NetworkMode, 'none');
+    assert.equal(spec.NetworkDisabled, true);
+    assert.equal(spec.User, '10001:10001');
+    assert.equal(host.ReadonlyRootfs, true);
+    assert.deepEqual(host.CapDrop, ['ALL']);
+    assert.equal(host.CapAdd, undefined);
+    assert.deepEqual(host.SecurityOpt, ['no-new-privileges']);
+    assert.equal(host.Privileged, false);
+    assert.equal(host.Binds, undefined);
+    assert.equal(host.Mounts, undefined);
+  });
+
+  it('memory (no swap), CPU, pids, open files, disk', () => {
+    assert.equal(host.Memory, 256 * 1024 * 1024);
+    assert.equal(host.MemorySwap, 256 * 1024 * 1024);
+    assert.equal(host.NanoCpus, 500_000_000);
+    assert.equal(host.PidsLimit, 64);
+    assert.deepEqual(host.Ulimits?.find((u) => u.Name === 'nofile'), { Name: 'nofile', Soft: 100, Hard: 100 });
+    assert.match(host.Tmpfs?.['/workspace'] ?? '', /size=10m/);
+    assert.match(host.Tmpfs?.['/tmp'] ?? '', /size=8m/);
+    assert.match(host.Tmpfs?.['/workspace'] ?? '', /nosuid,nodev/);
+  });
+
+  it('labelled for clean-up, input on stdin, no runtime override by default', () => {
+    assert.deepEqual(spec.Labels, {
+      'run-python-code': '1',
+      'run-python-code.instance': 'host-8083',
+      'run-python-code.execution': 'e1',
+    });
+    assert.equal(spec.OpenStdin, true);
+    assert.equal(spec.StdinOnce, true);
+    assert.equal(spec.Tty, false);
+    assert.equal(host.Runtime, undefined);
+  });
+
+  it('uses the configured runtime (e.g. gVisor)', () => {
+    const gvisor = containerSpec({ image: 'i', runtime: 'runsc', instanceId: 'x', executionId: 'e', limits: { timeoutS: 1, memoryMb: 64, cpus: 1, pids: 8, outputBytes: 1, workspaceMb: 1, tmpMb: 1, nofile: 16, maxFiles: 1 } });
+    assert.equal(gvisor.HostConfig?.Runtime, 'runsc');
+  });
+});

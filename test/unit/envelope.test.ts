@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { capString, toEnvelope } from '../../server/execution/envelope.js';
+import type { RunnerReport } from '../../server/sandbox/protocol.js';
+import type { SandboxOutcome } from '../../server/sandbox/sandbox.js';
+
+const limits = { timeoutS: 5, memoryMb: 256, cpus: 1, pids: 64, outputBytes: 10, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10 };
+const report = (over: Partial<RunnerReport> = {}): RunnerReport => ({
+  protocol: 1, exit_code: 0, timed_out: false, truncated: false, oom_killed: false, status: 'ok',
+  error: null, traceback: null, result: null, result_truncated: false, deleted: [], run_ms: 1, ...over,
+});
+const outcome = (over: Partial<SandboxOutcome> = {}): SandboxOutcome => ({
+  stdout: ' 42\n', stderr: '', report: report(), changes: null, exitCode: 0, timedOut: false, truncated: false,
+  oomKilled: false, violation: null, durationMs: 5, phases: {}, ...over,
+});
+
+describe('toEnvelope', () => {
+  it('success: result is the stripped stdout', () => {
+    const e = toEnvelope('id', outcome(), limits);
+    assert.equal(e.success, true);
+    assert.equal(e.result, '42');
+    assert.equal(e.error, null);
+  });
+
+  it('success: result is the variable when one was returned', () => {
+    assert.equal(toEnvelope('id', outcome({ report: report({ result: '7' }) }), limits).result, '7');
+  });
+
+  const failures: [string, Partial<SandboxOutcome>, RegExp][] = [
+    ['a protocol violation first', { violation: 'bad frame', timedOut: true }, /broke the runner protocol \(bad frame\)/],
+    ['the timeout before OOM', { timedOut: true, oomKilled: true }, /timed out after 5 s/],
+    ['OOM before the output cap', { oomKilled: true, truncated: true }, /OOM-killed \(limit 256 MiB\)/],
+    ['the output cap', { truncated: true }, /Output limit exceeded: Output went past 10 bytes/],
+    ['no report', { report: null, exitCode: 2 }, /stopped without a result \(exit code 2\)/],
+    ['an exception', { report: report({ status: 'exception', exit_code: 1, error: 'E: x' }) }, /^E: x$/],
+    ['a signal', { report: report({ status: 'killed', exit_code: 137 }) }, /killed by signal 9/],
+    ['a non-zero exit', { report: report({ status: 'exit', exit_code: 3 }) }, /exited with status 3/],
+  ];
+  for (const [name, over, error] of failures) {
+    it(`failure: ${name}`, () => {
+      const e = toEnvelope('id', outcome(over), limits);
+      assert.equal(e.success, false);
+      assert.equal(e.result, null);
+      assert.match(String(e.error), error);
+    });
+  }
+
+  it('caps what the container said', () => {
+    const e = toEnvelope('id', outcome({ report: report({ status: 'exception', exit_code: 1, error: 'E'.repeat(100), traceback: 'T'.repeat(100) }) }), limits);
+    assert.equal(e.error, 'E'.repeat(10));
+    assert.equal(e.traceback, 'T'.repeat(10));
+  });
+
+  it('capString never splits a character', () => {
+    assert.deepEqual(capString('aé', 2), { text: 'a', cut: true });
+    assert.deepEqual(capString('ab', 2), { text: 'ab', cut: false });
+  });
+});

@@ -1,0 +1,101 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { FrameDecoder, ProtocolViolation } from '../../server/sandbox/protocol.js';
+
+const frame = (kind: string, payload: Buffer | string) => {
+  const body = Buffer.from(payload);
+  const header = Buffer.alloc(5);
+  header.write(kind, 0, 'latin1');
+  header.writeUInt32BE(body.length, 1);
+  return Buffer.concat([header, body]);
+};
+
+const goodReport = {
+  protocol: 1, exit_code: 0, timed_out: false, truncated: false, oom_killed: false, status: 'ok',
+  error: null, traceback: null, result: '42', result_truncated: false, deleted: [], run_ms: 3,
+};
+
+function decoder(outputBytes = 100) {
+  const events = { files: [] as Buffer[], overCap: 0 };
+  const d = new FrameDecoder(
+    { outputBytes, filesBytes: 1000, reportBytes: 2000 },
+    { files: (c) => events.files.push(c), overCap: () => (events.overCap += 1) },
+  );
+  return { d, events };
+}
+
+describe('FrameDecoder', () => {
+  it('reassembles frames split at any byte', () => {
+    const { d, events } = decoder();
+    const stream = Buffer.concat([
+      frame('o', 'hello '), frame('e', 'warn'), frame('o', 'world'), frame('f', 'TAR'),
+      frame('r', JSON.stringify(goodReport)),
+    ]);
+    for (const byte of stream) d.push(Buffer.from([byte]));
+    assert.equal(d.stdout(), 'hello world');
+    assert.equal(d.stderr(), 'warn');
+    assert.equal(Buffer.concat(events.files).toString(), 'TAR');
+    assert.deepEqual(d.finish(), goodReport);
+  });
+
+  it('a report split over several frames is joined', () => {
+    const { d } = decoder();
+    const json = JSON.stringify(goodReport);
+    d.push(Buffer.concat([frame('r', json.slice(0, 10)), frame('r', json.slice(10))]));
+    assert.deepEqual(d.finish(), goodReport);
+  });
+
+  it('cuts each stream at the cap and asks for a stop', () => {
+    const { d, events } = decoder(10);
+    d.push(frame('o', 'x'.repeat(8)));
+    d.push(frame('o', 'y'.repeat(8)));
+    d.push(frame('e', 'z'.repeat(4)));
+    assert.equal(d.stdout(), 'xxxxxxxxyy');
+    assert.equal(d.stderr(), 'zzzz');
+    assert.equal(d.truncated, true);
+    assert.equal(events.overCap, 1);
+  });
+
+  it('no report is null, not an error', () => {
+    const { d } = decoder();
+    d.push(frame('o', 'partial'));
+    assert.equal(d.finish(), null);
+  });
+
+  const violations: [string, () => void, RegExp][] = [
+    ['an unknown frame kind', () => decoder().d.push(frame('x', 'a')), /unknown frame kind/],
+    ['a frame over 64 KiB', () => decoder().d.push(Buffer.from([0x6f, 0xff, 0xff, 0xff, 0xff])), /over the 65536 limit/],
+    ['files over the cap', () => decoder().d.push(frame('f', Buffer.alloc(1001))), /over the workspace cap/],
+    ['a report over its cap', () => decoder().d.push(frame('r', Buffer.alloc(2001))), /report is over its size cap/],
+    ['output after the report', () => {
+      const { d } = decoder();
+      d.push(frame('r', '{'));
+      d.push(frame('o', 'late'));
+    }, /output after the report/],
+  ];
+  for (const [name, act, message] of violations) {
+    it(`refuses ${name}`, () => assert.throws(act, (err: Error) => err instanceof ProtocolViolation && message.test(err.message)));
+  }
+
+  const badReports: [string, string][] = [
+    ['not JSON', 'nope'],
+    ['a wrong protocol', JSON.stringify({ ...goodReport, protocol: 2 })],
+    ['an extra field', JSON.stringify({ ...goodReport, success: true })],
+    ['a wrong type', JSON.stringify({ ...goodReport, exit_code: '0' })],
+    ['an exit code out of range', JSON.stringify({ ...goodReport, exit_code: 999 })],
+    ['an unknown status', JSON.stringify({ ...goodReport, status: 'great' })],
+  ];
+  for (const [name, json] of badReports) {
+    it(`refuses a report with ${name}`, () => {
+      const { d } = decoder();
+      d.push(frame('r', json));
+      assert.throws(() => d.finish(), ProtocolViolation);
+    });
+  }
+
+  it('refuses a stream that ends inside a frame', () => {
+    const { d } = decoder();
+    d.push(frame('o', 'abc').subarray(0, 6));
+    assert.throws(() => d.finish(), /ended inside a frame/);
+  });
+});
