@@ -1,12 +1,9 @@
-import path from 'node:path';
 import Docker from 'dockerode';
-import { createApp } from './app.js';
+import { assemble, sandboxOptions } from './assemble.js';
 import { ConfigError, loadConfig } from './config.js';
-import { ExecutionService } from './execution/execution-service.js';
 import { createLogger } from './logger.js';
-import { loadContract, serviceVersion } from './project.js';
+import { serviceVersion } from './project.js';
 import { DockerSandbox } from './sandbox/docker-sandbox.js';
-import { Workspace } from './workspace/workspace.js';
 
 /** Start-up only: settings, Docker check, stale-container reaping, listen, graceful shutdown. */
 async function main(): Promise<void> {
@@ -21,18 +18,8 @@ async function main(): Promise<void> {
     throw err;
   }
   const logger = createLogger(config.logLevel);
-  const sandbox = new DockerSandbox(new Docker(), {
-    image: config.sandboxImage,
-    runtime: config.sandboxRuntime,
-    instanceId: config.instanceId,
-  }, logger);
-  const workspace = await Workspace.open(
-    path.join(config.baseDir, 'workspaces', 'default'),
-    path.join(config.baseDir, 'staging'),
-    { maxBytes: config.workspaceMb * 1024 * 1024, maxFiles: config.maxFiles },
-  );
-  const executions = new ExecutionService(config, sandbox, workspace, logger);
-  const app = createApp({ config, logger, contract: loadContract(), sandbox, executions });
+  const sandbox = new DockerSandbox(new Docker(), sandboxOptions(config), logger);
+  const app = await assemble(config, logger, sandbox);
 
   const health = await sandbox.health();
   if (health.reachable) await sandbox.reapStale();

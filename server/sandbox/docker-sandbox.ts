@@ -268,6 +268,10 @@ export class DockerSandbox implements Sandbox {
           'or `sudo dockerd &`) or point DOCKER_HOST at one',
       );
     }
+    if (typeof e.statusCode === 'number' && e.statusCode >= 400) {
+      // The engine refused (a runtime that is not registered, a daemon fault): the operator's to fix.
+      return unavailable(`Docker could not run the sandbox: ${detail}`);
+    }
     return err instanceof Error ? err : new Error(detail);
   }
 }

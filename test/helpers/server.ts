@@ -3,13 +3,10 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import Docker from 'dockerode';
-import { createApp } from '../../server/app.js';
+import { assemble, sandboxOptions } from '../../server/assemble.js';
 import { loadConfig, type Config } from '../../server/config.js';
-import { ExecutionService } from '../../server/execution/execution-service.js';
 import { createLogger } from '../../server/logger.js';
-import { loadContract } from '../../server/project.js';
 import { DockerSandbox } from '../../server/sandbox/docker-sandbox.js';
-import { Workspace } from '../../server/workspace/workspace.js';
 
 export const docker = new Docker();
 
@@ -45,25 +42,15 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
     ...env,
   });
   const logger = createLogger(config.logLevel);
-  const sandbox = new CountingSandbox(
-    engine,
-    { image: config.sandboxImage, runtime: config.sandboxRuntime, instanceId },
-    logger,
-  );
-  const workspace = await Workspace.open(
-    path.join(config.baseDir, 'workspaces', 'default'),
-    path.join(config.baseDir, 'staging'),
-    { maxBytes: config.workspaceMb * 1024 * 1024, maxFiles: config.maxFiles },
-  );
-  const executions = new ExecutionService(config, sandbox, workspace, logger);
-  const app = createApp({ config, logger, contract: loadContract(), sandbox, executions });
+  const sandbox = new CountingSandbox(engine, sandboxOptions(config), logger);
+  const app = await assemble(config, logger, sandbox);
   const server = app.listen(0, '127.0.0.1');
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
   const settle = async () => {
     await sandbox.shutdown(false);
-    return docker.listContainers({ all: true, filters: { label: [`run-python-code.instance=${instanceId}`] } });
+    return docker.listContainers({ all: true, filters: { label: [`run-python-code.instance=${config.instanceId}`] } });
   };
   return {
     url,

@@ -193,6 +193,20 @@ describe('the sandbox cannot run: HTTP 503 telling the operator what to do', () 
   });
 });
 
+describe('an engine that refuses the sandbox', () => {
+  it('an unknown runtime is a 503 that quotes Docker, with nothing left behind', async () => {
+    const server = await startServer({ SANDBOX_RUNTIME: 'no-such-runtime' });
+    try {
+      const run = await server.post('/execute', { code: 'print(1)' });
+      assert.equal(run.status, 503);
+      assertFailure(run.body, /^Docker could not run the sandbox: .*no-such-runtime/);
+    } finally {
+      await server.close();
+      assert.deepEqual(await server.settle(), []);
+    }
+  });
+});
+
 describe('clean-up after a crash', () => {
   it('at start-up the server removes containers its instance left behind', async () => {
     const server = await startServer();
