@@ -10,8 +10,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 image="${SANDBOX_IMAGE:-run-python-code-sandbox:latest}"
 mode="${SANDBOX_BUILD_MODE:-auto}"
 online_base="${SANDBOX_ONLINE_BASE:-python:3.12-slim}"
-offline_base="${SANDBOX_OFFLINE_BASE:-run-python-code-sandbox-base:bookworm}"
 suite="${SANDBOX_DEBIAN_SUITE:-bookworm}"
+# Debian's packages in the offline base; its tag carries their hash, so a change here rebuilds it.
+debian_packages="python3,python3-pip,python3-numpy,python3-pandas,python3-matplotlib,ca-certificates"
+offline_base="${SANDBOX_OFFLINE_BASE:-run-python-code-sandbox-base:$suite-$(echo "$debian_packages" | sha256sum | cut -c1-8)}"
 log() { echo "[sandbox-build] $*" >&2; }
 
 # The image records which inputs built it, so a changed runner means a rebuild.
@@ -42,9 +44,9 @@ build_offline_base() {
     if [ -s "$f" ] && grep -q '^[^#]*deb' "$f"; then mirror=("$f"); break; fi
   done
   tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' RETURN
-  log "mmdebstrap $suite -> $offline_base (python3 + numpy, pandas, matplotlib from Debian)"
+  log "mmdebstrap $suite -> $offline_base ($debian_packages, from Debian)"
   mmdebstrap --variant=essential --quiet \
-    --include=python3,python3-numpy,python3-pandas,python3-matplotlib,ca-certificates \
+    --include="$debian_packages" \
     --aptopt='Acquire::Check-Valid-Until "false"' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \

@@ -1,7 +1,8 @@
 """run-python-code sandbox runner: PID 1 of every sandbox container.
 
 Protocol (version 1)
-  in  (stdin):  one tar archive: `job.json` first, then the workspace under `workspace/`.
+  in  (stdin):  one tar archive: `job.json` first, then the workspace under `workspace/` (and,
+                for an install, the operator's wheelhouse under `wheelhouse/`).
   out (stdout): frames of [kind: 1 byte][length: 4 bytes big-endian][payload], payload <= 64 KiB:
                 b'o' user stdout, b'e' user stderr, b'f' a chunk of the tar of changed workspace
                 files, b'r' the final JSON report (last frame).
@@ -22,8 +23,11 @@ import sys
 import tarfile
 import time
 
-PROTOCOL = 1
+PROTOCOL = 2
 WORKSPACE = "/workspace"
+WHEELHOUSE = "/wheelhouse"
+PACKAGES = "/opt/packages"  # the tenant's packages volume: read-only for code, writable for installs
+VENV = PACKAGES + "/venv"
 RUNNER_FILE = os.path.abspath(__file__)
 MAX_FRAME = 64 * 1024
 MPL_CACHE_SRC = "/opt/run-python-code/mpl-cache"
@@ -73,15 +77,15 @@ def set_dumpable():
         pass
 
 
-def safe_relpath(name):
-    """The workspace-relative path of a tar entry, or None if it is not a clean relative path."""
-    if not name.startswith("workspace/"):
-        return None
-    rel = name[len("workspace/"):].rstrip("/")
+def safe_target(name):
+    """(root, relative path) of a tar entry under workspace/ or wheelhouse/, or None if unclean."""
+    prefix, _, rel = name.partition("/")
+    root = {"workspace": WORKSPACE, "wheelhouse": WHEELHOUSE}.get(prefix)
+    rel = rel.rstrip("/")
     parts = rel.split("/")
-    if not rel or any(p in ("", ".", "..") or "\0" in p for p in parts):
+    if root is None or not rel or any(p in ("", ".", "..") or "\0" in p for p in parts):
         return None
-    return rel
+    return root, rel
 
 
 def receive_job(stream):
@@ -93,10 +97,11 @@ def receive_job(stream):
             if member.name == "job.json" and member.isfile() and job is None:
                 job = json.loads(archive.extractfile(member).read().decode("utf-8"))
                 continue
-            rel = safe_relpath(member.name)
-            if rel is None:
+            target = safe_target(member.name)
+            if target is None:
                 continue
-            path = os.path.join(WORKSPACE, rel)
+            root, rel = target
+            path = os.path.join(root, rel)
             if member.isdir():
                 os.makedirs(path, mode=0o755, exist_ok=True)
             elif member.isfile():
@@ -110,8 +115,9 @@ def receive_job(stream):
                             break
                         target.write(block)
                 os.utime(path, (member.mtime, member.mtime))
-                st = os.lstat(path)
-                manifest[rel] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                if root == WORKSPACE:
+                    st = os.lstat(path)
+                    manifest[rel] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     return job, manifest
 
 
@@ -127,6 +133,65 @@ def prepare_matplotlib():
                 dst.write(src.read())
     except OSError:
         pass
+
+
+def venv_site_dirs():
+    import glob
+
+    return sorted(glob.glob(VENV + "/lib/python3*/site-packages"))
+
+
+def use_tenant_packages():
+    """Puts the tenant's installed packages ahead of the image's own, as an activated venv would."""
+    import site
+
+    for sitedir in venv_site_dirs():
+        before = list(sys.path)
+        site.addsitedir(sitedir)
+        sys.path[:] = [p for p in sys.path if p not in before] + before
+        os.environ["PATH"] = VENV + "/bin:" + os.environ.get("PATH", "/usr/bin:/bin")
+
+
+def installed_packages():
+    """{normalized name: version} of the distributions in the tenant's venv."""
+    import importlib.metadata
+    import re
+
+    found = {}
+    for dist in importlib.metadata.distributions(path=venv_site_dirs()):
+        name = dist.metadata["Name"]
+        if name:
+            found[re.sub(r"[-_.]+", "-", name).lower()] = dist.version
+    return found
+
+
+def tree_bytes(root):
+    total = 0
+    for base, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(base, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def run_pip(job):
+    """In the forked child: make the venv if needed, then become pip installing one requirement."""
+    if not os.path.exists(VENV + "/pyvenv.cfg"):
+        import venv
+
+        venv.EnvBuilder(system_site_packages=True, with_pip=False, symlinks=True).create(VENV)
+    scratch = PACKAGES + "/.tmp"  # disk, not memory: downloads and builds can be large
+    os.makedirs(scratch, exist_ok=True)
+    os.environ["TMPDIR"] = scratch
+    args = [sys.executable, "-m", "pip", "--python", VENV + "/bin/python", "install", "--no-input",
+            "--disable-pip-version-check", "--no-cache-dir", "--progress-bar", "off", "--no-warn-script-location"]
+    args += job["pip_args"]
+    if job.get("upgrade"):
+        args += ["--upgrade", "--upgrade-strategy", "only-if-needed"]
+    args += ["--", job["requirement"]]
+    os.execv(sys.executable, args)
 
 
 def user_traceback(exc):
@@ -183,6 +248,7 @@ def run_user_code(job, report_fd):
         text = job["code"]
         linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
 
+    use_tenant_packages()
     module = types.ModuleType("__main__")
     module.__dict__.update({"__file__": filename, "__builtins__": builtins, "__cached__": None})
     sys.modules["__main__"] = module
@@ -283,7 +349,10 @@ def supervise(job, channel):
                     f.write("1000")  # if memory runs out, the user's code goes first, not the runner
             except OSError:
                 pass
-            run_user_code(job, 3)
+            if job["mode"] == "install":
+                run_pip(job)
+            else:
+                run_user_code(job, 3)
         finally:
             os._exit(70)
     for fd in (out_w, err_w, rep_w):
@@ -428,11 +497,31 @@ def main():
     if job.get("protocol") != PROTOCOL:
         sys.stderr.write("runner: protocol %r, expected %d\n" % (job.get("protocol"), PROTOCOL))
         return 2
-    prepare_matplotlib()
-    started = time.monotonic()
-    outcome = supervise(job, channel)
-    run_ms = int((time.monotonic() - started) * 1000)
-    deleted = send_changed_files(channel, manifest)
+    if job["mode"] == "list-packages":
+        report = {"protocol": PROTOCOL, "exit_code": 0, "timed_out": False, "truncated": False,
+                  "oom_killed": False, "status": "ok", "error": None, "traceback": None, "result": None,
+                  "result_truncated": False, "deleted": [], "run_ms": 0, "packages": installed_packages()}
+        channel.send(b"r", json.dumps(report).encode("utf-8"))
+        return 0
+    install = job["mode"] == "install"
+    if install:
+        before = installed_packages()
+        used = tree_bytes(PACKAGES)
+        if used > job["packages_max_bytes"]:
+            outcome = {"exit_code": 1, "signaled": False, "timed_out": False, "truncated": False,
+                       "oom_killed": False, "child": {"status": "exception", "error": (
+                           "This tenant's packages already use %d MiB, over the cap of %d MiB (PACKAGES_MAX_MB)"
+                           % (used >> 20, job["packages_max_bytes"] >> 20))}}
+        else:
+            outcome = supervise(job, channel)
+        run_ms = 0
+        deleted = []
+    else:
+        prepare_matplotlib()
+        started = time.monotonic()
+        outcome = supervise(job, channel)
+        run_ms = int((time.monotonic() - started) * 1000)
+        deleted = send_changed_files(channel, manifest)
     child = outcome.pop("child")
     outcome_signaled = outcome.pop("signaled")
     limit = job["result_limit"]
@@ -460,6 +549,10 @@ def main():
         "deleted": deleted,
         "run_ms": run_ms,
     }
+    if install:
+        after = installed_packages()
+        report["packages"] = after
+        report["changed"] = sorted(name for name, version in after.items() if before.get(name) != version)
     channel.send(b"r", json.dumps(report).encode("utf-8"))
     return 0
 

@@ -4,12 +4,14 @@ import * as OpenApiValidator from 'express-openapi-validator';
 import { v4 as uuidv4 } from 'uuid';
 import { docsRoutes } from './api/docs-routes.js';
 import { executionRoutes } from './api/execution-routes.js';
+import { packageRoutes } from './api/package-routes.js';
 import { serviceRoutes } from './api/service-routes.js';
 import type { components } from './api/openapi-types.js';
 import type { Config } from './config.js';
 import { classify } from './errors.js';
 import type { ExecutionService } from './execution/execution-service.js';
 import type { Logger } from './logger.js';
+import type { PackageService } from './packages/package-service.js';
 import type { Sandbox } from './sandbox/sandbox.js';
 
 export interface AppDeps {
@@ -18,12 +20,13 @@ export interface AppDeps {
   contract: Record<string, unknown>;
   sandbox: Sandbox;
   executions: ExecutionService;
+  packages: PackageService;
 }
 
 type ErrorResponse = components['schemas']['ErrorResponse'];
 
 /** The HTTP app: middleware in order, the routes, and the one error handler. No listen() here. */
-export function createApp({ config, logger, contract, sandbox, executions }: AppDeps): express.Express {
+export function createApp({ config, logger, contract, sandbox, executions, packages }: AppDeps): express.Express {
   const app = express();
   app.disable('x-powered-by');
 
@@ -46,6 +49,7 @@ export function createApp({ config, logger, contract, sandbox, executions }: App
   );
   app.use(serviceRoutes(config, sandbox));
   app.use(executionRoutes(executions));
+  app.use(packageRoutes(packages));
 
   // The one place where errors become responses: the seed's envelope with a clear message.
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {

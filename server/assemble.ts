@@ -4,6 +4,7 @@ import { createApp } from './app.js';
 import type { Config } from './config.js';
 import { ExecutionService } from './execution/execution-service.js';
 import type { Logger } from './logger.js';
+import { PackageService } from './packages/package-service.js';
 import { loadContract } from './project.js';
 import type { DockerSandboxOptions } from './sandbox/docker-sandbox.js';
 import type { Sandbox } from './sandbox/sandbox.js';
@@ -22,5 +23,6 @@ export async function assemble(config: Config, logger: Logger, sandbox: Sandbox)
     { maxBytes: config.workspaceMb * 1024 * 1024, maxFiles: config.maxFiles },
   );
   const executions = new ExecutionService(config, sandbox, workspace, logger);
-  return createApp({ config, logger, contract: loadContract(), sandbox, executions });
+  const packages = new PackageService(config, sandbox, logger);
+  return createApp({ config, logger, contract: loadContract(), sandbox, executions, packages });
 }

@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -54,6 +54,11 @@ function list(raw: string): string[] {
 }
 
 const MiB = 1024 * 1024;
+
+/** PEP 503: lowercase, runs of -_. as one -. */
+export function normalizePackageName(name: string): string {
+  return name.toLowerCase().replace(/[-_.]+/g, '-');
+}
 
 export const settings = {
   port: { env: 'PORT', description: 'TCP port of the HTTP API', default: 8083, parse: integer(0, 65535) },
@@ -155,6 +160,79 @@ export const settings = {
     description: 'Largest request body accepted; larger ones get 413',
     default: 2 * MiB,
     parse: integer(1024, 1024 * MiB),
+  },
+  installTimeoutS: {
+    env: 'INSTALL_TIMEOUT_S',
+    description: 'Timeout of one package install',
+    default: 300,
+    parse: integer(1, 86400),
+  },
+  packagesMaxMb: {
+    env: 'PACKAGES_MAX_MB',
+    description: "Cap on a tenant's installed packages; installs are refused once it is reached",
+    default: 2048,
+    parse: integer(1, 1024 * 1024),
+  },
+  packagesVolumePrefix: {
+    env: 'PACKAGES_VOLUME_PREFIX',
+    description: "Prefix of the Docker volume that holds a tenant's packages (the tenant's name follows)",
+    default: 'run-python-code-packages-',
+    parse: (raw: string) => {
+      if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$/.test(raw)) throw new Error('expected a Docker volume name prefix');
+      return raw;
+    },
+  },
+  pipIndexUrl: {
+    env: 'PIP_INDEX_URL',
+    description: "Package index for installs (pip's --index-url); empty uses pip's default (PyPI)",
+    default: '',
+    parse: text,
+    show: "(pip's default)",
+  },
+  pipExtraIndexUrls: {
+    env: 'PIP_EXTRA_INDEX_URL',
+    description: "Comma-separated extra indexes (pip's --extra-index-url)",
+    default: [] as string[],
+    parse: list,
+    show: '(none)',
+  },
+  pipTrustedHosts: {
+    env: 'PIP_TRUSTED_HOST',
+    description: "Comma-separated hosts pip may reach without valid HTTPS (pip's --trusted-host)",
+    default: [] as string[],
+    parse: list,
+    show: '(none)',
+  },
+  wheelhouseDir: {
+    env: 'WHEELHOUSE_DIR',
+    description: 'A directory of wheels: when set, installs use only it (--no-index --find-links) and get no network',
+    default: '',
+    parse: (raw: string) => {
+      const dir = path.resolve(text(raw));
+      if (!statSync(dir, { throwIfNoEntry: false })?.isDirectory()) throw new Error('not a directory');
+      return dir;
+    },
+    show: '(none)',
+  },
+  installNetwork: {
+    env: 'INSTALL_NETWORK',
+    description: 'Docker network of install containers when they use an index (executions always get none)',
+    default: 'bridge',
+    parse: text,
+  },
+  packageAllowlist: {
+    env: 'PACKAGE_ALLOWLIST',
+    description: 'Comma-separated package names that may be installed; empty allows all but the deny-list',
+    default: [] as string[],
+    parse: (raw: string) => list(raw).map(normalizePackageName),
+    show: '(all)',
+  },
+  packageDenylist: {
+    env: 'PACKAGE_DENYLIST',
+    description: 'Comma-separated package names that may not be installed',
+    default: [] as string[],
+    parse: (raw: string) => list(raw).map(normalizePackageName),
+    show: '(none)',
   },
   logLevel: {
     env: 'LOG_LEVEL',

@@ -4,6 +4,7 @@
  */
 export type ErrorKind =
   | 'bad_request'
+  | 'forbidden'
   | 'not_found'
   | 'conflict'
   | 'payload_too_large'
@@ -14,6 +15,7 @@ export type ErrorKind =
 
 const statusOf: Record<ErrorKind, number> = {
   bad_request: 400,
+  forbidden: 403,
   not_found: 404,
   method_not_allowed: 405,
   conflict: 409,
@@ -36,6 +38,7 @@ export class ServiceError extends Error {
 }
 
 export const badRequest = (message: string) => new ServiceError('bad_request', message);
+export const forbidden = (message: string) => new ServiceError('forbidden', message);
 export const notFound = (message: string) => new ServiceError('not_found', message);
 export const conflict = (message: string) => new ServiceError('conflict', message);
 export const unavailable = (message: string) => new ServiceError('unavailable', message);

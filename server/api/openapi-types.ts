@@ -93,6 +93,47 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/install-package": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Install a Python package for later executions
+         * @description Installs one PEP 508 requirement (a name, optional extras, optional version specifiers,
+         *     e.g. `requests`, `pandas[excel]>=2,<3`) into this tenant's packages, which every later
+         *     execution sees. pip runs in a separate short-lived container with the same caps as an
+         *     execution; executions keep no network. Anything else (pip options, URLs, paths, several
+         *     names, shell characters) is refused with a 400 before anything runs.
+         */
+        post: operations["installPackage"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/packages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The packages installed for this tenant */
+        get: operations["listPackages"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -159,6 +200,35 @@ export interface components {
             /** @description Traceback of the user's exception, showing the user's lines only */
             traceback: string | null;
         };
+        InstallPackageRequest: {
+            /** @description One PEP 508 requirement: a name, optional extras, optional version specifiers */
+            package_name: string;
+            /**
+             * @description Upgrade the package if it is already installed
+             * @default false
+             */
+            upgrade: boolean;
+        };
+        Package: {
+            name: string;
+            version: string;
+        };
+        /**
+         * @description The execution envelope of the pip run (pip's output in `stdout`/`stderr`, its error in
+         *     `error`), plus what the install changed.
+         */
+        InstallPackageResponse: components["schemas"]["ExecutionResponse"] & {
+            /** @description Distributions this call installed or upgraded (empty when already satisfied) */
+            installed: components["schemas"]["Package"][];
+            /** @description The requested distribution as installed now; null when it is not installed */
+            package: {
+                name: string;
+                version: string;
+            } | null;
+        };
+        PackagesResponse: {
+            packages: components["schemas"]["Package"][];
+        };
         ErrorResponse: {
             /** @enum {boolean} */
             success: false;
@@ -207,6 +277,15 @@ export interface components {
         };
         /** @description The request is malformed or asks for more than a limit allows; `error` names the field */
         BadRequest: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorResponse"];
+            };
+        };
+        /** @description The operator's allow-list or deny-list refuses this package */
+        Forbidden: {
             headers: {
                 [name: string]: unknown;
             };
@@ -406,6 +485,64 @@ export interface operations {
             404: components["responses"]["NotFound"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    installPackage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "package_name": "requests",
+                 *       "upgrade": false
+                 *     }
+                 */
+                "application/json": components["schemas"]["InstallPackageRequest"];
+            };
+        };
+        responses: {
+            /** @description pip ran; `success` says whether it installed the package */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InstallPackageResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            403: components["responses"]["Forbidden"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    listPackages: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The tenant's installed packages (the image's own libraries are not listed) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PackagesResponse"];
+                };
+            };
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
         };

@@ -1,11 +1,13 @@
 import type { components } from '../api/openapi-types.js';
 import type { Config } from '../config.js';
-import { badRequest, notFound } from '../errors.js';
+import { notFound } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Sandbox, SandboxJob, SandboxLimits } from '../sandbox/sandbox.js';
 import { requireWorkspacePath } from '../workspace/paths.js';
 import type { Workspace } from '../workspace/workspace.js';
-import { toEnvelope, type ExecutionResponse } from './envelope.js';
+import { DEFAULT_TENANT, packagesVolume } from '../packages/volume.js';
+import { logOutcome, toEnvelope, type ExecutionResponse } from './envelope.js';
+import { limitsFor } from './limits.js';
 
 type Schemas = components['schemas'];
 export type ExecuteRequest = Schemas['ExecuteRequest'];
@@ -30,40 +32,21 @@ export class ExecutionService {
   ) {}
 
   execute(req: ExecuteRequest, ctx: ExecutionContext): Promise<ExecutionResponse> {
-    return this.run({ mode: 'code', code: req.code, variable: req.variable_to_return }, this.limits(req.timeout), ctx);
+    return this.run({ mode: 'code', code: req.code, variable: req.variable_to_return }, limitsFor(this.config, req.timeout), ctx);
   }
 
   async saveAndExecute(req: SaveAndExecuteRequest, ctx: ExecutionContext): Promise<ExecutionResponse> {
     const file = requireWorkspacePath(req.file_name);
-    const limits = this.limits(req.timeout);
+    const limits = limitsFor(this.config, req.timeout);
     await this.workspace.save(file, Buffer.from(req.code, 'utf8'), req.overwrite ?? true);
     return this.run({ mode: 'file', file, variable: req.variable_to_return }, limits, ctx);
   }
 
   async runFile(req: RunPythonFileRequest, ctx: ExecutionContext): Promise<ExecutionResponse> {
     const file = requireWorkspacePath(req.file_name);
-    const limits = this.limits(req.timeout);
+    const limits = limitsFor(this.config, req.timeout);
     if (!(await this.workspace.isFile(file))) throw notFound(`File not found: ${file}`);
     return this.run({ mode: 'file', file, variable: req.variable_to_return }, limits, ctx);
-  }
-
-  /** The caps for one execution: the configured ones, with the timeout the request may lower. */
-  private limits(timeout: number | undefined): SandboxLimits {
-    const c = this.config;
-    if (timeout !== undefined && timeout > c.maxTimeoutS) {
-      throw badRequest(`timeout ${timeout} s is above the maximum of ${c.maxTimeoutS} s (MAX_TIMEOUT_S)`);
-    }
-    return {
-      timeoutS: timeout ?? c.defaultTimeoutS,
-      memoryMb: c.memoryMb,
-      cpus: c.cpus,
-      pids: c.pids,
-      outputBytes: c.outputBytes,
-      workspaceMb: c.workspaceMb,
-      tmpMb: c.tmpMb,
-      nofile: c.nofile,
-      maxFiles: c.maxFiles,
-    };
   }
 
   private async run(
@@ -73,23 +56,16 @@ export class ExecutionService {
   ): Promise<ExecutionResponse> {
     const workspace = await this.workspace.snapshot();
     this.logger.debug('execution starting', { execution_id: ctx.executionId, endpoint: ctx.endpoint, ...what });
-    const outcome = await this.sandbox.run({ ...what, executionId: ctx.executionId, workspace, limits });
+    const outcome = await this.sandbox.run({
+      ...what,
+      executionId: ctx.executionId,
+      workspace,
+      limits,
+      packagesVolume: packagesVolume(this.config, DEFAULT_TENANT),
+    });
     if (outcome.changes) await this.workspace.apply(outcome.changes);
     const response = toEnvelope(ctx.executionId, outcome, limits);
-    this.logger.info('execution', {
-      execution_id: ctx.executionId,
-      endpoint: ctx.endpoint,
-      success: response.success,
-      duration_ms: outcome.durationMs,
-      exit_code: outcome.exitCode,
-      timed_out: outcome.timedOut,
-      truncated: outcome.truncated,
-      oom_killed: outcome.oomKilled,
-      stdout_bytes: Buffer.byteLength(outcome.stdout),
-      stderr_bytes: Buffer.byteLength(outcome.stderr),
-      files_changed: outcome.changes ? outcome.changes.files.length + outcome.changes.deleted.length : 0,
-      phases_ms: outcome.phases,
-    });
+    logOutcome(this.logger, ctx, outcome, response.success);
     return response;
   }
 }

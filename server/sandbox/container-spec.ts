@@ -13,17 +13,26 @@ export interface SpecInput {
   instanceId: string;
   executionId: string;
   limits: SandboxLimits;
+  packagesVolume: string;
+  packagesWritable?: boolean;
+  /** Only install containers get a network other than `none`. */
+  network?: string;
+  /** Size of a /wheelhouse tmpfs, for installs from an operator's wheels. */
+  wheelhouseMb?: number;
 }
 
 /**
  * The create options of every sandbox container: the caps in one place. The container gets no
  * network, a non-root user, a read-only root, no capabilities, no new privileges, capped memory
  * (swap equal to memory: none), CPU, pids, open files, and size-capped tmpfs for the only
- * writable paths. Input arrives on stdin; nothing on the host is mounted.
+ * writable paths. Input arrives on stdin; nothing of the host is mounted: the only mount is the
+ * tenant's packages volume, read-only except in an install container.
  */
 export function containerSpec(input: SpecInput): Docker.ContainerCreateOptions {
   const { limits } = input;
-  const memory = limits.memoryMb * 1024 * 1024;
+  // tmpfs pages count against the memory cgroup: a wheelhouse gets room on top of the cap.
+  const memory = (limits.memoryMb + (input.wheelhouseMb ?? 0)) * 1024 * 1024;
+  const network = input.network ?? 'none';
   const tmpfs = (size: number, mode: string, owner = '') =>
     `rw,nosuid,nodev,size=${size}m,mode=${mode}${owner}`;
   return {
@@ -39,9 +48,9 @@ export function containerSpec(input: SpecInput): Docker.ContainerCreateOptions {
     OpenStdin: true,
     StdinOnce: true,
     Tty: false,
-    NetworkDisabled: true,
+    NetworkDisabled: network === 'none',
     HostConfig: {
-      NetworkMode: 'none',
+      NetworkMode: network,
       ReadonlyRootfs: true,
       CapDrop: ['ALL'],
       SecurityOpt: ['no-new-privileges'],
@@ -57,7 +66,11 @@ export function containerSpec(input: SpecInput): Docker.ContainerCreateOptions {
       Tmpfs: {
         '/workspace': tmpfs(limits.workspaceMb, '0755', ',uid=10001,gid=10001'),
         '/tmp': tmpfs(limits.tmpMb, '1777'),
+        ...(input.wheelhouseMb ? { '/wheelhouse': tmpfs(input.wheelhouseMb, '0755', ',uid=10001,gid=10001') } : {}),
       },
+      Mounts: [
+        { Type: 'volume', Source: input.packagesVolume, Target: '/opt/packages', ReadOnly: !input.packagesWritable },
+      ],
       ShmSize: limits.tmpMb * 1024 * 1024,
       IpcMode: 'private',
       LogConfig: { Type: 'none', Config: {} },

@@ -2,7 +2,7 @@ import type { Duplex } from 'node:stream';
 import Docker from 'dockerode';
 import { unavailable } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { containerSpec, INSTANCE_LABEL } from './container-spec.js';
+import { containerSpec, INSTANCE_LABEL, LABEL } from './container-spec.js';
 import { ChangesReader, packJob } from './files-tar.js';
 import { FrameDecoder, PROTOCOL_VERSION, ProtocolViolation, type RunnerReport } from './protocol.js';
 import type { Sandbox, SandboxHealth, SandboxJob, SandboxOutcome } from './sandbox.js';
@@ -28,6 +28,7 @@ const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOENT', 'EACCES', 'ECONNRESET', '
 export class DockerSandbox implements Sandbox {
   private readonly removals = new Set<Promise<void>>();
   private readonly running = new Map<string, Docker.Container>();
+  private readonly volumes = new Set<string>();
 
   constructor(
     private readonly docker: Docker,
@@ -46,8 +47,18 @@ export class DockerSandbox implements Sandbox {
     let t = Date.now();
     let container: Docker.Container;
     try {
+      await this.ensureVolume(job.packagesVolume);
+      const wheelhouseBytes = (job.wheelhouse ?? []).reduce((n, f) => n + f.data.length, 0);
       container = await this.docker.createContainer(
-        containerSpec({ ...this.options, executionId: job.executionId, limits }),
+        containerSpec({
+          ...this.options,
+          executionId: job.executionId,
+          limits,
+          packagesVolume: job.packagesVolume,
+          packagesWritable: job.packagesWritable,
+          network: job.network,
+          wheelhouseMb: job.wheelhouse?.length ? Math.ceil(wheelhouseBytes / 1024 / 1024) + 1 : undefined,
+        }),
       );
     } catch (err) {
       throw this.explain(err);
@@ -120,11 +131,16 @@ export class DockerSandbox implements Sandbox {
           code: job.code,
           file: job.file,
           variable: job.variable,
+          requirement: job.install?.requirement,
+          upgrade: job.install?.upgrade,
+          pip_args: job.install?.pipArgs,
+          packages_max_bytes: job.install?.packagesMaxBytes,
           timeout_s: limits.timeoutS,
           output_limit: limits.outputBytes,
           result_limit: limits.outputBytes,
         },
         job.workspace,
+        job.wheelhouse,
       );
       input.on('error', () => undefined);
       input.pipe(stream);
@@ -183,6 +199,13 @@ export class DockerSandbox implements Sandbox {
       this.running.delete(job.executionId);
       this.remove(container);
     }
+  }
+
+  /** Creates a tenant's packages volume (labelled) the first time it is used. */
+  private async ensureVolume(name: string): Promise<void> {
+    if (this.volumes.has(name)) return;
+    await this.docker.createVolume({ Name: name, Labels: { [LABEL]: '1' } });
+    this.volumes.add(name);
   }
 
   /** Exit code and OOM flag of a container that has stopped (killing it first if it has not). */

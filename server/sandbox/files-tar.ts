@@ -1,17 +1,19 @@
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import { cleanRelativePath } from '../workspace/paths.js';
-import type { WorkspaceChanges, WorkspaceSnapshot } from '../workspace/workspace.js';
+import type { WorkspaceChanges, WorkspaceFile, WorkspaceSnapshot } from '../workspace/workspace.js';
 import { ProtocolViolation } from './protocol.js';
 
-/** The runner's input: `job.json` first, then the workspace under `workspace/`. */
-export function packJob(job: object, workspace: WorkspaceSnapshot): Readable {
+/** The runner's input: `job.json` first, then the workspace under `workspace/`, then any wheelhouse. */
+export function packJob(job: object, workspace: WorkspaceSnapshot, wheelhouse: WorkspaceFile[] = []): Readable {
   const pack = tar.pack();
   pack.entry({ name: 'job.json', mode: 0o644 }, Buffer.from(JSON.stringify(job)));
   for (const dir of workspace.dirs) pack.entry({ name: `workspace/${dir}`, type: 'directory', mode: 0o755 });
-  for (const file of workspace.files) {
-    pack.entry({ name: `workspace/${file.path}`, mode: 0o644, mtime: file.mtime }, file.data);
-  }
+  const files = [
+    ...workspace.files.map((f) => ({ ...f, name: `workspace/${f.path}` })),
+    ...wheelhouse.map((f) => ({ ...f, name: `wheelhouse/${f.path}` })),
+  ];
+  for (const file of files) pack.entry({ name: file.name, mode: 0o644, mtime: file.mtime }, file.data);
   pack.finalize();
   return Readable.from(pack); // tar-stream's streams are streamx: hand out a plain Node stream
 }

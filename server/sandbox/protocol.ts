@@ -5,7 +5,7 @@ import { Ajv } from 'ajv';
  * checked for kind and size, every stream is capped, and the final report must match a schema.
  * Frame: [kind: 1 byte][length: uint32 big-endian][payload <= 64 KiB].
  */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 const MAX_FRAME = 64 * 1024;
 const HEADER = 5;
 
@@ -22,6 +22,10 @@ export interface RunnerReport {
   result_truncated: boolean;
   deleted: string[];
   run_ms: number;
+  /** Install and list jobs: the tenant's packages, {normalized name: version}. */
+  packages?: Record<string, string>;
+  /** Install jobs: the names whose version this install changed. */
+  changed?: string[];
 }
 
 const reportSchema = {
@@ -42,6 +46,13 @@ const reportSchema = {
     result_truncated: { type: 'boolean' },
     deleted: { type: 'array', items: { type: 'string', maxLength: 1024 }, maxItems: 1_000_000 },
     run_ms: { type: 'number', minimum: 0 },
+    packages: {
+      type: 'object',
+      maxProperties: 100_000,
+      propertyNames: { maxLength: 200 },
+      additionalProperties: { type: 'string', maxLength: 200 },
+    },
+    changed: { type: 'array', items: { type: 'string', maxLength: 200 }, maxItems: 100_000 },
   },
 };
 

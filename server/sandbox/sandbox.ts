@@ -1,4 +1,4 @@
-import type { WorkspaceChanges, WorkspaceSnapshot } from '../workspace/workspace.js';
+import type { WorkspaceChanges, WorkspaceFile, WorkspaceSnapshot } from '../workspace/workspace.js';
 import type { RunnerReport } from './protocol.js';
 
 /** The caps one execution runs under. */
@@ -16,12 +16,23 @@ export interface SandboxLimits {
 
 export interface SandboxJob {
   executionId: string;
-  /** `code` runs the given source; `file` runs a workspace file. */
-  mode: 'code' | 'file';
+  /**
+   * `code` runs the given source; `file` runs a workspace file; `install` runs pip for one
+   * requirement; `list-packages` reports what is installed.
+   */
+  mode: 'code' | 'file' | 'install' | 'list-packages';
   code?: string;
   file?: string;
   variable?: string;
+  install?: { requirement: string; upgrade: boolean; pipArgs: string[]; packagesMaxBytes: number };
   workspace: WorkspaceSnapshot;
+  /** Files for /wheelhouse (an operator's local wheels, for installs without an index). */
+  wheelhouse?: WorkspaceFile[];
+  /** The tenant's packages volume, mounted at /opt/packages: read-only unless `packagesWritable`. */
+  packagesVolume: string;
+  packagesWritable?: boolean;
+  /** Docker network for the container; executions always get `none`. */
+  network?: string;
   limits: SandboxLimits;
 }
 

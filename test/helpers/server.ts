@@ -37,6 +37,7 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
     ...process.env,
     BASE_DIR: mkdtempSync(path.join(os.tmpdir(), 'rpc-test-')),
     INSTANCE_ID: instanceId,
+    PACKAGES_VOLUME_PREFIX: `rpc-${instanceId}-`,
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'error',
     PORT: '0',
     ...env,
@@ -80,6 +81,12 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await settle();
+      const volumes = (await docker.listVolumes()).Volumes ?? [];
+      await Promise.all(
+        volumes
+          .filter((v) => v.Name.startsWith(config.packagesVolumePrefix))
+          .map((v) => docker.getVolume(v.Name).remove()),
+      );
     },
   };
 }

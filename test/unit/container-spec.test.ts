@@ -2,13 +2,16 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { containerSpec } from '../../server/sandbox/container-spec.js';
 
+const limits = { timeoutS: 5, memoryMb: 256, cpus: 0.5, pids: 64, outputBytes: 1000, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10 };
+
 describe('containerSpec: the caps of every sandbox container', () => {
   const spec = containerSpec({
     image: 'img:1',
     runtime: '',
     instanceId: 'host-8083',
     executionId: 'e1',
-    limits: { timeoutS: 5, memoryMb: 256, cpus: 0.5, pids: 64, outputBytes: 1000, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10 },
+    limits,
+    packagesVolume: 'pkgs-default',
   });
   const host = spec.HostConfig!;
 
@@ -22,7 +25,7 @@ describe('containerSpec: the caps of every sandbox container', () => {
     assert.deepEqual(host.SecurityOpt, ['no-new-privileges']);
     assert.equal(host.Privileged, false);
     assert.equal(host.Binds, undefined);
-    assert.equal(host.Mounts, undefined);
+    assert.deepEqual(host.Mounts, [{ Type: 'volume', Source: 'pkgs-default', Target: '/opt/packages', ReadOnly: true }]);
   });
 
   it('memory (no swap), CPU, pids, open files, disk', () => {
@@ -49,7 +52,23 @@ describe('containerSpec: the caps of every sandbox container', () => {
   });
 
   it('uses the configured runtime (e.g. gVisor)', () => {
-    const gvisor = containerSpec({ image: 'i', runtime: 'runsc', instanceId: 'x', executionId: 'e', limits: { timeoutS: 1, memoryMb: 64, cpus: 1, pids: 8, outputBytes: 1, workspaceMb: 1, tmpMb: 1, nofile: 16, maxFiles: 1 } });
+    const gvisor = containerSpec({ image: 'i', runtime: 'runsc', instanceId: 'x', executionId: 'e', limits, packagesVolume: 'v' });
     assert.equal(gvisor.HostConfig?.Runtime, 'runsc');
+  });
+
+  it('an install container: packages writable, the given network, a wheelhouse within the memory cap', () => {
+    const install = containerSpec({
+      image: 'i', runtime: '', instanceId: 'x', executionId: 'e', limits,
+      packagesVolume: 'v', packagesWritable: true, network: 'none', wheelhouseMb: 3,
+    });
+    assert.equal(install.HostConfig?.Mounts?.[0]?.ReadOnly, false);
+    assert.equal(install.HostConfig?.NetworkMode, 'none');
+    assert.match(install.HostConfig?.Tmpfs?.['/wheelhouse'] ?? '', /size=3m/);
+    assert.equal(install.HostConfig?.Memory, (256 + 3) * 1024 * 1024);
+    assert.equal(install.HostConfig?.CapDrop?.[0], 'ALL');
+    assert.equal(install.HostConfig?.ReadonlyRootfs, true);
+    const online = containerSpec({ image: 'i', runtime: '', instanceId: 'x', executionId: 'e', limits, packagesVolume: 'v', packagesWritable: true, network: 'bridge' });
+    assert.equal(online.HostConfig?.NetworkMode, 'bridge');
+    assert.equal(online.NetworkDisabled, false);
   });
 });

@@ -11,7 +11,7 @@ const frame = (kind: string, payload: Buffer | string) => {
 };
 
 const goodReport = {
-  protocol: 1, exit_code: 0, timed_out: false, truncated: false, oom_killed: false, status: 'ok',
+  protocol: 2, exit_code: 0, timed_out: false, truncated: false, oom_killed: false, status: 'ok',
   error: null, traceback: null, result: '42', result_truncated: false, deleted: [], run_ms: 3,
 };
 
@@ -79,7 +79,7 @@ describe('FrameDecoder', () => {
 
   const badReports: [string, string][] = [
     ['not JSON', 'nope'],
-    ['a wrong protocol', JSON.stringify({ ...goodReport, protocol: 2 })],
+    ['a wrong protocol', JSON.stringify({ ...goodReport, protocol: 1 })],
     ['an extra field', JSON.stringify({ ...goodReport, success: true })],
     ['a wrong type', JSON.stringify({ ...goodReport, exit_code: '0' })],
     ['an exit code out of range', JSON.stringify({ ...goodReport, exit_code: 999 })],
