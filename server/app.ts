@@ -4,9 +4,11 @@ import * as OpenApiValidator from 'express-openapi-validator';
 import { v4 as uuidv4 } from 'uuid';
 import { docsRoutes } from './api/docs-routes.js';
 import { executionRoutes } from './api/execution-routes.js';
+import { mcpRoutes } from './api/mcp-routes.js';
 import { packageRoutes } from './api/package-routes.js';
 import { serviceRoutes } from './api/service-routes.js';
 import type { components } from './api/openapi-types.js';
+import { authenticate } from './auth.js';
 import type { Config } from './config.js';
 import { classify } from './errors.js';
 import type { ExecutionService } from './execution/execution-service.js';
@@ -36,6 +38,7 @@ export function createApp({ config, logger, contract, sandbox, executions, packa
     next();
   });
   app.use(cors({ origin: config.corsOrigins.includes('*') ? '*' : config.corsOrigins }));
+  app.use(authenticate(config));
   app.use(express.json({ limit: config.maxBodyBytes }));
   app.use(docsRoutes(contract, config.redocScriptUrl));
   app.use(
@@ -44,12 +47,15 @@ export function createApp({ config, logger, contract, sandbox, executions, packa
       validateRequests: { allowUnknownQueryParameters: false, coerceTypes: false },
       validateResponses: { removeAdditional: false },
       validateFormats: true,
-      ignorePaths: /^\/(docs|redoc|openapi\.json)(\/|$)/,
+      validateSecurity: false, // auth.ts does it: keys are optional and per tenant
+      // The docs are not API operations; /mcp is JSON-RPC, validated by the MCP SDK.
+      ignorePaths: /^\/(docs|redoc|openapi\.json|mcp)(\/|$)/,
     }),
   );
   app.use(serviceRoutes(config, sandbox));
   app.use(executionRoutes(executions));
   app.use(packageRoutes(packages));
+  app.use(mcpRoutes({ executions, packages }));
 
   // The one place where errors become responses: the seed's envelope with a clear message.
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {

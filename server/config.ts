@@ -75,6 +75,13 @@ export const settings = {
     parse: (raw: string) => path.resolve(text(raw)),
     show: 'a new temporary directory',
   },
+  apiKeys: {
+    env: 'API_KEYS',
+    description: 'Comma-separated API keys, one tenant each; when set, every endpoint but /, /health and the docs needs the header Authorization: Bearer followed by a key',
+    default: [] as string[],
+    parse: list,
+    show: '(none: one open tenant)',
+  },
   corsOrigins: {
     env: 'CORS_ORIGINS',
     description: 'Comma-separated origins allowed by CORS; * allows all',

@@ -4,6 +4,7 @@
  */
 export type ErrorKind =
   | 'bad_request'
+  | 'unauthorized'
   | 'forbidden'
   | 'not_found'
   | 'conflict'
@@ -15,6 +16,7 @@ export type ErrorKind =
 
 const statusOf: Record<ErrorKind, number> = {
   bad_request: 400,
+  unauthorized: 401,
   forbidden: 403,
   not_found: 404,
   method_not_allowed: 405,

@@ -21,6 +21,9 @@ async function main(): Promise<void> {
   const sandbox = new DockerSandbox(new Docker(), sandboxOptions(config), logger);
   const app = await assemble(config, logger, sandbox);
 
+  if (config.apiKeys.length === 0) {
+    logger.warn('no API keys configured (API_KEYS): every caller is the one default tenant; set keys before exposing this server', { host: config.host });
+  }
   const health = await sandbox.health();
   if (health.reachable) await sandbox.reapStale();
   if (health.error) logger.warn('sandboxes are not ready; executions will answer 503 until this is fixed', { error: health.error });

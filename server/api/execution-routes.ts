@@ -1,4 +1,5 @@
 import { Router, type Request, type Response } from 'express';
+import { contextOf } from './context.js';
 import type {
   ExecuteRequest,
   ExecutionContext,
@@ -19,8 +20,7 @@ export function executionRoutes(service: ExecutionService): Router {
     call: (body: B, ctx: ExecutionContext) => Promise<ExecutionResponse>,
   ) => {
     router.post(path, async (req: Request, res: Response) => {
-      const ctx = { executionId: res.locals.requestId as string, endpoint: path };
-      res.json(await call(req.body as B, ctx));
+      res.json(await call(req.body as B, contextOf(res, path)));
     });
   };
   route<ExecuteRequest>('/execute', (body, ctx) => service.execute(body, ctx));

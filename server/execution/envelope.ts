@@ -72,7 +72,7 @@ export function toEnvelope(executionId: string, outcome: SandboxOutcome, limits:
 /** The one log line of every sandbox run: what happened, never the user's code or output. */
 export function logOutcome(
   logger: Logger,
-  ctx: { executionId: string; endpoint: string },
+  ctx: { executionId: string; endpoint: string; tenant: string },
   outcome: SandboxOutcome,
   success: boolean,
   extra: Record<string, unknown> = {},
@@ -80,6 +80,7 @@ export function logOutcome(
   logger.info('execution', {
     execution_id: ctx.executionId,
     endpoint: ctx.endpoint,
+    tenant: ctx.tenant,
     success,
     duration_ms: outcome.durationMs,
     exit_code: outcome.exitCode,

@@ -4,8 +4,8 @@ import { notFound } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Sandbox, SandboxJob, SandboxLimits } from '../sandbox/sandbox.js';
 import { requireWorkspacePath } from '../workspace/paths.js';
-import type { Workspace } from '../workspace/workspace.js';
-import { DEFAULT_TENANT, packagesVolume } from '../packages/volume.js';
+import type { WorkspaceStore } from '../workspace/workspace-store.js';
+import { packagesVolume } from '../packages/volume.js';
 import { logOutcome, toEnvelope, type ExecutionResponse } from './envelope.js';
 import { limitsFor } from './limits.js';
 
@@ -17,6 +17,8 @@ export type RunPythonFileRequest = Schemas['RunPythonFileRequest'];
 export interface ExecutionContext {
   executionId: string;
   endpoint: string;
+  /** Whose workspace and packages this request uses. */
+  tenant: string;
 }
 
 /**
@@ -27,7 +29,7 @@ export class ExecutionService {
   constructor(
     private readonly config: Config,
     private readonly sandbox: Sandbox,
-    private readonly workspace: Workspace,
+    private readonly workspaces: WorkspaceStore,
     private readonly logger: Logger,
   ) {}
 
@@ -38,14 +40,16 @@ export class ExecutionService {
   async saveAndExecute(req: SaveAndExecuteRequest, ctx: ExecutionContext): Promise<ExecutionResponse> {
     const file = requireWorkspacePath(req.file_name);
     const limits = limitsFor(this.config, req.timeout);
-    await this.workspace.save(file, Buffer.from(req.code, 'utf8'), req.overwrite ?? true);
+    const workspace = await this.workspaces.for(ctx.tenant);
+    await workspace.save(file, Buffer.from(req.code, 'utf8'), req.overwrite ?? true);
     return this.run({ mode: 'file', file, variable: req.variable_to_return }, limits, ctx);
   }
 
   async runFile(req: RunPythonFileRequest, ctx: ExecutionContext): Promise<ExecutionResponse> {
     const file = requireWorkspacePath(req.file_name);
     const limits = limitsFor(this.config, req.timeout);
-    if (!(await this.workspace.isFile(file))) throw notFound(`File not found: ${file}`);
+    const workspace = await this.workspaces.for(ctx.tenant);
+    if (!(await workspace.isFile(file))) throw notFound(`File not found: ${file}`);
     return this.run({ mode: 'file', file, variable: req.variable_to_return }, limits, ctx);
   }
 
@@ -54,16 +58,17 @@ export class ExecutionService {
     limits: SandboxLimits,
     ctx: ExecutionContext,
   ): Promise<ExecutionResponse> {
-    const workspace = await this.workspace.snapshot();
-    this.logger.debug('execution starting', { execution_id: ctx.executionId, endpoint: ctx.endpoint, ...what });
+    const workspace = await this.workspaces.for(ctx.tenant);
+    const snapshot = await workspace.snapshot();
+    this.logger.debug('execution starting', { execution_id: ctx.executionId, endpoint: ctx.endpoint, tenant: ctx.tenant, ...what });
     const outcome = await this.sandbox.run({
       ...what,
       executionId: ctx.executionId,
-      workspace,
+      workspace: snapshot,
       limits,
-      packagesVolume: packagesVolume(this.config, DEFAULT_TENANT),
+      packagesVolume: packagesVolume(this.config, ctx.tenant),
     });
-    if (outcome.changes) await this.workspace.apply(outcome.changes);
+    if (outcome.changes) await workspace.apply(outcome.changes);
     const response = toEnvelope(ctx.executionId, outcome, limits);
     logOutcome(this.logger, ctx, outcome, response.success);
     return response;

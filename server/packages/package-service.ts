@@ -10,7 +10,7 @@ import type { Logger } from '../logger.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import type { WorkspaceFile } from '../workspace/workspace.js';
 import { parseRequirement, type Requirement } from './requirement.js';
-import { DEFAULT_TENANT, packagesVolume } from './volume.js';
+import { packagesVolume } from './volume.js';
 
 type Schemas = components['schemas'];
 export type InstallPackageRequest = Schemas['InstallPackageRequest'];
@@ -55,8 +55,7 @@ export class PackageService {
   async install(req: InstallPackageRequest, ctx: ExecutionContext): Promise<InstallPackageResponse> {
     const requirement = parseRequirement(req.package_name);
     this.checkLists(requirement);
-    const tenant = DEFAULT_TENANT;
-    return this.serialized(tenant, () => this.runInstall(requirement, req, ctx, tenant));
+    return this.serialized(ctx.tenant, () => this.runInstall(requirement, req, ctx));
   }
 
   async list(ctx: ExecutionContext): Promise<PackagesResponse> {
@@ -64,7 +63,7 @@ export class PackageService {
       executionId: ctx.executionId,
       mode: 'list-packages',
       workspace: { files: [], dirs: [] },
-      packagesVolume: packagesVolume(this.config, DEFAULT_TENANT),
+      packagesVolume: packagesVolume(this.config, ctx.tenant),
       limits: limitsFor(this.config, LIST_TIMEOUT_S),
     });
     if (!outcome.report?.packages) {
@@ -77,7 +76,6 @@ export class PackageService {
     requirement: Requirement,
     req: InstallPackageRequest,
     ctx: ExecutionContext,
-    tenant: string,
   ): Promise<InstallPackageResponse> {
     const c = this.config;
     const wheelhouse = c.wheelhouseDir ? await readWheelhouse(c.wheelhouseDir) : undefined;
@@ -93,7 +91,7 @@ export class PackageService {
       },
       workspace: { files: [], dirs: [] },
       wheelhouse,
-      packagesVolume: packagesVolume(c, tenant),
+      packagesVolume: packagesVolume(c, ctx.tenant),
       packagesWritable: true,
       network: wheelhouse ? 'none' : c.installNetwork,
       limits,

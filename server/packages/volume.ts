@@ -1,6 +1,6 @@
 import type { Config } from '../config.js';
 
-/** Until tenancy lands, everyone is this tenant. */
+/** The tenant of a server without API keys. */
 export const DEFAULT_TENANT = 'default';
 
 /** The Docker volume holding a tenant's packages. */

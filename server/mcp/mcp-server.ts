@@ -1,0 +1,135 @@
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { v4 as uuidv4 } from 'uuid';
+import { z } from 'zod';
+import { ServiceError } from '../errors.js';
+import type { ExecutionResponse } from '../execution/envelope.js';
+import type { ExecutionContext, ExecutionService } from '../execution/execution-service.js';
+import type { PackageService } from '../packages/package-service.js';
+import { serviceName, serviceVersion } from '../project.js';
+
+export interface McpServices {
+  executions: ExecutionService;
+  packages: PackageService;
+}
+
+const SANDBOX = [
+  'Each call runs in a fresh, short-lived sandbox container: Python 3 with numpy, pandas and matplotlib,',
+  'no network, a non-root user, capped memory, CPU, processes, output and time.',
+  'The working directory is /workspace; files written there persist to later calls (save_to_file_and_run,',
+  'run_python_file). Packages installed with pip_install_package are importable in later calls.',
+].join(' ');
+
+const fileName = z
+  .string()
+  .min(1)
+  .max(255)
+  .describe('Path of a file inside the workspace, relative, e.g. "script.py" or "lib/util.py"');
+const variable = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]*$/)
+  .max(256)
+  .describe('Name of a global variable whose str() is returned as the result (instead of stdout)');
+const timeout = z
+  .number()
+  .int()
+  .min(1)
+  .describe('Wall-clock limit in seconds (default 90; the server caps it)');
+
+/** A finished execution as a tool result: the answer (or error with traceback) as text, the envelope as structure. */
+function toToolResult(envelope: ExecutionResponse): CallToolResult {
+  let text: string;
+  if (envelope.success) {
+    text = envelope.result ?? '';
+    if (text === '') text = envelope.stdout === '' ? '(no output)' : envelope.stdout;
+  } else {
+    text = [envelope.error, envelope.traceback, envelope.traceback ? null : envelope.stderr.trim() || null]
+      .filter(Boolean)
+      .join('\n\n');
+  }
+  return {
+    content: [{ type: 'text', text }],
+    structuredContent: envelope as unknown as Record<string, unknown>,
+    isError: !envelope.success,
+  };
+}
+
+/**
+ * The MCP face of the service: the original server's four tools, calling the same services as
+ * the REST routes. Cheap and free of side effects, so /mcp makes one per request and the stdio
+ * bin one per process.
+ */
+export function createMcpServer(services: McpServices, tenant: string): McpServer {
+  const server = new McpServer({ name: serviceName, version: serviceVersion });
+  const context = (tool: string): ExecutionContext => ({ executionId: uuidv4(), endpoint: `mcp:${tool}`, tenant });
+  const call = async (run: () => Promise<ExecutionResponse>): Promise<CallToolResult> => {
+    try {
+      return toToolResult(await run());
+    } catch (err) {
+      // A request the service refuses (bad path, missing file, Docker down) is shown to the agent.
+      if (err instanceof ServiceError) return { content: [{ type: 'text', text: err.message }], isError: true };
+      throw err;
+    }
+  };
+
+  server.registerTool(
+    'run_python_code',
+    {
+      title: 'Run Python code',
+      description: `Execute Python code and return what it printed (stripped stdout). ${SANDBOX} On failure the result is an error with the exception and its traceback.`,
+      inputSchema: { code: z.string().min(1).describe('The Python code to execute'), timeout: timeout.optional() },
+    },
+    ({ code, timeout }) => call(() => services.executions.execute({ code, timeout }, context('run_python_code'))),
+  );
+
+  server.registerTool(
+    'save_to_file_and_run',
+    {
+      title: 'Save Python code to a file and run it',
+      description: `Save code to a workspace file, run it, and return the value of variable_to_return (or the stripped stdout). ${SANDBOX}`,
+      inputSchema: {
+        file_name: fileName,
+        code: z.string().describe('Python code to save and run'),
+        variable_to_return: variable.optional(),
+        overwrite: z.boolean().optional().describe('Overwrite the file if it exists (default true)'),
+      },
+    },
+    ({ file_name, code, variable_to_return, overwrite }) =>
+      call(() =>
+        services.executions.saveAndExecute(
+          { file_name, code, variable_to_return, overwrite: overwrite ?? true },
+          context('save_to_file_and_run'),
+        ),
+      ),
+  );
+
+  server.registerTool(
+    'pip_install_package',
+    {
+      title: 'Install a Python package',
+      description:
+        'Install one package with pip so later calls can import it. package_name is one requirement: a name, ' +
+        'optional [extras] and optional version specifiers, e.g. "requests" or "pandas[excel]>=2,<3". ' +
+        'The image already has numpy, pandas and matplotlib.',
+      inputSchema: {
+        package_name: z.string().min(1).max(200).describe('One requirement, e.g. "requests" or "scipy>=1.11"'),
+        upgrade: z.boolean().optional().describe('Upgrade the package if it is already installed (default false)'),
+      },
+    },
+    ({ package_name, upgrade }) =>
+      call(() => services.packages.install({ package_name, upgrade: upgrade ?? false }, context('pip_install_package'))),
+  );
+
+  server.registerTool(
+    'run_python_file',
+    {
+      title: 'Run a Python file from the workspace',
+      description: `Run a Python file that exists in the workspace and return the value of variable_to_return (or the stripped stdout). ${SANDBOX}`,
+      inputSchema: { file_name: fileName, variable_to_return: variable.optional() },
+    },
+    ({ file_name, variable_to_return }) =>
+      call(() => services.executions.runFile({ file_name, variable_to_return }, context('run_python_file'))),
+  );
+
+  return server;
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env node
+import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
+import Docker from 'dockerode';
+import { createServices, sandboxOptions } from '../assemble.js';
+import { ConfigError, loadConfig } from '../config.js';
+import { createLogger } from '../logger.js';
+import { DEFAULT_TENANT } from '../packages/volume.js';
+import { DockerSandbox } from '../sandbox/docker-sandbox.js';
+import { createMcpServer } from './mcp-server.js';
+
+/**
+ * `mcp-run-python-code`: the MCP tools over stdio, for a local client (Claude Desktop, Cursor).
+ * stdout is the protocol, so logs go to stderr. Same settings and sandboxes as the HTTP server.
+ */
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel, 'stderr');
+  const sandbox = new DockerSandbox(new Docker(), sandboxOptions(config), logger);
+  const health = await sandbox.health();
+  if (health.error) logger.warn('sandboxes are not ready; tools will report the problem', { error: health.error });
+  const server = createMcpServer(createServices(config, logger, sandbox), DEFAULT_TENANT);
+  const stop = async () => {
+    await server.close();
+    await sandbox.shutdown(true);
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop());
+  process.on('SIGINT', () => void stop());
+  process.stdin.on('close', () => void stop());
+  await server.connect(new StdioServerTransport());
+}
+
+main().catch((err) => {
+  console.error(err instanceof ConfigError ? `mcp-run-python-code: bad setting: ${err.message}` : err);
+  process.exit(1);
+});

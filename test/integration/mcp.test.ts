@@ -1,0 +1,193 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { projectRoot } from '../../server/project.js';
+import { docker, startServer, type TestServer } from '../helpers/server.js';
+
+const text = (result: CallToolResult) => (result.content[0] as { text: string }).text;
+
+/** The same checks, whatever carries them. */
+function toolSuite(name: string, connect: () => Promise<Client>, cleanup: () => Promise<void>) {
+  describe(`MCP over ${name}`, () => {
+    let client: Client;
+    before(async () => {
+      client = await connect();
+    });
+    after(async () => {
+      await client.close();
+      await cleanup();
+    });
+    const call = async (tool: string, args: Record<string, unknown>) =>
+      (await client.callTool({ name: tool, arguments: args })) as CallToolResult;
+
+    it('lists the four tools with descriptions and input schemas', async () => {
+      const { tools } = await client.listTools();
+      assert.deepEqual(tools.map((t) => t.name).sort(), ['pip_install_package', 'run_python_code', 'run_python_file', 'save_to_file_and_run']);
+      for (const tool of tools) {
+        assert.ok((tool.description ?? '').length > 40, `${tool.name} has no real description`);
+        assert.equal(tool.inputSchema.type, 'object');
+      }
+      const run = tools.find((t) => t.name === 'run_python_code')!;
+      assert.deepEqual(run.inputSchema.required, ['code']);
+    });
+
+    it('run_python_code: print(6*7) gives 42', async () => {
+      const result = await call('run_python_code', { code: 'print(6*7)' });
+      assert.equal(result.isError, false);
+      assert.equal(text(result), '42');
+      assert.equal(result.structuredContent?.result, '42');
+      assert.equal(result.structuredContent?.success, true);
+    });
+
+    it('an exception comes back with isError and the traceback', async () => {
+      const result = await call('run_python_code', { code: 'def f():\n    raise ValueError("nope")\nf()' });
+      assert.equal(result.isError, true);
+      assert.match(text(result), /^ValueError: nope\n\nTraceback \(most recent call last\):/);
+      assert.match(text(result), /line 2, in f/);
+      assert.equal(result.structuredContent?.success, false);
+    });
+
+    it('save_to_file_and_run, then run_python_file', async () => {
+      const saved = await call('save_to_file_and_run', {
+        file_name: 'mcp_calc.py',
+        code: 'def multiply(a, b):\n    return a * b\nresult = multiply(6, 7)',
+        variable_to_return: 'result',
+      });
+      assert.equal(saved.isError, false, text(saved));
+      assert.equal(text(saved), '42');
+      const ran = await call('run_python_file', { file_name: 'mcp_calc.py', variable_to_return: 'result' });
+      assert.equal(text(ran), '42');
+      const missing = await call('run_python_file', { file_name: 'nope.py' });
+      assert.equal(missing.isError, true);
+      assert.equal(text(missing), 'File not found: nope.py');
+    });
+
+    it('a timeout', async () => {
+      const result = await call('run_python_code', { code: 'while True: pass', timeout: 2 });
+      assert.equal(result.isError, true);
+      assert.match(text(result), /timed out after 2 s/);
+      assert.equal(result.structuredContent?.timed_out, true);
+    });
+
+    it('pip_install_package refuses what is not one requirement', async () => {
+      const result = await call('pip_install_package', { package_name: '-r requirements.txt' });
+      assert.equal(result.isError, true);
+      assert.match(text(result), /pip options are not accepted/);
+    });
+  });
+}
+
+let http: TestServer;
+toolSuite(
+  'streamable HTTP (/mcp)',
+  async () => {
+    http = await startServer();
+    const client = new Client({ name: 'test', version: '1.0.0' });
+    await client.connect(new StreamableHTTPClientTransport(new URL(`${http.url}/mcp`)));
+    return client;
+  },
+  async () => {
+    await http.close();
+    assert.deepEqual(await http.settle(), []);
+  },
+);
+
+const stdioInstance = `test-stdio-${process.pid}`;
+toolSuite(
+  'stdio (the mcp-run-python-code bin)',
+  async () => {
+    const client = new Client({ name: 'test', version: '1.0.0' });
+    const env = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined));
+    await client.connect(
+      new StdioClientTransport({
+        command: process.execPath,
+        args: [path.join(projectRoot, 'dist/server/mcp/stdio.js')],
+        env: {
+          ...env,
+          BASE_DIR: mkdtempSync(path.join(os.tmpdir(), 'rpc-mcp-')),
+          INSTANCE_ID: stdioInstance,
+          PACKAGES_VOLUME_PREFIX: `rpc-${stdioInstance}-`,
+          LOG_LEVEL: 'error',
+        },
+        stderr: 'inherit',
+      }),
+    );
+    return client;
+  },
+  async () => {
+    for (let i = 0; i < 50; i++) {
+      const left = await docker.listContainers({ all: true, filters: { label: [`run-python-code.instance=${stdioInstance}`] } });
+      if (left.length === 0) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const left = await docker.listContainers({ all: true, filters: { label: [`run-python-code.instance=${stdioInstance}`] } });
+    assert.deepEqual(left, []);
+    const volumes = (await docker.listVolumes()).Volumes ?? [];
+    await Promise.all(volumes.filter((v) => v.Name.startsWith(`rpc-${stdioInstance}-`)).map((v) => docker.getVolume(v.Name).remove()));
+  },
+);
+
+describe('API keys: REST and /mcp', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startServer({ API_KEYS: 'key-one-secret,key-two-secret' });
+  });
+  after(async () => {
+    await server.close();
+  });
+  const request = (route: string, key?: string, body: unknown = { code: 'print(1)' }) =>
+    fetch(server.url + route, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
+      body: JSON.stringify(body),
+    });
+
+  it('401 with WWW-Authenticate without a key, and with a wrong one', async () => {
+    for (const key of [undefined, 'wrong-key']) {
+      const res = await request('/execute', key);
+      assert.equal(res.status, 401);
+      assert.match(res.headers.get('www-authenticate') ?? '', /^Bearer realm="run-python-code"/);
+      const body = (await res.json()) as Record<string, unknown>;
+      assert.equal(body.success, false);
+      assert.match(String(body.error), key ? /Invalid API key/ : /Missing API key: send the header Authorization: Bearer <key>/);
+    }
+  });
+
+  it('200 with a right key; /health and the docs stay public', async () => {
+    const res = await request('/execute', 'key-two-secret');
+    assert.equal(res.status, 200);
+    assert.equal(((await res.json()) as Record<string, unknown>).result, '1');
+    assert.equal((await fetch(server.url + '/health')).status, 200);
+    assert.equal((await fetch(server.url + '/openapi.json')).status, 200);
+    assert.equal((await fetch(server.url + '/docs/')).status, 200);
+  });
+
+  it('each key is a tenant: one cannot run or overwrite the other\'s files', async () => {
+    const saved = await request('/save-and-execute', 'key-one-secret', { file_name: 'mine.py', code: 'x = "one"' });
+    assert.equal(((await saved.json()) as Record<string, unknown>).success, true);
+    const other = await request('/run-python-file', 'key-two-secret', { file_name: 'mine.py', variable_to_return: 'x' });
+    assert.equal(other.status, 404);
+    const own = await request('/run-python-file', 'key-one-secret', { file_name: 'mine.py', variable_to_return: 'x' });
+    assert.equal(((await own.json()) as Record<string, unknown>).result, 'one');
+    const seen = await request('/execute', 'key-two-secret', { code: 'import os\nprint(sorted(os.listdir(".")))' });
+    assert.equal(((await seen.json()) as Record<string, unknown>).result, '[]');
+  });
+
+  it('/mcp refuses a client without a key and serves one with a key', async () => {
+    const anonymous = new Client({ name: 'test', version: '1.0.0' });
+    await assert.rejects(anonymous.connect(new StreamableHTTPClientTransport(new URL(`${server.url}/mcp`))), /401|Unauthorized|Missing API key/i);
+    const keyed = new Client({ name: 'test', version: '1.0.0' });
+    await keyed.connect(
+      new StreamableHTTPClientTransport(new URL(`${server.url}/mcp`), { requestInit: { headers: { Authorization: 'Bearer key-one-secret' } } }),
+    );
+    const result = (await keyed.callTool({ name: 'run_python_file', arguments: { file_name: 'mine.py', variable_to_return: 'x' } })) as CallToolResult;
+    assert.equal(text(result), 'one');
+    await keyed.close();
+  });
+});
