@@ -15,6 +15,11 @@ import type { ExecutionService } from './execution/execution-service.js';
 import type { Logger } from './logger.js';
 import type { PackageService } from './packages/package-service.js';
 import type { Sandbox } from './sandbox/sandbox.js';
+import type { ExecutionHistory } from './execution/history.js';
+import type { TenantRegistry } from './tenancy/tenant-registry.js';
+import { tenantRoutes } from './api/tenant-routes.js';
+import { rateLimit } from 'express-rate-limit';
+import { ServiceError } from './errors.js';
 
 export interface AppDeps {
   config: Config;
@@ -23,12 +28,14 @@ export interface AppDeps {
   sandbox: Sandbox;
   executions: ExecutionService;
   packages: PackageService;
+  registry: TenantRegistry;
+  history: ExecutionHistory;
 }
 
 type ErrorResponse = components['schemas']['ErrorResponse'];
 
 /** The HTTP app: middleware in order, the routes, and the one error handler. No listen() here. */
-export function createApp({ config, logger, contract, sandbox, executions, packages }: AppDeps): express.Express {
+export function createApp({ config, logger, contract, sandbox, executions, packages, registry, history }: AppDeps): express.Express {
   const app = express();
   app.disable('x-powered-by');
 
@@ -38,7 +45,24 @@ export function createApp({ config, logger, contract, sandbox, executions, packa
     next();
   });
   app.use(cors({ origin: config.corsOrigins.includes('*') ? '*' : config.corsOrigins }));
-  app.use(authenticate(config));
+  app.use(authenticate(registry));
+  app.use(
+    rateLimit({
+      windowMs: 60_000,
+      limit: (_req, res) => registry.get(res.locals.tenant as string).limits.requests_per_minute,
+      skip: (_req, res) => !res.locals.tenant || registry.get(res.locals.tenant as string).limits.requests_per_minute === 0,
+      keyGenerator: (_req, res) => res.locals.tenant as string,
+      standardHeaders: 'draft-7',
+      legacyHeaders: false,
+      validate: false, // keyed by tenant, not by IP: the proxy checks do not apply
+      handler: (req, res, next) => {
+        const reset = (req as { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime;
+        const wait = reset ? Math.max(1, Math.ceil((reset.getTime() - Date.now()) / 1000)) : 60;
+        const limit = registry.get(res.locals.tenant as string).limits.requests_per_minute;
+        next(new ServiceError('busy', `Rate limit reached: ${limit} requests per minute for this tenant (requests_per_minute)`, wait));
+      },
+    }),
+  );
   app.use(express.json({ limit: config.maxBodyBytes }));
   app.use(docsRoutes(contract, config.redocScriptUrl));
   app.use(
@@ -55,11 +79,12 @@ export function createApp({ config, logger, contract, sandbox, executions, packa
   app.use(serviceRoutes(config, sandbox));
   app.use(executionRoutes(executions));
   app.use(packageRoutes(packages));
+  app.use(tenantRoutes(registry, history));
   app.use(mcpRoutes({ executions, packages }));
 
   // The one place where errors become responses: the seed's envelope with a clear message.
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
-    const { kind, status, message } = classify(err);
+    const { kind, status, message, retryAfterS } = classify(err);
     const executionId = (res.locals.requestId as string | undefined) ?? uuidv4();
     if (kind === 'internal') {
       logger.error('request failed', { execution_id: executionId, path: req.path, error: String((err as Error)?.stack ?? err) });
@@ -68,6 +93,7 @@ export function createApp({ config, logger, contract, sandbox, executions, packa
     }
     const body: ErrorResponse = { success: false, result: null, error: message, execution_id: executionId };
     if (res.headersSent) return;
+    if (retryAfterS !== undefined) res.setHeader('Retry-After', String(retryAfterS));
     res.status(status).json(body);
   });
   return app;

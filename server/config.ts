@@ -82,6 +82,58 @@ export const settings = {
     parse: list,
     show: '(none: one open tenant)',
   },
+  mcpApiKey: {
+    env: 'MCP_API_KEY',
+    description: 'For the stdio MCP server when keys are configured: the key of the tenant it acts as',
+    default: '',
+    parse: text,
+    show: '(none)',
+  },
+  tenantsFile: {
+    env: 'TENANTS_FILE',
+    description: 'YAML or JSON file of tenants: their API key hashes and limits (reloaded on SIGHUP and on change)',
+    default: '',
+    parse: (raw: string) => path.resolve(text(raw)),
+    show: '(none)',
+  },
+  limitsFile: {
+    env: 'LIMITS_FILE',
+    description: 'YAML or JSON file of default and per-tenant limits (reloaded on SIGHUP and on change)',
+    default: '',
+    parse: (raw: string) => path.resolve(text(raw)),
+    show: '(none)',
+  },
+  maxConcurrent: {
+    env: 'MAX_CONCURRENT',
+    description: 'Sandboxes running at once, all tenants together; more wait in the queue',
+    default: Math.max(2, 4 * os.availableParallelism()),
+    parse: integer(1, 100000),
+    show: '4 per core',
+  },
+  queueMax: {
+    env: 'QUEUE_MAX',
+    description: 'Requests that may wait for a slot, all tenants together; beyond it: 429 with Retry-After',
+    default: 64,
+    parse: integer(0, 1000000),
+  },
+  queueTimeoutS: {
+    env: 'QUEUE_TIMEOUT_S',
+    description: 'Longest wait for a slot before a 429',
+    default: 60,
+    parse: integer(1, 86400),
+  },
+  executionRetentionS: {
+    env: 'EXECUTION_RETENTION_S',
+    description: 'How long GET /executions/{id} can return a past result',
+    default: 3600,
+    parse: integer(0, 30 * 86400),
+  },
+  executionRetentionMb: {
+    env: 'EXECUTION_RETENTION_MB',
+    description: 'Memory kept for past results; the oldest go first',
+    default: 128,
+    parse: integer(0, 1024 * 1024),
+  },
   corsOrigins: {
     env: 'CORS_ORIGINS',
     description: 'Comma-separated origins allowed by CORS; * allows all',
@@ -240,6 +292,33 @@ export const settings = {
     default: [] as string[],
     parse: (raw: string) => list(raw).map(normalizePackageName),
     show: '(none)',
+  },
+  tenantMaxConcurrent: {
+    env: 'TENANT_MAX_CONCURRENT',
+    description: "Default max_concurrent: a tenant's sandboxes running at once",
+    default: 4,
+    parse: integer(1, 10000),
+  },
+  rateLimitPerMinute: {
+    env: 'RATE_LIMIT_PER_MINUTE',
+    description: 'Default requests_per_minute of a tenant; 0 turns the rate limit off',
+    default: 0,
+    parse: integer(0, 1000000),
+  },
+  maxCodeBytes: {
+    env: 'MAX_CODE_BYTES',
+    description: 'Default max_code_bytes: the largest code a request may send',
+    default: MiB,
+    parse: integer(1, 1024 * MiB),
+  },
+  allowInstall: {
+    env: 'ALLOW_INSTALL',
+    description: 'Default may_install: whether tenants may install packages',
+    default: true,
+    parse: (raw: string) => {
+      if (!['true', 'false'].includes(raw)) throw new Error('expected true or false');
+      return raw === 'true';
+    },
   },
   logLevel: {
     env: 'LOG_LEVEL',

@@ -10,6 +10,7 @@ export type ErrorKind =
   | 'conflict'
   | 'payload_too_large'
   | 'unsupported_media_type'
+  | 'busy'
   | 'method_not_allowed'
   | 'unavailable'
   | 'internal';
@@ -23,6 +24,7 @@ const statusOf: Record<ErrorKind, number> = {
   conflict: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
+  busy: 429,
   internal: 500,
   unavailable: 503,
 };
@@ -31,6 +33,8 @@ export class ServiceError extends Error {
   constructor(
     readonly kind: ErrorKind,
     message: string,
+    /** For `busy`: when to try again, sent as Retry-After. */
+    readonly retryAfterS?: number,
   ) {
     super(message);
   }
@@ -44,6 +48,7 @@ export const forbidden = (message: string) => new ServiceError('forbidden', mess
 export const notFound = (message: string) => new ServiceError('not_found', message);
 export const conflict = (message: string) => new ServiceError('conflict', message);
 export const unavailable = (message: string) => new ServiceError('unavailable', message);
+export const tooLarge = (message: string) => new ServiceError('payload_too_large', message);
 
 interface ValidatorError {
   status: number;
@@ -67,8 +72,10 @@ const kindOfStatus = Object.fromEntries(Object.entries(statusOf).map(([k, s]) =>
  * express-openapi-validator), body-parser errors and ServiceErrors keep their meaning; anything
  * else is internal: logged in full by the caller, answered with a plain message.
  */
-export function classify(err: unknown): { kind: ErrorKind; status: number; message: string } {
-  if (err instanceof ServiceError) return { kind: err.kind, status: err.status, message: err.message };
+export function classify(err: unknown): { kind: ErrorKind; status: number; message: string; retryAfterS?: number } {
+  if (err instanceof ServiceError) {
+    return { kind: err.kind, status: err.status, message: err.message, retryAfterS: err.retryAfterS };
+  }
   if (isValidatorError(err) && err.status >= 400 && err.status < 500) {
     const kind = kindOfStatus[err.status] ?? 'bad_request';
     const status = kindOfStatus[err.status] ? err.status : 400;

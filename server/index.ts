@@ -4,6 +4,7 @@ import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { serviceVersion } from './project.js';
 import { DockerSandbox } from './sandbox/docker-sandbox.js';
+import { RegistryError } from './tenancy/tenant-registry.js';
 
 /** Start-up only: settings, Docker check, stale-container reaping, listen, graceful shutdown. */
 async function main(): Promise<void> {
@@ -19,10 +20,12 @@ async function main(): Promise<void> {
   }
   const logger = createLogger(config.logLevel);
   const sandbox = new DockerSandbox(new Docker(), sandboxOptions(config), logger);
-  const app = await assemble(config, logger, sandbox);
+  const { app, services } = assemble(config, logger, sandbox);
+  services.registry.watch();
+  process.on('SIGHUP', () => services.registry.reload('SIGHUP'));
 
-  if (config.apiKeys.length === 0) {
-    logger.warn('no API keys configured (API_KEYS): every caller is the one default tenant; set keys before exposing this server', { host: config.host });
+  if (!services.registry.keysRequired) {
+    logger.warn('no API keys configured (API_KEYS or TENANTS_FILE): every caller is the one default tenant; set keys before exposing this server', { host: config.host });
   }
   const health = await sandbox.health();
   if (health.reachable) await sandbox.reapStale();
@@ -46,6 +49,7 @@ async function main(): Promise<void> {
       void sandbox.shutdown(true);
     }, 30_000);
     force.unref();
+    services.registry.close();
     server.close(async () => {
       await sandbox.shutdown(false);
       logger.info('stopped');
@@ -58,6 +62,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err) => {
-  console.error('run-python-code: failed to start:', err);
+  console.error('run-python-code: failed to start:', err instanceof RegistryError ? err.message : err);
   process.exit(1);
 });

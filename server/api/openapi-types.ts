@@ -134,6 +134,44 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/limits": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The caller's tenant and its limits in force */
+        get: operations["getLimits"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/executions/{execution_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A past execution of the caller's tenant
+         * @description The answer an execution (or install) gave, kept for `EXECUTION_RETENTION_S`. Another
+         *     tenant's execution is a 404, exactly like one that never existed.
+         */
+        get: operations["getExecution"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/mcp": {
         parameters: {
             query?: never;
@@ -163,9 +201,14 @@ export interface components {
     schemas: {
         /**
          * @description Wall-clock limit for the code in seconds (default `DEFAULT_TIMEOUT_S`, 90). Asking for
-         *     more than the server's `MAX_TIMEOUT_S` is a 400 that names the limit.
+         *     more than the tenant's `max_timeout_s` is a 400 that names the limit.
          */
         Timeout: number;
+        /**
+         * @description Memory cap for this execution in MiB: lower than the tenant's `memory_mb` limit, never
+         *     higher (a 400 names the limit).
+         */
+        MemoryMb: number;
         /** @description Name of a global variable whose `str()` becomes `result` */
         VariableName: string;
         /**
@@ -178,6 +221,7 @@ export interface components {
             /** @description The Python code to execute */
             code: string;
             timeout?: components["schemas"]["Timeout"];
+            memory_mb?: components["schemas"]["MemoryMb"];
             variable_to_return?: components["schemas"]["VariableName"];
         };
         SaveAndExecuteRequest: {
@@ -191,11 +235,13 @@ export interface components {
              */
             overwrite: boolean;
             timeout?: components["schemas"]["Timeout"];
+            memory_mb?: components["schemas"]["MemoryMb"];
         };
         RunPythonFileRequest: {
             file_name: components["schemas"]["FileName"];
             variable_to_return?: components["schemas"]["VariableName"];
             timeout?: components["schemas"]["Timeout"];
+            memory_mb?: components["schemas"]["MemoryMb"];
         };
         ExecutionResponse: {
             /** @description True when the code ran to completion (exit code 0) and the variable, if asked for, exists */
@@ -251,6 +297,32 @@ export interface components {
         };
         PackagesResponse: {
             packages: components["schemas"]["Package"][];
+        };
+        TenantLimits: {
+            /** @description Largest timeout a request may ask for */
+            max_timeout_s: number;
+            /** @description Memory cap per container (swap capped to the same) */
+            memory_mb: number;
+            /** @description CPU cap per container, in cores */
+            cpus: number;
+            /** @description Process/thread cap per container */
+            pids: number;
+            /** @description Cap on stdout and on stderr (each) and on the returned value */
+            output_bytes: number;
+            /** @description Size of /workspace and cap on the files kept */
+            workspace_mb: number;
+            /** @description This tenant's sandboxes running at once */
+            max_concurrent: number;
+            /** @description Requests per minute; 0 means no rate limit */
+            requests_per_minute: number;
+            /** @description Largest code a request may send */
+            max_code_bytes: number;
+            /** @description Whether this tenant may install packages */
+            may_install: boolean;
+        };
+        LimitsResponse: {
+            tenant: string;
+            limits: components["schemas"]["TenantLimits"];
         };
         ErrorResponse: {
             /** @enum {boolean} */
@@ -325,7 +397,18 @@ export interface components {
                 "application/json": components["schemas"]["ErrorResponse"];
             };
         };
-        /** @description The operator's allow-list or deny-list refuses this package */
+        /** @description Too many executions in progress, or the tenant's requests_per_minute is used up; see Retry-After */
+        TooManyRequests: {
+            headers: {
+                /** @description Seconds to wait before trying again */
+                "Retry-After"?: number;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorResponse"];
+            };
+        };
+        /** @description The operator's allow-list or deny-list refuses this package, or the tenant may not install */
         Forbidden: {
             headers: {
                 [name: string]: unknown;
@@ -352,7 +435,7 @@ export interface components {
                 "application/json": components["schemas"]["ErrorResponse"];
             };
         };
-        /** @description The request body is larger than `MAX_BODY_BYTES` */
+        /** @description The request body is larger than `MAX_BODY_BYTES`, or the code than the tenant's `max_code_bytes` */
         PayloadTooLarge: {
             headers: {
                 [name: string]: unknown;
@@ -469,6 +552,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
         };
@@ -500,6 +584,7 @@ export interface operations {
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
         };
@@ -529,6 +614,7 @@ export interface operations {
             404: components["responses"]["NotFound"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
         };
@@ -566,6 +652,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
         };
@@ -591,6 +678,52 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
+        };
+    };
+    getLimits: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The effective limits (settings' defaults, then the files' defaults, then the tenant's own) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LimitsResponse"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+        };
+    };
+    getExecution: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                execution_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The execution's answer, as it was given */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ExecutionResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
         };
     };
     mcp: {

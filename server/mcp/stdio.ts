@@ -6,6 +6,7 @@ import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../logger.js';
 import { DEFAULT_TENANT } from '../packages/volume.js';
 import { DockerSandbox } from '../sandbox/docker-sandbox.js';
+import { RegistryError } from '../tenancy/tenant-registry.js';
 import { createMcpServer } from './mcp-server.js';
 
 /**
@@ -18,7 +19,14 @@ async function main(): Promise<void> {
   const sandbox = new DockerSandbox(new Docker(), sandboxOptions(config), logger);
   const health = await sandbox.health();
   if (health.error) logger.warn('sandboxes are not ready; tools will report the problem', { error: health.error });
-  const server = createMcpServer(createServices(config, logger, sandbox), DEFAULT_TENANT);
+  const services = createServices(config, logger, sandbox);
+  let tenant = DEFAULT_TENANT;
+  if (services.registry.keysRequired) {
+    const found = config.mcpApiKey ? services.registry.authenticate(config.mcpApiKey) : null;
+    if (!found) throw new ConfigError('MCP_API_KEY: API keys are configured; set MCP_API_KEY to the key of the tenant to act as');
+    tenant = found.id;
+  }
+  const server = createMcpServer(services, tenant);
   const stop = async () => {
     await server.close();
     await sandbox.shutdown(true);
@@ -31,6 +39,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((err) => {
-  console.error(err instanceof ConfigError ? `mcp-run-python-code: bad setting: ${err.message}` : err);
+  const known = err instanceof ConfigError || err instanceof RegistryError;
+  console.error(known ? `mcp-run-python-code: ${(err as Error).message}` : err);
   process.exit(1);
 });

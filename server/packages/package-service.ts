@@ -5,9 +5,7 @@ import type { Config } from '../config.js';
 import { forbidden } from '../errors.js';
 import { logOutcome, toEnvelope } from '../execution/envelope.js';
 import { limitsFor } from '../execution/limits.js';
-import type { ExecutionContext } from '../execution/execution-service.js';
-import type { Logger } from '../logger.js';
-import type { Sandbox } from '../sandbox/sandbox.js';
+import type { ExecutionContext, RunDeps } from '../execution/execution-service.js';
 import type { WorkspaceFile } from '../workspace/workspace.js';
 import { parseRequirement, type Requirement } from './requirement.js';
 import { packagesVolume } from './volume.js';
@@ -46,26 +44,30 @@ export function pipArgs(config: Config): string[] {
 export class PackageService {
   private readonly queues = new Map<string, Promise<unknown>>();
 
-  constructor(
-    private readonly config: Config,
-    private readonly sandbox: Sandbox,
-    private readonly logger: Logger,
-  ) {}
+  constructor(private readonly deps: RunDeps) {}
 
   async install(req: InstallPackageRequest, ctx: ExecutionContext): Promise<InstallPackageResponse> {
     const requirement = parseRequirement(req.package_name);
     this.checkLists(requirement);
+    if (!this.deps.registry.get(ctx.tenant).limits.may_install) {
+      throw forbidden('This tenant may not install packages (may_install)');
+    }
     return this.serialized(ctx.tenant, () => this.runInstall(requirement, req, ctx));
   }
 
   async list(ctx: ExecutionContext): Promise<PackagesResponse> {
-    const outcome = await this.sandbox.run({
-      executionId: ctx.executionId,
-      mode: 'list-packages',
-      workspace: { files: [], dirs: [] },
-      packagesVolume: packagesVolume(this.config, ctx.tenant),
-      limits: limitsFor(this.config, LIST_TIMEOUT_S),
-    });
+    const { config, registry, admission, sandbox } = this.deps;
+    const tenant = registry.get(ctx.tenant).limits;
+    const limits = { ...limitsFor(config, tenant), timeoutS: LIST_TIMEOUT_S };
+    const outcome = await admission.run(ctx.tenant, tenant.max_concurrent, () =>
+      sandbox.run({
+        executionId: ctx.executionId,
+        mode: 'list-packages',
+        workspace: { files: [], dirs: [] },
+        packagesVolume: packagesVolume(config, ctx.tenant),
+        limits,
+      }),
+    );
     if (!outcome.report?.packages) {
       throw new Error(`listing packages failed: ${outcome.violation ?? outcome.stderr.slice(0, 500)}`);
     }
@@ -77,10 +79,11 @@ export class PackageService {
     req: InstallPackageRequest,
     ctx: ExecutionContext,
   ): Promise<InstallPackageResponse> {
-    const c = this.config;
+    const { config: c, registry, admission, sandbox, history, logger } = this.deps;
+    const tenant = registry.get(ctx.tenant).limits;
     const wheelhouse = c.wheelhouseDir ? await readWheelhouse(c.wheelhouseDir) : undefined;
-    const limits = { ...limitsFor(c), timeoutS: c.installTimeoutS };
-    const outcome = await this.sandbox.run({
+    const limits = { ...limitsFor(c, tenant), timeoutS: c.installTimeoutS };
+    const outcome = await admission.run(ctx.tenant, tenant.max_concurrent, () => sandbox.run({
       executionId: ctx.executionId,
       mode: 'install',
       install: {
@@ -95,7 +98,7 @@ export class PackageService {
       packagesWritable: true,
       network: wheelhouse ? 'none' : c.installNetwork,
       limits,
-    });
+    }));
     const envelope = toEnvelope(ctx.executionId, outcome, limits);
     const packages = outcome.report?.packages ?? {};
     const version = packages[requirement.name];
@@ -109,12 +112,13 @@ export class PackageService {
     } else if (outcome.report?.status === 'exit') {
       response.error = pipError(outcome.stderr) ?? envelope.error; // pip's words beat "exited with status 1"
     }
-    logOutcome(this.logger, ctx, outcome, response.success, { package: requirement.text, upgrade: req.upgrade ?? false });
+    logOutcome(logger, ctx, outcome, response.success, { package: requirement.text, upgrade: req.upgrade ?? false });
+    history.record(ctx.tenant, response);
     return response;
   }
 
   private checkLists(requirement: Requirement): void {
-    const { packageAllowlist: allow, packageDenylist: deny } = this.config;
+    const { packageAllowlist: allow, packageDenylist: deny } = this.deps.config;
     if (deny.includes(requirement.name)) {
       throw forbidden(`Package ${requirement.name} may not be installed here (PACKAGE_DENYLIST)`);
     }

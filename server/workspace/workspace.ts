@@ -23,7 +23,6 @@ export interface WorkspaceSnapshot {
 }
 
 export interface WorkspaceCaps {
-  maxBytes: number;
   maxFiles: number;
 }
 
@@ -81,14 +80,14 @@ export class Workspace {
   }
 
   /** Saves a client's file (save-and-execute): 409 if it exists and overwrite is false. */
-  async save(rel: string, data: Buffer, overwrite: boolean): Promise<void> {
+  async save(rel: string, data: Buffer, overwrite: boolean, maxBytes: number): Promise<void> {
     const full = await this.resolve(rel);
     const existing = await fs.lstat(full).catch(() => null);
     if (existing && !existing.isFile()) throw conflict(`${rel} exists and is not a regular file`);
     if (existing && !overwrite) throw conflict(`File ${rel} already exists and overwrite is false`);
     const used = await this.usage();
-    if (used.bytes - (existing?.size ?? 0) + data.length > this.caps.maxBytes) {
-      throw badRequest(`Workspace is full: saving ${rel} would exceed SANDBOX_WORKSPACE_MB`);
+    if (used.bytes - (existing?.size ?? 0) + data.length > maxBytes) {
+      throw badRequest(`Workspace is full: saving ${rel} would exceed this tenant's workspace_mb`);
     }
     if (!existing && used.files + 1 > this.caps.maxFiles) {
       throw badRequest(`Workspace is full: it already holds SANDBOX_MAX_FILES (${this.caps.maxFiles}) files`);

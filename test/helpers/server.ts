@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import Docker from 'dockerode';
-import { assemble, sandboxOptions } from '../../server/assemble.js';
+import { assemble, sandboxOptions, type Services } from '../../server/assemble.js';
 import { loadConfig, type Config } from '../../server/config.js';
 import { createLogger } from '../../server/logger.js';
 import { DockerSandbox } from '../../server/sandbox/docker-sandbox.js';
@@ -23,6 +23,7 @@ export interface TestServer {
   url: string;
   config: Config;
   sandbox: CountingSandbox;
+  services: Services;
   post(route: string, body: unknown): Promise<{ status: number; body: Record<string, unknown> }>;
   get(route: string): Promise<{ status: number; body: Record<string, unknown>; text: string; headers: Headers }>;
   /** Waits for background removals; resolves to the containers of this server still present. */
@@ -44,7 +45,7 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
   });
   const logger = createLogger(config.logLevel);
   const sandbox = new CountingSandbox(engine, sandboxOptions(config), logger);
-  const app = await assemble(config, logger, sandbox);
+  const { app, services } = assemble(config, logger, sandbox);
   const server = app.listen(0, '127.0.0.1');
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -57,6 +58,7 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
     url,
     config,
     sandbox,
+    services,
     async post(route, body) {
       const res = await fetch(url + route, {
         method: 'POST',
@@ -78,6 +80,7 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
     },
     settle,
     async close() {
+      services.registry.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await settle();

@@ -110,7 +110,7 @@ describe('malformed requests: 4xx naming the field, no container started', () =>
     ['code of the wrong type', '/execute', { code: 42 }, 400, /body\.code: must be string/],
     ['timeout not an integer', '/execute', { code: '1', timeout: 'x' }, 400, /body\.timeout/],
     ['timeout below 1', '/execute', { code: '1', timeout: 0 }, 400, /body\.timeout/],
-    ['timeout above the maximum', '/execute', { code: '1', timeout: 61 }, 400, /timeout 61 s is above the maximum of 60 s \(MAX_TIMEOUT_S\)/],
+    ['timeout above the maximum', '/execute', { code: '1', timeout: 61 }, 400, /timeout 61 s is above this tenant's limit of 60 s \(max_timeout_s\)/],
     ['unknown field', '/execute', { code: '1', varible_to_return: 'x' }, 400, /body\.varible_to_return: must NOT have additional properties/],
     ['bad variable name', '/execute', { code: '1', variable_to_return: 'a b' }, 400, /body\.variable_to_return/],
     ['absolute file_name', '/save-and-execute', { file_name: '/etc/passwd', code: '1' }, 400, /Invalid file_name "\/etc\/passwd"/],

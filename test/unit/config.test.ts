@@ -46,3 +46,28 @@ describe('settings', () => {
     assert.equal((loadContract().info as { version: string }).version, serviceVersion);
   });
 });
+
+describe('the contract', () => {
+  it('is a valid OpenAPI document for express-openapi-validator', async () => {
+    const { default: express } = await import('express');
+    const OpenApiValidator = await import('express-openapi-validator');
+    const app = express();
+    app.use(OpenApiValidator.middleware({ apiSpec: loadContract() as never, validateResponses: true }));
+    app.get('/', (_req, res) => {
+      res.json({ name: 'run-python-code', version: serviceVersion, docs: '/docs' });
+    });
+    const errors: string[] = [];
+    app.use((err: Error, _req: unknown, res: { status(n: number): { end(): void } }, _next: unknown) => {
+      errors.push(err.message);
+      res.status(500).end();
+    });
+    const server = app.listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    try {
+      const res = await fetch(`http://127.0.0.1:${(server.address() as { port: number }).port}/`);
+      assert.equal(res.status, 200, errors.join('; '));
+    } finally {
+      server.close();
+    }
+  });
+});
