@@ -5,7 +5,7 @@ Protocol (version 1)
                 for an install, the operator's wheelhouse under `wheelhouse/`).
   out (stdout): frames of [kind: 1 byte][length: 4 bytes big-endian][payload], payload <= 64 KiB:
                 b'o' user stdout, b'e' user stderr, b'f' a chunk of the tar of changed workspace
-                files, b'r' the final JSON report (last frame).
+                files, b'r' the final JSON report, then b'z' (empty): done, nothing follows.
 The user's code runs in a forked child whose stdout/stderr are pipes to this process, so nothing
 it prints can be mistaken for a frame. This process stays PID 1 (the kernel ignores SIGKILL sent
 to a namespace's init from inside it) and is made non-dumpable, so user code (same uid) cannot
@@ -23,7 +23,7 @@ import sys
 import tarfile
 import time
 
-PROTOCOL = 2
+PROTOCOL = 3
 WORKSPACE = "/workspace"
 WHEELHOUSE = "/wheelhouse"
 PACKAGES = "/opt/packages"  # the tenant's packages volume: read-only for code, writable for installs
@@ -502,6 +502,7 @@ def main():
                   "oom_killed": False, "status": "ok", "error": None, "traceback": None, "result": None,
                   "result_truncated": False, "deleted": [], "run_ms": 0, "packages": installed_packages()}
         channel.send(b"r", json.dumps(report).encode("utf-8"))
+        channel.send(b"z", b"")
         return 0
     install = job["mode"] == "install"
     if install:
@@ -554,6 +555,7 @@ def main():
         report["packages"] = after
         report["changed"] = sorted(name for name, version in after.items() if before.get(name) != version)
     channel.send(b"r", json.dumps(report).encode("utf-8"))
+    channel.send(b"z", b"")  # the server answers now, without waiting for this container to exit
     return 0
 
 

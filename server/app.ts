@@ -18,6 +18,8 @@ import type { Sandbox } from './sandbox/sandbox.js';
 import type { ExecutionHistory } from './execution/history.js';
 import type { TenantRegistry } from './tenancy/tenant-registry.js';
 import { tenantRoutes } from './api/tenant-routes.js';
+import { metricsRoutes } from './api/metrics-routes.js';
+import type { Metrics } from './metrics.js';
 import { rateLimit } from 'express-rate-limit';
 import { ServiceError } from './errors.js';
 
@@ -30,18 +32,24 @@ export interface AppDeps {
   packages: PackageService;
   registry: TenantRegistry;
   history: ExecutionHistory;
+  metrics?: Metrics;
 }
 
 type ErrorResponse = components['schemas']['ErrorResponse'];
 
 /** The HTTP app: middleware in order, the routes, and the one error handler. No listen() here. */
-export function createApp({ config, logger, contract, sandbox, executions, packages, registry, history }: AppDeps): express.Express {
+export function createApp({ config, logger, contract, sandbox, executions, packages, registry, history, metrics }: AppDeps): express.Express {
   const app = express();
   app.disable('x-powered-by');
 
-  app.use((_req, res, next) => {
+  app.use((req, res, next) => {
     res.locals.requestId = uuidv4();
     res.setHeader('X-Request-Id', res.locals.requestId as string);
+    if (metrics) {
+      const end = metrics.requests.startTimer();
+      // The route pattern, not the URL, so ids do not become label values.
+      res.on('finish', () => end({ route: (req.route?.path as string | undefined) ?? 'unmatched', status: String(res.statusCode) }));
+    }
     next();
   });
   app.use(cors({ origin: config.corsOrigins.includes('*') ? '*' : config.corsOrigins }));
@@ -73,13 +81,14 @@ export function createApp({ config, logger, contract, sandbox, executions, packa
       validateFormats: true,
       validateSecurity: false, // auth.ts does it: keys are optional and per tenant
       // The docs are not API operations; /mcp is JSON-RPC, validated by the MCP SDK.
-      ignorePaths: /^\/(docs|redoc|openapi\.json|mcp)(\/|$)/,
+      ignorePaths: /^\/(docs|redoc|openapi\.json|mcp|metrics)(\/|$)/,
     }),
   );
   app.use(serviceRoutes(config, sandbox));
   app.use(executionRoutes(executions));
   app.use(packageRoutes(packages));
   app.use(tenantRoutes(registry, history));
+  if (metrics && config.metricsPort === 0) app.use(metricsRoutes(metrics));
   app.use(mcpRoutes({ executions, packages }));
 
   // The one place where errors become responses: the seed's envelope with a clear message.

@@ -122,6 +122,26 @@ export const settings = {
     default: 60,
     parse: integer(1, 86400),
   },
+  poolSize: {
+    env: 'POOL_SIZE',
+    description: 'Warm containers kept ready per profile (tenant limits and packages); 0 turns the pool off',
+    default: 2 * os.availableParallelism(),
+    parse: integer(0, 1000),
+    show: '2 per core',
+  },
+  poolProfiles: {
+    env: 'POOL_PROFILES',
+    description: 'Profiles kept warm at once (the least recently used beyond it are drained)',
+    default: 4,
+    parse: integer(1, 1000),
+  },
+  metricsPort: {
+    env: 'METRICS_PORT',
+    description: 'Serve /metrics on this port (on HOST) instead of the API port, outside API-key auth; 0 keeps it on the API port',
+    default: 0,
+    parse: integer(0, 65535),
+    show: '0 (the API port)',
+  },
   executionRetentionS: {
     env: 'EXECUTION_RETENTION_S',
     description: 'How long GET /executions/{id} can return a past result',

@@ -1,8 +1,12 @@
+import http from 'node:http';
 import Docker from 'dockerode';
-import { assemble, sandboxOptions } from './assemble.js';
+import express from 'express';
+import { metricsRoutes } from './api/metrics-routes.js';
+import { assemble, poolOptions, sandboxOptions } from './assemble.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { serviceVersion } from './project.js';
+import { Metrics } from './metrics.js';
 import { DockerSandbox } from './sandbox/docker-sandbox.js';
 import { RegistryError } from './tenancy/tenant-registry.js';
 
@@ -19,16 +23,19 @@ async function main(): Promise<void> {
     throw err;
   }
   const logger = createLogger(config.logLevel);
-  const sandbox = new DockerSandbox(new Docker(), sandboxOptions(config), logger);
-  const { app, services } = assemble(config, logger, sandbox);
+  const metrics = new Metrics();
+  // One keep-alive connection pool to Docker for every API call (attach streams get their own).
+  const docker = new Docker({ agent: new http.Agent({ keepAlive: true, maxSockets: 64 }) } as Docker.DockerOptions);
+  const sandbox = new DockerSandbox(docker, sandboxOptions(config), logger, poolOptions(config), metrics);
+  const health = await sandbox.health();
+  if (health.reachable) await sandbox.reapStale(); // before the pool starts filling
+  const { app, services } = assemble(config, logger, sandbox, metrics);
   services.registry.watch();
   process.on('SIGHUP', () => services.registry.reload('SIGHUP'));
 
   if (!services.registry.keysRequired) {
     logger.warn('no API keys configured (API_KEYS or TENANTS_FILE): every caller is the one default tenant; set keys before exposing this server', { host: config.host });
   }
-  const health = await sandbox.health();
-  if (health.reachable) await sandbox.reapStale();
   if (health.error) logger.warn('sandboxes are not ready; executions will answer 503 until this is fixed', { error: health.error });
 
   const server = app.listen(config.port, config.host, () => {
@@ -38,6 +45,12 @@ async function main(): Promise<void> {
     logger.error('cannot listen', { error: err.message });
     process.exit(1);
   });
+  const metricsServer =
+    config.metricsPort > 0
+      ? express().use(metricsRoutes(metrics)).listen(config.metricsPort, config.host, () => {
+          logger.info('metrics listening', { url: `http://${config.host}:${config.metricsPort}/metrics` });
+        })
+      : null;
 
   let stopping = false;
   const stop = (signal: string) => {
@@ -50,12 +63,15 @@ async function main(): Promise<void> {
     }, 30_000);
     force.unref();
     services.registry.close();
+    metricsServer?.close();
     server.close(async () => {
       await sandbox.shutdown(false);
       logger.info('stopped');
       process.exit(0);
     });
+    // Connections that go idle as their last request finishes are closed too, not left to time out.
     server.closeIdleConnections();
+    setInterval(() => server.closeIdleConnections(), 100).unref();
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

@@ -1,5 +1,4 @@
 import type { components } from '../api/openapi-types.js';
-import type { Logger } from '../logger.js';
 import type { SandboxLimits, SandboxOutcome } from '../sandbox/sandbox.js';
 
 export type ExecutionResponse = components['schemas']['ExecutionResponse'];
@@ -69,28 +68,3 @@ export function toEnvelope(executionId: string, outcome: SandboxOutcome, limits:
   };
 }
 
-/** The one log line of every sandbox run: what happened, never the user's code or output. */
-export function logOutcome(
-  logger: Logger,
-  ctx: { executionId: string; endpoint: string; tenant: string },
-  outcome: SandboxOutcome,
-  success: boolean,
-  extra: Record<string, unknown> = {},
-): void {
-  logger.info('execution', {
-    execution_id: ctx.executionId,
-    endpoint: ctx.endpoint,
-    tenant: ctx.tenant,
-    success,
-    duration_ms: outcome.durationMs,
-    exit_code: outcome.exitCode,
-    timed_out: outcome.timedOut,
-    truncated: outcome.truncated,
-    oom_killed: outcome.oomKilled,
-    stdout_bytes: Buffer.byteLength(outcome.stdout),
-    stderr_bytes: Buffer.byteLength(outcome.stderr),
-    files_changed: outcome.changes ? outcome.changes.files.length + outcome.changes.deleted.length : 0,
-    phases_ms: outcome.phases,
-    ...extra,
-  });
-}

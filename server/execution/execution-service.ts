@@ -8,8 +8,8 @@ import type { WorkspaceStore } from '../workspace/workspace-store.js';
 import { packagesVolume } from '../packages/volume.js';
 import type { Admission } from '../tenancy/admission.js';
 import type { TenantRegistry } from '../tenancy/tenant-registry.js';
-import { logOutcome, toEnvelope, type ExecutionResponse } from './envelope.js';
-import type { ExecutionHistory } from './history.js';
+import { toEnvelope, type ExecutionResponse } from './envelope.js';
+import type { Recorder } from './recorder.js';
 import { limitsFor, type RequestedLimits } from './limits.js';
 
 /** The caps of one run, and how many of the tenant's may run at once. */
@@ -36,7 +36,7 @@ export interface RunDeps {
   sandbox: Sandbox;
   registry: TenantRegistry;
   admission: Admission;
-  history: ExecutionHistory;
+  recorder: Recorder;
   logger: Logger;
 }
 
@@ -82,7 +82,7 @@ export class ExecutionService {
     { limits, maxConcurrent }: Budget,
     ctx: ExecutionContext,
   ): Promise<ExecutionResponse> {
-    const { config, sandbox, admission, history, logger } = this.deps;
+    const { config, sandbox, admission, recorder, logger } = this.deps;
     const workspace = await this.workspaces.for(ctx.tenant);
     const outcome = await admission.run(ctx.tenant, maxConcurrent, async () => {
       logger.debug('execution starting', { execution_id: ctx.executionId, endpoint: ctx.endpoint, tenant: ctx.tenant, ...what });
@@ -97,8 +97,7 @@ export class ExecutionService {
       return result;
     });
     const response = toEnvelope(ctx.executionId, outcome, limits);
-    logOutcome(logger, ctx, outcome, response.success);
-    history.record(ctx.tenant, response);
+    recorder.record(ctx, outcome, response);
     return response;
   }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
+import os from 'node:os';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import Docker from 'dockerode';
-import { createServices, sandboxOptions } from '../assemble.js';
+import { createServices, poolOptions, sandboxOptions } from '../assemble.js';
 import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../logger.js';
 import { DEFAULT_TENANT } from '../packages/volume.js';
@@ -14,9 +15,10 @@ import { createMcpServer } from './mcp-server.js';
  * stdout is the protocol, so logs go to stderr. Same settings and sandboxes as the HTTP server.
  */
 async function main(): Promise<void> {
-  const config = loadConfig();
+  // Its own instance id, so an HTTP server on this host never reaps this process's containers.
+  const config = loadConfig({ INSTANCE_ID: `${os.hostname()}-stdio-${process.pid}`.slice(0, 64), ...process.env });
   const logger = createLogger(config.logLevel, 'stderr');
-  const sandbox = new DockerSandbox(new Docker(), sandboxOptions(config), logger);
+  const sandbox = new DockerSandbox(new Docker(), sandboxOptions(config), logger, poolOptions(config));
   const health = await sandbox.health();
   if (health.error) logger.warn('sandboxes are not ready; tools will report the problem', { error: health.error });
   const services = createServices(config, logger, sandbox);

@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { components } from '../api/openapi-types.js';
 import type { Config } from '../config.js';
 import { forbidden } from '../errors.js';
-import { logOutcome, toEnvelope } from '../execution/envelope.js';
+import { toEnvelope } from '../execution/envelope.js';
 import { limitsFor } from '../execution/limits.js';
 import type { ExecutionContext, RunDeps } from '../execution/execution-service.js';
 import type { WorkspaceFile } from '../workspace/workspace.js';
@@ -79,7 +79,7 @@ export class PackageService {
     req: InstallPackageRequest,
     ctx: ExecutionContext,
   ): Promise<InstallPackageResponse> {
-    const { config: c, registry, admission, sandbox, history, logger } = this.deps;
+    const { config: c, registry, admission, sandbox, recorder } = this.deps;
     const tenant = registry.get(ctx.tenant).limits;
     const wheelhouse = c.wheelhouseDir ? await readWheelhouse(c.wheelhouseDir) : undefined;
     const limits = { ...limitsFor(c, tenant), timeoutS: c.installTimeoutS };
@@ -112,8 +112,7 @@ export class PackageService {
     } else if (outcome.report?.status === 'exit') {
       response.error = pipError(outcome.stderr) ?? envelope.error; // pip's words beat "exited with status 1"
     }
-    logOutcome(logger, ctx, outcome, response.success, { package: requirement.text, upgrade: req.upgrade ?? false });
-    history.record(ctx.tenant, response);
+    recorder.record(ctx, outcome, response, { package: requirement.text, upgrade: req.upgrade ?? false });
     return response;
   }
 

@@ -2,15 +2,31 @@ import type { Duplex } from 'node:stream';
 import Docker from 'dockerode';
 import { unavailable } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { containerSpec, INSTANCE_LABEL, LABEL } from './container-spec.js';
+import { containerSpec, INSTANCE_LABEL, LABEL, type SpecInput } from './container-spec.js';
 import { ChangesReader, packJob } from './files-tar.js';
 import { FrameDecoder, PROTOCOL_VERSION, ProtocolViolation, type RunnerReport } from './protocol.js';
 import type { Sandbox, SandboxHealth, SandboxJob, SandboxOutcome } from './sandbox.js';
+import { WarmPool, type Prepared } from './warm-pool.js';
+import type { Metrics } from '../metrics.js';
+
+/** A prepared container with its attach stream; `out`/`err` are pointed at the job's decoder. */
+export interface DockerPrepared extends Prepared {
+  container: Docker.Container;
+  stream: Duplex;
+  out(chunk: Buffer): void;
+  err(chunk: Buffer): void;
+}
 
 export interface DockerSandboxOptions {
   image: string;
   runtime: string;
   instanceId: string;
+}
+
+export interface PoolOptions {
+  /** Containers kept ready per profile; 0 turns the pool off. */
+  size: number;
+  maxProfiles: number;
 }
 
 /** Past the runner's own deadline, how long the server waits before it kills the container itself. */
@@ -21,62 +37,126 @@ const DIAGNOSTICS_BYTES = 16 * 1024;
 const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOENT', 'EACCES', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH']);
 
 /**
- * The only code that knows Docker. One fresh container per execution:
- * create -> attach -> start -> stream the job in (tar on stdin) -> collect frames -> wait -> remove.
- * Removal happens after the answer, tracked so that shutdown (and tests) can wait for it.
+ * The only code that knows Docker. One fresh container per execution: create -> attach -> start
+ * (ahead of time when it comes from the warm pool) -> stream the job in (tar on stdin) -> collect
+ * frames until the runner says done -> answer. Removal happens after the answer, tracked so that
+ * shutdown (and tests) can wait for it.
  */
 export class DockerSandbox implements Sandbox {
   private readonly removals = new Set<Promise<void>>();
   private readonly running = new Map<string, Docker.Container>();
   private readonly volumes = new Set<string>();
 
+  readonly pool: WarmPool<DockerPrepared> | null;
+
   constructor(
     private readonly docker: Docker,
     private readonly options: DockerSandboxOptions,
     private readonly logger: Logger,
-  ) {}
+    poolOptions: PoolOptions = { size: 0, maxProfiles: 0 },
+    private readonly metrics?: Metrics,
+  ) {
+    this.pool =
+      poolOptions.size > 0
+        ? new WarmPool<DockerPrepared>({
+            ...poolOptions,
+            prepare: (spec) => this.prepare(spec),
+            discard: (prepared) => this.remove(prepared.container),
+            logger,
+          })
+        : null;
+  }
+
+  /** Create, attach and start a container whose runner then waits for its job on stdin. */
+  async prepare(spec: SpecInput): Promise<DockerPrepared> {
+    const t0 = Date.now();
+    await this.ensureVolume(spec.packagesVolume);
+    const container = await this.docker.createContainer(containerSpec(spec));
+    const t1 = Date.now();
+    try {
+      const stream = (await container.attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true })) as Duplex;
+      const prepared: DockerPrepared = {
+        container,
+        stream,
+        dead: false,
+        ended: Promise.resolve(),
+        out: () => undefined,
+        err: () => undefined,
+        createMs: t1 - t0,
+        startMs: 0,
+      };
+      prepared.ended = new Promise<void>((resolve) => {
+        const end = () => {
+          prepared.dead = true;
+          resolve();
+        };
+        stream.once('end', end);
+        stream.once('close', end);
+        stream.once('error', end);
+      });
+      // Each job points out/err at its own decoder; the container's output is hostile input.
+      this.docker.modem.demuxStream(
+        stream,
+        { write: (chunk: Buffer) => (prepared.out(chunk), true) } as unknown as NodeJS.WritableStream,
+        { write: (chunk: Buffer) => (prepared.err(chunk), true) } as unknown as NodeJS.WritableStream,
+      );
+      await container.start();
+      prepared.startMs = Date.now() - t1;
+      this.metrics?.containerPhase.observe({ phase: 'create' }, prepared.createMs / 1000);
+      this.metrics?.containerPhase.observe({ phase: 'start' }, prepared.startMs / 1000);
+      return prepared;
+    } catch (err) {
+      this.remove(container);
+      throw err;
+    }
+  }
+
+  warm(job: Pick<SandboxJob, 'limits' | 'packagesVolume'>): void {
+    this.pool?.warm({ ...this.options, executionId: 'warm', limits: job.limits, packagesVolume: job.packagesVolume });
+  }
+
+  ready(): number {
+    return this.pool?.size ?? 0;
+  }
 
   async run(job: SandboxJob): Promise<SandboxOutcome> {
-    const started = Date.now();
-    const phases: Record<string, number> = {};
-    const mark = (phase: string, since: number) => {
-      phases[phase] = Date.now() - since;
-      return Date.now();
+    const spec: SpecInput = {
+      ...this.options,
+      executionId: job.executionId,
+      limits: job.limits,
+      packagesVolume: job.packagesVolume,
+      packagesWritable: job.packagesWritable,
+      network: job.network,
+      wheelhouseMb: job.wheelhouse?.length
+        ? Math.ceil(job.wheelhouse.reduce((n, f) => n + f.data.length, 0) / 1024 / 1024) + 1
+        : undefined,
     };
-    const { limits } = job;
-    let t = Date.now();
-    let container: Docker.Container;
+    // Only plain executions use the pool: installs need a writable volume and maybe a network.
+    const pooled = job.mode === 'code' || job.mode === 'file' ? (this.pool?.take(spec) ?? null) : null;
+    if (this.pool && (job.mode === 'code' || job.mode === 'file')) {
+      this.metrics?.poolTakes.inc({ result: pooled ? 'hit' : 'miss' });
+    }
+    let prepared: DockerPrepared;
     try {
-      await this.ensureVolume(job.packagesVolume);
-      const wheelhouseBytes = (job.wheelhouse ?? []).reduce((n, f) => n + f.data.length, 0);
-      container = await this.docker.createContainer(
-        containerSpec({
-          ...this.options,
-          executionId: job.executionId,
-          limits,
-          packagesVolume: job.packagesVolume,
-          packagesWritable: job.packagesWritable,
-          network: job.network,
-          wheelhouseMb: job.wheelhouse?.length ? Math.ceil(wheelhouseBytes / 1024 / 1024) + 1 : undefined,
-        }),
-      );
+      prepared = pooled ?? (await this.prepare(spec));
     } catch (err) {
       throw this.explain(err);
     }
+    return this.execute(prepared, job, pooled !== null);
+  }
+
+  /** Hands a prepared container its one job, collects the answer, and has it removed. */
+  private async execute(prepared: DockerPrepared, job: SandboxJob, pooled: boolean): Promise<SandboxOutcome> {
+    const started = Date.now();
+    const { container, stream } = prepared;
+    const phases: Record<string, number> = pooled ? { pool: 1 } : { create: prepared.createMs, start: prepared.startMs };
+    const { limits } = job;
     this.running.set(job.executionId, container);
-    t = mark('create', t);
-
     try {
-      const stream = (await container.attach({
-        stream: true,
-        stdin: true,
-        stdout: true,
-        stderr: true,
-        hijack: true,
-      })) as Duplex;
-
       let violation: string | null = null;
       let killedForTimeout = false;
+      let finish!: () => void;
+      const doneFrame = new Promise<void>((resolve) => (finish = resolve));
       const kill = () => {
         container.kill({ signal: 'SIGKILL' }).catch(() => undefined); // already gone is fine
       };
@@ -88,38 +168,23 @@ export class DockerSandbox implements Sandbox {
           filesBytes: workspaceBytes + (limits.maxFiles + 16) * 3 * 512,
           reportBytes: 20 * limits.outputBytes + (limits.maxFiles + 1) * 1100,
         },
-        { files: (chunk) => changes.write(chunk), overCap: kill },
+        { files: (chunk) => changes.write(chunk), overCap: kill, done: finish },
       );
       let diagnostics = '';
-      const ended = new Promise<void>((resolve) => {
-        stream.once('end', resolve);
-        stream.once('close', resolve);
-        stream.once('error', () => resolve());
-      });
-      this.docker.modem.demuxStream(
-        stream,
-        {
-          write: (chunk: Buffer) => {
-            if (violation) return true;
-            try {
-              decoder.push(chunk);
-            } catch (err) {
-              violation = (err as Error).message;
-              kill();
-            }
-            return true;
-          },
-        } as unknown as NodeJS.WritableStream,
-        {
-          write: (chunk: Buffer) => {
-            if (diagnostics.length < DIAGNOSTICS_BYTES) diagnostics += chunk.toString('utf8', 0, DIAGNOSTICS_BYTES);
-            return true;
-          },
-        } as unknown as NodeJS.WritableStream,
-      );
+      prepared.out = (chunk) => {
+        if (violation) return;
+        try {
+          decoder.push(chunk);
+        } catch (err) {
+          violation = (err as Error).message;
+          kill();
+          finish();
+        }
+      };
+      prepared.err = (chunk) => {
+        if (diagnostics.length < DIAGNOSTICS_BYTES) diagnostics += chunk.toString('utf8', 0, DIAGNOSTICS_BYTES);
+      };
 
-      await container.start();
-      t = mark('start', t);
       const backstop = setTimeout(() => {
         killedForTimeout = true;
         kill();
@@ -144,12 +209,10 @@ export class DockerSandbox implements Sandbox {
       );
       input.on('error', () => undefined);
       input.pipe(stream);
-      await ended;
+      await Promise.race([doneFrame, prepared.ended]);
       clearTimeout(backstop);
-      t = mark('run', t);
-
-      const state = await this.finalState(container);
-      t = mark('inspect', t);
+      let t = Date.now();
+      phases.run = t - started;
 
       let report: RunnerReport | null = null;
       let files: SandboxOutcome['changes'] = null;
@@ -175,10 +238,13 @@ export class DockerSandbox implements Sandbox {
       if (violation) {
         this.logger.warn('sandbox protocol violation', { execution_id: job.executionId, violation });
       }
+      // With a report the runner has said all there is; only without one is the container's end worth asking about.
+      const state = report ? { exitCode: report.exit_code, oomKilled: false } : await this.finalState(container);
       if (!report && diagnostics) {
         this.logger.warn('sandbox ended without a report', { execution_id: job.executionId, diagnostics });
       }
-      mark('collect', t);
+      phases.collect = Date.now() - t;
+      t = Date.now();
 
       return {
         stdout: decoder.stdout(),
@@ -220,6 +286,7 @@ export class DockerSandbox implements Sandbox {
   }
 
   private remove(container: Docker.Container): void {
+    const started = Date.now();
     const removal = container
       .remove({ force: true, v: true })
       .catch((err: { statusCode?: number; message?: string }) => {
@@ -227,7 +294,10 @@ export class DockerSandbox implements Sandbox {
           this.logger.error('could not remove a sandbox container', { id: container.id, error: err.message });
         }
       })
-      .finally(() => this.removals.delete(removal));
+      .finally(() => {
+        this.removals.delete(removal);
+        this.metrics?.containerPhase.observe({ phase: 'remove' }, (Date.now() - started) / 1000);
+      });
     this.removals.add(removal);
   }
 
@@ -264,6 +334,7 @@ export class DockerSandbox implements Sandbox {
   }
 
   async shutdown(force: boolean): Promise<void> {
+    await this.pool?.close();
     if (force) {
       await Promise.all([...this.running.values()].map((c) => c.kill({ signal: 'SIGKILL' }).catch(() => undefined)));
     }

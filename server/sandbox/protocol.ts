@@ -3,9 +3,10 @@ import { Ajv } from 'ajv';
 /**
  * The runner's wire protocol (sandbox-image/runner.py), read as hostile input: every frame is
  * checked for kind and size, every stream is capped, and the final report must match a schema.
- * Frame: [kind: 1 byte][length: uint32 big-endian][payload <= 64 KiB].
+ * Frame: [kind: 1 byte][length: uint32 big-endian][payload <= 64 KiB]. Kinds: o (stdout), e (stderr),
+ * f (changed-files tar), r (report), z (done: empty, last).
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 const MAX_FRAME = 64 * 1024;
 const HEADER = 5;
 
@@ -74,6 +75,8 @@ export interface DecoderSinks {
   files(chunk: Buffer): void;
   /** Output went past a cap: the container should be stopped. */
   overCap(): void;
+  /** The runner said it is done: the answer need not wait for the container to exit. */
+  done(): void;
 }
 
 /** Incremental decoder of the runner's stdout. `push` throws ProtocolViolation on bad input. */
@@ -86,6 +89,7 @@ export class FrameDecoder {
   private filesBytes = 0;
   private readonly report: Buffer[] = [];
   private reportBytes = 0;
+  private finished = false;
   truncated = false;
 
   constructor(
@@ -99,17 +103,24 @@ export class FrameDecoder {
     while (this.pending.length - offset >= HEADER) {
       const kind = String.fromCharCode(this.pending[offset]!);
       const length = this.pending.readUInt32BE(offset + 1);
-      if (!'oefr'.includes(kind)) throw new ProtocolViolation(`unknown frame kind 0x${this.pending[offset]!.toString(16)}`);
+      if (!'oefrz'.includes(kind)) throw new ProtocolViolation(`unknown frame kind 0x${this.pending[offset]!.toString(16)}`);
       if (length > MAX_FRAME) throw new ProtocolViolation(`frame of ${length} bytes is over the ${MAX_FRAME} limit`);
       if (this.pending.length - offset - HEADER < length) break;
       const payload = this.pending.subarray(offset + HEADER, offset + HEADER + length);
       offset += HEADER + length;
-      this.frame(kind as 'o' | 'e' | 'f' | 'r', payload);
+      this.frame(kind as 'o' | 'e' | 'f' | 'r' | 'z', payload);
     }
     this.pending = this.pending.subarray(offset);
   }
 
-  private frame(kind: 'o' | 'e' | 'f' | 'r', payload: Buffer): void {
+  private frame(kind: 'o' | 'e' | 'f' | 'r' | 'z', payload: Buffer): void {
+    if (this.finished) throw new ProtocolViolation('output after the done frame');
+    if (kind === 'z') {
+      if (this.reportBytes === 0 || payload.length > 0) throw new ProtocolViolation('done frame without a report');
+      this.finished = true;
+      this.sinks.done();
+      return;
+    }
     if (kind !== 'r' && this.reportBytes > 0) throw new ProtocolViolation('output after the report');
     if (kind === 'o' || kind === 'e') {
       const stream = this.out[kind];

@@ -69,4 +69,8 @@ export interface Sandbox {
   reapStale(): Promise<number>;
   /** Waits for background removals; kills and removes whatever still runs when `force`. */
   shutdown(force: boolean): Promise<void>;
+  /** Starts keeping containers ready for jobs like this one (no-op without a pool). */
+  warm(job: Pick<SandboxJob, 'limits' | 'packagesVolume'>): void;
+  /** Containers ready and waiting for a job. */
+  ready(): number;
 }

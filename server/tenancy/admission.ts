@@ -15,6 +15,8 @@ export interface AdmissionOptions {
   queueMax: number;
   /** Longest wait for a slot; past it: 429. */
   queueTimeoutMs: number;
+  /** Told how long each admitted request waited, in seconds. */
+  onWait?(seconds: number): void;
 }
 
 /**
@@ -40,8 +42,10 @@ export class Admission {
 
   /** Runs `task` in a slot: take it (waiting if need be), run, release, whatever happens. */
   async run<T>(tenant: string, cap: number, task: () => Promise<T>): Promise<T> {
+    const asked = Date.now();
     await this.acquire(tenant, cap);
     const started = Date.now();
+    this.options.onWait?.((started - asked) / 1000);
     try {
       return await task();
     } finally {

@@ -1,18 +1,8 @@
+import type { components } from '../api/openapi-types.js';
 import type { Config } from '../config.js';
 
 /** A tenant's limits: the settings' defaults, then the files' defaults, then the tenant's own. */
-export interface TenantLimits {
-  max_timeout_s: number;
-  memory_mb: number;
-  cpus: number;
-  pids: number;
-  output_bytes: number;
-  workspace_mb: number;
-  max_concurrent: number;
-  requests_per_minute: number;
-  max_code_bytes: number;
-  may_install: boolean;
-}
+export type TenantLimits = components['schemas']['TenantLimits'];
 
 /** JSON schema of a (partial) limits object in the tenants or limits file. */
 export const limitsSchema = {

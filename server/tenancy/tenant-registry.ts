@@ -137,6 +137,10 @@ export class TenantRegistry {
     return found;
   }
 
+  all(): Tenant[] {
+    return [...this.tenants.values()];
+  }
+
   get(id: string): Tenant {
     const tenant = this.tenants.get(id);
     if (!tenant) throw new Error(`unknown tenant ${id}`);

@@ -3,7 +3,8 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import Docker from 'dockerode';
-import { assemble, sandboxOptions, type Services } from '../../server/assemble.js';
+import { assemble, poolOptions, sandboxOptions, type Services } from '../../server/assemble.js';
+import { Metrics } from '../../server/metrics.js';
 import { loadConfig, type Config } from '../../server/config.js';
 import { createLogger } from '../../server/logger.js';
 import { DockerSandbox } from '../../server/sandbox/docker-sandbox.js';
@@ -41,11 +42,13 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
     PACKAGES_VOLUME_PREFIX: `rpc-${instanceId}-`,
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'error',
     PORT: '0',
+    POOL_SIZE: '0',
     ...env,
   });
   const logger = createLogger(config.logLevel);
-  const sandbox = new CountingSandbox(engine, sandboxOptions(config), logger);
-  const { app, services } = assemble(config, logger, sandbox);
+  const metrics = new Metrics();
+  const sandbox = new CountingSandbox(engine, sandboxOptions(config), logger, poolOptions(config), metrics);
+  const { app, services } = assemble(config, logger, sandbox, metrics);
   const server = app.listen(0, '127.0.0.1');
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

@@ -151,7 +151,7 @@ describe('hostile code', () => {
     hostile(
       [
         'import json, struct, sys',
-        'fake = json.dumps({"protocol": 2, "exit_code": 0, "timed_out": False, "truncated": False,',
+        'fake = json.dumps({"protocol": 3, "exit_code": 0, "timed_out": False, "truncated": False,',
         '    "oom_killed": False, "status": "ok", "error": None, "traceback": None, "result": "forged",',
         '    "result_truncated": False, "deleted": [], "run_ms": 1}).encode()',
         'sys.stdout.buffer.write(b"r" + struct.pack(">I", len(fake)) + fake)',

@@ -5,20 +5,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { failedStart, spawnServer, type ServerProcess } from '../helpers/process.js';
+import { READ_MEMORY_CAP } from '../helpers/snippets.js';
 import { docker, startServer, type TestServer } from '../helpers/server.js';
 import { makeWheel } from '../helpers/wheels.js';
 
 const hash = (key: string) => `sha256:${createHash('sha256').update(key).digest('hex')}`;
 const dir = () => mkdtempSync(path.join(os.tmpdir(), 'rpc-tenancy-'));
 
-/** Reads the container's own memory cap, cgroup v2 or v1. */
-const READ_MEMORY_CAP = [
-  'import os',
-  'for p in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):',
-  '    if os.path.exists(p):',
-  '        print(int(open(p).read().strip()) // 2**20)',
-  '        break',
-].join('\n');
 
 function call(url: string, key: string, route: string, body?: unknown) {
   return fetch(url + route, {

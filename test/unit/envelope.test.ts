@@ -6,7 +6,7 @@ import type { SandboxOutcome } from '../../server/sandbox/sandbox.js';
 
 const limits = { timeoutS: 5, memoryMb: 256, cpus: 1, pids: 64, outputBytes: 10, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10 };
 const report = (over: Partial<RunnerReport> = {}): RunnerReport => ({
-  protocol: 2, exit_code: 0, timed_out: false, truncated: false, oom_killed: false, status: 'ok',
+  protocol: 3, exit_code: 0, timed_out: false, truncated: false, oom_killed: false, status: 'ok',
   error: null, traceback: null, result: null, result_truncated: false, deleted: [], run_ms: 1, ...over,
 });
 const outcome = (over: Partial<SandboxOutcome> = {}): SandboxOutcome => ({

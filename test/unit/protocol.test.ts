@@ -11,15 +11,15 @@ const frame = (kind: string, payload: Buffer | string) => {
 };
 
 const goodReport = {
-  protocol: 2, exit_code: 0, timed_out: false, truncated: false, oom_killed: false, status: 'ok',
+  protocol: 3, exit_code: 0, timed_out: false, truncated: false, oom_killed: false, status: 'ok',
   error: null, traceback: null, result: '42', result_truncated: false, deleted: [], run_ms: 3,
 };
 
 function decoder(outputBytes = 100) {
-  const events = { files: [] as Buffer[], overCap: 0 };
+  const events = { files: [] as Buffer[], overCap: 0, done: 0 };
   const d = new FrameDecoder(
     { outputBytes, filesBytes: 1000, reportBytes: 2000 },
-    { files: (c) => events.files.push(c), overCap: () => (events.overCap += 1) },
+    { files: (c) => events.files.push(c), overCap: () => (events.overCap += 1), done: () => (events.done += 1) },
   );
   return { d, events };
 }
@@ -29,9 +29,10 @@ describe('FrameDecoder', () => {
     const { d, events } = decoder();
     const stream = Buffer.concat([
       frame('o', 'hello '), frame('e', 'warn'), frame('o', 'world'), frame('f', 'TAR'),
-      frame('r', JSON.stringify(goodReport)),
+      frame('r', JSON.stringify(goodReport)), frame('z', ''),
     ]);
     for (const byte of stream) d.push(Buffer.from([byte]));
+    assert.equal(events.done, 1);
     assert.equal(d.stdout(), 'hello world');
     assert.equal(d.stderr(), 'warn');
     assert.equal(Buffer.concat(events.files).toString(), 'TAR');
@@ -67,6 +68,11 @@ describe('FrameDecoder', () => {
     ['a frame over 64 KiB', () => decoder().d.push(Buffer.from([0x6f, 0xff, 0xff, 0xff, 0xff])), /over the 65536 limit/],
     ['files over the cap', () => decoder().d.push(frame('f', Buffer.alloc(1001))), /over the workspace cap/],
     ['a report over its cap', () => decoder().d.push(frame('r', Buffer.alloc(2001))), /report is over its size cap/],
+    ['a done frame without a report', () => decoder().d.push(frame('z', '')), /done frame without a report/],
+    ['anything after the done frame', () => {
+      const { d } = decoder();
+      d.push(Buffer.concat([frame('r', '{}'), frame('z', ''), frame('r', '{}')]));
+    }, /output after the done frame/],
     ['output after the report', () => {
       const { d } = decoder();
       d.push(frame('r', '{'));

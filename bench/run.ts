@@ -1,0 +1,274 @@
+/**
+ * The benchmark harness: `npm run bench` (full run, writes docs/benchmarks.md), `-- --quick`
+ * (tiny counts: checks the harness works, asserts nothing about time, writes nothing) and
+ * `-- --soak` (2000 mixed requests at concurrency 16, checks failures, leftovers and RSS growth).
+ *
+ * Every figure is printed as a ratio to the baseline measured in the same run on the same machine:
+ * `docker run --rm` of the sandbox image with the same caps running `print(1)`.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync, mkdirSync, mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import autocannon from 'autocannon';
+import { loadConfig } from '../server/config.js';
+import { projectRoot } from '../server/project.js';
+
+const run = promisify(execFile);
+const args = new Set(process.argv.slice(2));
+const mode = args.has('--soak') ? 'soak' : args.has('--quick') ? 'quick' : 'full';
+const config = loadConfig({ ...process.env, BASE_DIR: os.tmpdir() });
+const counts = mode === 'quick'
+  ? { sequential: 3, parallelRuns: 8, perConnection: 1, numpy: 2, pairs: 2 }
+  : { sequential: 40, parallelRuns: 48, perConnection: 6, numpy: 10, pairs: 10 };
+
+// ---------- statistics ----------
+const quantile = (values: number[], q: number) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]! : NaN;
+};
+interface Sample { p50: number; p95: number; p99: number; throughput?: number; rssMb?: number }
+const summarize = (ms: number[], seconds?: number): Sample => ({
+  p50: quantile(ms, 0.5),
+  p95: quantile(ms, 0.95),
+  p99: quantile(ms, 0.99),
+  throughput: seconds ? ms.length / seconds : undefined,
+});
+
+// ---------- the baseline: docker run --rm with the same caps ----------
+const dockerRun = (code: string) => [
+  'run', '--rm', '-i', '--network', 'none', '--read-only', '--cap-drop', 'ALL',
+  '--security-opt', 'no-new-privileges', '--user', '10001:10001',
+  '--memory', `${config.memoryMb}m`, '--memory-swap', `${config.memoryMb}m`, '--cpus', String(config.cpus),
+  '--pids-limit', String(config.pids), '--ulimit', `nofile=${config.nofile}:${config.nofile}`,
+  '--tmpfs', `/workspace:rw,nosuid,nodev,size=${config.workspaceMb}m,uid=10001,gid=10001`,
+  '--tmpfs', `/tmp:rw,nosuid,nodev,size=${config.tmpMb}m`, '--log-driver', 'none',
+  '--label', 'run-python-code.bench=1', '--entrypoint', 'python3', config.sandboxImage, '-c', code,
+];
+
+async function timeDockerRun(): Promise<number> {
+  const start = performance.now();
+  const { stdout } = await run('docker', dockerRun('print(1)'));
+  if (stdout.trim() !== '1') throw new Error(`docker run printed ${stdout}`);
+  return performance.now() - start;
+}
+
+async function baselineParallel(parallelism: number, total: number): Promise<Sample> {
+  const times: number[] = [];
+  let next = 0;
+  const start = performance.now();
+  await Promise.all(
+    Array.from({ length: parallelism }, async () => {
+      while (next < total) {
+        next += 1;
+        times.push(await timeDockerRun());
+      }
+    }),
+  );
+  return summarize(times, (performance.now() - start) / 1000);
+}
+
+// ---------- the server under test, as its own process ----------
+interface Server { url: string; child: ChildProcess; instance: string }
+
+async function startServer(poolSize: number): Promise<Server> {
+  const port = 21000 + Math.floor(Math.random() * 20000);
+  const instance = `bench-${process.pid}-${poolSize}`;
+  const child = spawn(process.execPath, [path.join(projectRoot, 'dist/server/index.js')], {
+    env: {
+      ...process.env,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'warn',
+      POOL_SIZE: String(poolSize),
+      INSTANCE_ID: instance,
+      BASE_DIR: mkdtempSync(path.join(os.tmpdir(), 'rpc-bench-')),
+      PACKAGES_VOLUME_PREFIX: `rpc-${instance}-`,
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    if (await fetch(`${url}/health`).then((r) => r.ok, () => false)) break;
+    if (i > 200) throw new Error('server did not become healthy');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  // Let the pool fill before measuring it.
+  if (poolSize > 0) await new Promise((r) => setTimeout(r, 1500));
+  return { url, child, instance };
+}
+
+async function stopServer(server: Server): Promise<number> {
+  server.child.kill('SIGTERM');
+  await new Promise((r) => server.child.once('exit', r));
+  const { stdout } = await run('docker', ['ps', '-aq', '--filter', `label=run-python-code.instance=${server.instance}`]);
+  await run('sh', ['-c', `docker volume ls -q | grep '^rpc-${server.instance}-' | xargs -r docker volume rm`]);
+  return stdout.trim() ? stdout.trim().split('\n').length : 0;
+}
+
+function rssMb(pid: number): number {
+  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return match ? Number(match[1]) / 1024 : NaN;
+}
+
+interface Load { connections: number; amount: number; bodies: string[]; expect?: (status: number) => boolean }
+
+/** autocannon against POST /execute; latencies from each response, RSS sampled along the way. */
+async function load(server: Server, route: string, { connections, amount, bodies }: Load): Promise<Sample & { failed: number; rssSeries: number[] }> {
+  const latencies: number[] = [];
+  const rssSeries: number[] = [];
+  const sampler = setInterval(() => rssSeries.push(rssMb(server.child.pid!)), 250);
+  let failed = 0;
+  let pick = 0;
+  const start = performance.now();
+  const result = await autocannon({
+    url: server.url + route,
+    connections,
+    amount,
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: bodies[0],
+    timeout: 120,
+    setupClient: (client) => {
+      client.on('response', (status: number, _bytes: number, ms: number) => {
+        latencies.push(ms);
+        if (status !== 200) failed += 1;
+        if (bodies.length > 1) client.setBody(bodies[pick++ % bodies.length]!);
+      });
+    },
+  });
+  clearInterval(sampler);
+  rssSeries.push(rssMb(server.child.pid!));
+  failed += result.errors + result.timeouts;
+  return { ...summarize(latencies, (performance.now() - start) / 1000), failed, rssSeries, rssMb: Math.max(...rssSeries) };
+}
+
+async function sequentialPairs(server: Server, pairs: number): Promise<Sample> {
+  const times: number[] = [];
+  for (let i = 0; i < pairs; i++) {
+    const start = performance.now();
+    for (const [route, body] of [
+      ['/save-and-execute', { file_name: `bench_${i}.py`, code: 'result = sum(range(100))', variable_to_return: 'result' }],
+      ['/run-python-file', { file_name: `bench_${i}.py`, variable_to_return: 'result' }],
+    ] as const) {
+      const res = await fetch(server.url + route, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const answer = (await res.json()) as { result?: string };
+      if (answer.result !== '4950') throw new Error(`${route} answered ${JSON.stringify(answer)}`);
+    }
+    times.push(performance.now() - start);
+  }
+  return summarize(times);
+}
+
+const print1 = JSON.stringify({ code: 'print(1)' });
+
+async function measureServer(poolSize: number, rows: Row[], baseline: Sample, parallel8: Sample): Promise<void> {
+  const label = poolSize > 0 ? `pool on (${poolSize})` : 'pool off';
+  const server = await startServer(poolSize);
+  let failure: unknown = null;
+  try {
+    const seq = await load(server, '/execute', { connections: 1, amount: counts.sequential, bodies: [print1] });
+    rows.push(latencyRow(`/execute print(1), ${label}, sequential`, seq, baseline));
+    for (const connections of [1, 4, 8, 16]) {
+      const result = await load(server, '/execute', { connections, amount: connections * counts.perConnection, bodies: [print1] });
+      if (result.failed > 0) throw new Error(`${result.failed} failed requests at concurrency ${connections}`);
+      rows.push(throughputRow(`/execute print(1), ${label}, concurrency ${connections}`, result, parallel8));
+      if (connections === 16) rows.push({ what: `server RSS at concurrency 16, ${label}`, value: `${result.rssMb!.toFixed(0)} MB`, ratio: '(target < 150 MB)' });
+    }
+    if (poolSize > 0) {
+      const numpy = await load(server, '/execute', { connections: 1, amount: counts.numpy, bodies: [JSON.stringify({ code: 'import numpy; print(numpy.arange(3).sum())' })] });
+      rows.push(latencyRow(`/execute import numpy, ${label}`, numpy, baseline));
+      rows.push(latencyRow(`/save-and-execute + /run-python-file pair, ${label}`, await sequentialPairs(server, counts.pairs), baseline));
+    }
+  } catch (err) {
+    failure = err;
+  }
+  const left = await stopServer(server);
+  if (failure) throw failure;
+  if (left > 0) throw new Error(`${left} containers left after stopping the server (${label})`);
+}
+
+// ---------- the table ----------
+interface Row { what: string; value: string; ratio: string }
+const ms = (v: number) => `${v.toFixed(0)}`;
+const latencyRow = (what: string, s: Sample, base: Sample): Row => ({
+  what,
+  value: `p50 ${ms(s.p50)} / p95 ${ms(s.p95)} / p99 ${ms(s.p99)} ms`,
+  ratio: `${(s.p50 / base.p50).toFixed(2)}x / ${(s.p95 / base.p95).toFixed(2)}x / ${(s.p99 / base.p99).toFixed(2)}x`,
+});
+const throughputRow = (what: string, s: Sample, base: Sample): Row => ({
+  what,
+  value: `${s.throughput!.toFixed(1)} req/s, p95 ${ms(s.p95)} ms`,
+  ratio: `${(s.throughput! / base.throughput!).toFixed(2)}x throughput / ${(s.p95 / base.p95).toFixed(2)}x p95`,
+});
+const table = (rows: Row[]) =>
+  ['| what | measured | ratio to baseline |', '|---|---|---|', ...rows.map((r) => `| ${r.what} | ${r.value} | ${r.ratio} |`)].join('\n');
+
+async function benchmark(): Promise<void> {
+  const started = new Date();
+  await timeDockerRun(); // warm the image's page cache
+  const seq: number[] = [];
+  for (let i = 0; i < counts.sequential; i++) seq.push(await timeDockerRun());
+  const baseline = summarize(seq);
+  const parallel8 = await baselineParallel(8, counts.parallelRuns);
+  const rows: Row[] = [
+    latencyRow("baseline: docker run --rm <image> python3 -c 'print(1)', sequential", baseline, baseline),
+    throughputRow('baseline: docker run --rm, parallelism 8', parallel8, parallel8),
+  ];
+  await measureServer(0, rows, baseline, parallel8);
+  await measureServer(config.poolSize, rows, baseline, parallel8);
+  const { stdout: dockerVersion } = await run('docker', ['version', '--format', '{{.Server.Version}}']);
+  const machine = `${os.availableParallelism()} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Docker ${dockerVersion.trim()}, Node ${process.version}, ${os.release()}`;
+  const text = table(rows);
+  console.log(`\n${machine}\n\n${text}\n`);
+  if (mode === 'full') {
+    mkdirSync(path.join(projectRoot, 'docs'), { recursive: true });
+    writeFileSync(
+      path.join(projectRoot, 'docs', 'benchmarks.md'),
+      [
+        '# Benchmarks',
+        '',
+        `Produced by \`npm run bench\` on ${started.toISOString().slice(0, 10)}: ${machine}.`,
+        '',
+        'Every figure is measured in the same run and shown as a ratio to the baseline, `docker run --rm`',
+        'of the sandbox image with the same caps running `print(1)`: latencies against its sequential',
+        'p50/p95/p99, throughput against its throughput at parallelism 8. Sequential rows use',
+        `${counts.sequential} requests; each concurrency row ${counts.perConnection} requests per connection.`,
+        '',
+        text,
+        '',
+      ].join('\n'),
+    );
+    console.log('written to docs/benchmarks.md');
+  }
+}
+
+async function soak(): Promise<void> {
+  const server = await startServer(config.poolSize);
+  const bodies = [
+    ...Array.from({ length: 16 }, (_, i) => JSON.stringify({ code: `print(${i} * 7)` })),
+    ...Array.from({ length: 3 }, () => JSON.stringify({ code: 'raise ValueError("soak")' })),
+    JSON.stringify({ code: 'while True: pass', timeout: 1 }),
+  ];
+  let left = -1;
+  try {
+    const result = await load(server, '/execute', { connections: 16, amount: 2000, bodies });
+    const quarter = Math.max(1, Math.floor(result.rssSeries.length / 4));
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const first = mean(result.rssSeries.slice(0, quarter));
+    const last = mean(result.rssSeries.slice(-quarter));
+    const growth = (last - first) / first;
+    console.log(`soak: 2000 requests at concurrency 16 in ${(2000 / result.throughput!).toFixed(0)} s: ${result.failed} failed, p95 ${ms(result.p95)} ms, RSS ${first.toFixed(0)} -> ${last.toFixed(0)} MB (${(growth * 100).toFixed(1)} %)`);
+    left = await stopServer(server);
+    console.log(`containers left: ${left}`);
+    if (result.failed > 0 || left > 0 || growth >= 0.2) process.exitCode = 1;
+  } finally {
+    if (left < 0) await stopServer(server);
+  }
+}
+
+(mode === 'soak' ? soak() : benchmark()).catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
