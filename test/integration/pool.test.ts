@@ -24,14 +24,15 @@ describe('the warm pool', () => {
   it('hands each container to exactly one execution', async () => {
     const server = await startServer({ POOL_SIZE: '2' });
     try {
-      await until(() => server.sandbox.ready() === 2, 'the pool to fill');
       for (let i = 0; i < 5; i++) {
+        await until(() => server.sandbox.ready() === 2, 'the pool to fill');
         const { body } = await server.post('/execute', {
           code: 'import os\nseen = os.path.exists("/tmp/marker")\nopen("/tmp/marker", "w").write("x")\nprint(seen)',
         });
         assert.equal(body.result, 'False', `execution ${i} saw another execution's /tmp`);
       }
-      assert.ok(server.sandbox.pool!.hits >= 4, `only ${server.sandbox.pool!.hits} pool hits`);
+      assert.equal(server.sandbox.pool!.hits, 5, 'every execution should have come from the pool');
+      assert.equal(server.sandbox.pool!.misses, 0);
     } finally {
       await server.close();
       assert.deepEqual(await server.settle(), []);
