@@ -10,7 +10,7 @@ import { serviceRoutes } from './api/service-routes.js';
 import type { components } from './api/openapi-types.js';
 import { authenticate } from './auth.js';
 import type { Config } from './config.js';
-import { classify } from './errors.js';
+import { classify, notFound, ServiceError } from './errors.js';
 import type { ExecutionService } from './execution/execution-service.js';
 import type { Logger } from './logger.js';
 import type { PackageService } from './packages/package-service.js';
@@ -21,7 +21,6 @@ import { tenantRoutes } from './api/tenant-routes.js';
 import { metricsRoutes } from './api/metrics-routes.js';
 import type { Metrics } from './metrics.js';
 import { rateLimit } from 'express-rate-limit';
-import { ServiceError } from './errors.js';
 
 export interface AppDeps {
   config: Config;
@@ -90,6 +89,9 @@ export function createApp({ config, logger, contract, sandbox, executions, packa
   app.use(tenantRoutes(registry, history));
   if (metrics && config.metricsPort === 0) app.use(metricsRoutes(metrics));
   app.use(mcpRoutes({ executions, packages }));
+  app.use((req) => {
+    throw notFound(`Not found: ${req.method} ${req.path}`); // paths the validator does not cover
+  });
 
   // The one place where errors become responses: the seed's envelope with a clear message.
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {

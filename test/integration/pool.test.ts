@@ -168,7 +168,9 @@ describe('/metrics', () => {
     const server = await spawnServer({ METRICS_PORT: String(port), POOL_SIZE: '0', INSTANCE_ID: instance, BASE_DIR: mkdtempSync(path.join(os.tmpdir(), 'rpc-m-')) });
     try {
       await server.waitForLog(/metrics listening/);
-      assert.equal((await fetch(`${server.url}/metrics`)).status, 404);
+      const moved = await fetch(`${server.url}/metrics`);
+      assert.equal(moved.status, 404);
+      assert.match(String(((await moved.json()) as Record<string, unknown>).error), /Not found: GET \/metrics/);
       const res = await fetch(`http://127.0.0.1:${port}/metrics`);
       assert.equal(res.status, 200);
       assert.match(await res.text(), /rpc_executions_in_flight/);
