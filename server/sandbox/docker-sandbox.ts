@@ -31,6 +31,8 @@ export interface PoolOptions {
 
 /** Past the runner's own deadline, how long the server waits before it kills the container itself. */
 const BACKSTOP_GRACE_MS = 2000;
+/** Tries at removing one container before giving up (and logging it). */
+const REMOVE_ATTEMPTS = 5;
 /** The runner's own stderr (its crash messages, not the user's) is kept for the log, this much. */
 const DIAGNOSTICS_BYTES = 16 * 1024;
 
@@ -285,19 +287,32 @@ export class DockerSandbox implements Sandbox {
     return { exitCode: info.State.ExitCode ?? null, oomKilled: info.State.OOMKilled === true };
   }
 
+  /**
+   * Removes a container in the background, tracked for shutdown. The answer is sent while the
+   * runner exits, and Docker can refuse a forced removal caught mid-exit ("is not running"), so a
+   * refusal is retried a few times before it is logged as an error.
+   */
   private remove(container: Docker.Container): void {
     const started = Date.now();
-    const removal = container
-      .remove({ force: true, v: true })
-      .catch((err: { statusCode?: number; message?: string }) => {
-        if (err.statusCode !== 404) {
-          this.logger.error('could not remove a sandbox container', { id: container.id, error: err.message });
+    const removal = (async () => {
+      for (let attempt = 1; ; attempt += 1) {
+        try {
+          await container.remove({ force: true, v: true });
+          return;
+        } catch (err) {
+          const e = err as { statusCode?: number; message?: string };
+          if (e.statusCode === 404 || /already in progress/.test(e.message ?? '')) return;
+          if (attempt === REMOVE_ATTEMPTS) {
+            this.logger.error('could not remove a sandbox container', { id: container.id, error: e.message });
+            return;
+          }
+          await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
         }
-      })
-      .finally(() => {
-        this.removals.delete(removal);
-        this.metrics?.containerPhase.observe({ phase: 'remove' }, (Date.now() - started) / 1000);
-      });
+      }
+    })().finally(() => {
+      this.removals.delete(removal);
+      this.metrics?.containerPhase.observe({ phase: 'remove' }, (Date.now() - started) / 1000);
+    });
     this.removals.add(removal);
   }
 

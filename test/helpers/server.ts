@@ -11,6 +11,17 @@ import { DockerSandbox } from '../../server/sandbox/docker-sandbox.js';
 
 export const docker = new Docker();
 
+/** The containers of one server instance (by its label). */
+export function containersOf(instance: string): Promise<Docker.ContainerInfo[]> {
+  return docker.listContainers({ all: true, filters: { label: [`run-python-code.instance=${instance}`] } });
+}
+
+/** Removes the package volumes a test server made (their names start with `prefix`). */
+export async function removeVolumes(prefix: string): Promise<void> {
+  const volumes = (await docker.listVolumes()).Volumes ?? [];
+  await Promise.all(volumes.filter((v) => v.Name.startsWith(prefix)).map((v) => docker.getVolume(v.Name).remove()));
+}
+
 /** The real sandbox, counting the executions it was asked to run. */
 class CountingSandbox extends DockerSandbox {
   runs = 0;
@@ -55,7 +66,7 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
 
   const settle = async () => {
     await sandbox.shutdown(false);
-    return docker.listContainers({ all: true, filters: { label: [`run-python-code.instance=${config.instanceId}`] } });
+    return containersOf(config.instanceId);
   };
   return {
     url,
@@ -87,12 +98,7 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await settle();
-      const volumes = (await docker.listVolumes()).Volumes ?? [];
-      await Promise.all(
-        volumes
-          .filter((v) => v.Name.startsWith(config.packagesVolumePrefix))
-          .map((v) => docker.getVolume(v.Name).remove()),
-      );
+      await removeVolumes(config.packagesVolumePrefix);
     },
   };
 }

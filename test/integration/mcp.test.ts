@@ -8,7 +8,7 @@ import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { projectRoot } from '../../server/project.js';
-import { docker, startServer, type TestServer } from '../helpers/server.js';
+import { containersOf, removeVolumes, startServer, type TestServer } from '../helpers/server.js';
 
 const text = (result: CallToolResult) => (result.content[0] as { text: string }).text;
 
@@ -122,14 +122,11 @@ toolSuite(
   },
   async () => {
     for (let i = 0; i < 50; i++) {
-      const left = await docker.listContainers({ all: true, filters: { label: [`run-python-code.instance=${stdioInstance}`] } });
-      if (left.length === 0) break;
+      if ((await containersOf(stdioInstance)).length === 0) break;
       await new Promise((r) => setTimeout(r, 200));
     }
-    const left = await docker.listContainers({ all: true, filters: { label: [`run-python-code.instance=${stdioInstance}`] } });
-    assert.deepEqual(left, []);
-    const volumes = (await docker.listVolumes()).Volumes ?? [];
-    await Promise.all(volumes.filter((v) => v.Name.startsWith(`rpc-${stdioInstance}-`)).map((v) => docker.getVolume(v.Name).remove()));
+    assert.deepEqual(await containersOf(stdioInstance), []);
+    await removeVolumes(`rpc-${stdioInstance}-`);
   },
 );
 

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { spawnServer } from '../helpers/process.js';
 import { READ_MEMORY_CAP } from '../helpers/snippets.js';
-import { docker, startServer, type TestServer } from '../helpers/server.js';
+import { containersOf, docker, removeVolumes, startServer, type TestServer } from '../helpers/server.js';
 
 
 async function until(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 20000): Promise<void> {
@@ -17,8 +17,7 @@ async function until(check: () => Promise<boolean> | boolean, what: string, time
   }
 }
 
-const ownContainers = (server: TestServer) =>
-  docker.listContainers({ all: true, filters: { label: [`run-python-code.instance=${server.config.instanceId}`] } });
+const ownContainers = (server: TestServer) => containersOf(server.config.instanceId);
 
 describe('the warm pool', () => {
   it('hands each container to exactly one execution', async () => {
@@ -97,7 +96,7 @@ describe('the warm pool', () => {
       BASE_DIR: mkdtempSync(path.join(os.tmpdir(), 'rpc-pool-')),
       PACKAGES_VOLUME_PREFIX: `rpc-${instance}-`,
     });
-    const own = () => docker.listContainers({ all: true, filters: { label: [`run-python-code.instance=${instance}`] } });
+    const own = () => containersOf(instance);
     try {
       await until(async () => (await own()).length >= 2, 'the pool to fill');
       const inFlight = fetch(`${server.url}/execute`, {
@@ -112,8 +111,7 @@ describe('the warm pool', () => {
       assert.deepEqual(await own(), []);
     } finally {
       await server.stop();
-      const volumes = (await docker.listVolumes()).Volumes ?? [];
-      await Promise.all(volumes.filter((v) => v.Name.startsWith(`rpc-${instance}-`)).map((v) => docker.getVolume(v.Name).remove()));
+      await removeVolumes(`rpc-${instance}-`);
     }
   });
 });

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { failedStart, spawnServer, type ServerProcess } from '../helpers/process.js';
 import { READ_MEMORY_CAP } from '../helpers/snippets.js';
-import { docker, startServer, type TestServer } from '../helpers/server.js';
+import { containersOf, removeVolumes, startServer, type TestServer } from '../helpers/server.js';
 import { makeWheel } from '../helpers/wheels.js';
 
 const hash = (key: string) => `sha256:${createHash('sha256').update(key).digest('hex')}`;
@@ -176,10 +176,8 @@ describe('live limits: SIGHUP and file edits, on the real server process', () =>
   });
   after(async () => {
     assert.equal(await server.stop(), 0);
-    const left = await docker.listContainers({ all: true, filters: { label: [`run-python-code.instance=${instance}`] } });
-    assert.deepEqual(left, []);
-    const volumes = (await docker.listVolumes()).Volumes ?? [];
-    await Promise.all(volumes.filter((v) => v.Name.startsWith(`rpc-${instance}-`)).map((v) => docker.getVolume(v.Name).remove()));
+    assert.deepEqual(await containersOf(instance), []);
+    await removeVolumes(`rpc-${instance}-`);
   });
 
   it('every execution log line carries the tenant', async () => {
