@@ -30,6 +30,7 @@ PACKAGES = "/opt/packages"  # the tenant's packages volume: read-only for code, 
 VENV = PACKAGES + "/venv"
 RUNNER_FILE = os.path.abspath(__file__)
 MAX_FRAME = 64 * 1024
+DIRECTORY = ("dir",)  # a directory's entry in the manifest of what the job brought in
 MPL_CACHE_SRC = "/opt/run-python-code/mpl-cache"
 
 
@@ -62,11 +63,12 @@ class FileFrames:
 
 
 def make_undumpable():
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
-    except Exception:
-        pass
+    """Fails closed: without it, user code (same uid) could reach our fds through /proc/1/fd."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(4, 0, 0, 0, 0) != 0 or libc.prctl(3, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE 0, PR_GET_DUMPABLE
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
 
 
 def set_dumpable():
@@ -104,6 +106,8 @@ def receive_job(stream):
             path = os.path.join(root, rel)
             if member.isdir():
                 os.makedirs(path, mode=0o755, exist_ok=True)
+                if root == WORKSPACE:
+                    manifest[rel] = DIRECTORY
             elif member.isfile():
                 os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
                 source = archive.extractfile(member)
@@ -223,7 +227,11 @@ def run_user_code(job, report_fd):
                 stream.flush()
             except Exception:
                 pass
-        payload = json.dumps(data).encode("utf-8")
+        limit = job["result_limit"]
+        for key in ("error", "traceback"):
+            if isinstance(data.get(key), str):
+                data[key] = data[key][:limit]
+        payload = json.dumps(data, ensure_ascii=False).encode("utf-8", "backslashreplace")
         try:
             while payload:
                 payload = payload[os.write(report_fd, payload):]
@@ -344,6 +352,7 @@ def supervise(job, channel):
             os.set_inheritable(3, False)
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             try:
                 with open("/proc/self/oom_score_adj", "w") as f:
                     f.write("1000")  # if memory runs out, the user's code goes first, not the runner
@@ -363,7 +372,7 @@ def supervise(job, channel):
     kinds = {out_r: b"o", err_r: b"e"}
     open_fds = {out_r, err_r, rep_r}
     report = bytearray()
-    report_limit = 2 * job["result_limit"] + 65536
+    report_limit = 12 * job["result_limit"] + 65536  # three capped strings, up to 4 UTF-8 bytes a character
     status = None
     timed_out = truncated = False
     deadline = time.monotonic() + job["timeout_s"]
@@ -435,7 +444,7 @@ def supervise(job, channel):
         child = json.loads(report.decode("utf-8")) if report else {}
         if not isinstance(child, dict):
             child = {}
-    except ValueError:
+    except (ValueError, RecursionError):  # the report pipe is the user's process: anything can be in it
         child = {}
     return {
         "exit_code": exit_code,
@@ -448,7 +457,7 @@ def supervise(job, channel):
 
 
 def send_changed_files(channel, manifest):
-    """Streams new or changed regular files (and new directories) as a tar; returns deleted paths."""
+    """Streams new or changed regular files and new directories as a tar; returns deleted paths."""
     seen = set()
     with tarfile.open(fileobj=FileFrames(channel), mode="w|", format=tarfile.PAX_FORMAT) as archive:
         for root, dirs, files in os.walk(WORKSPACE):
@@ -463,6 +472,8 @@ def send_changed_files(channel, manifest):
                 info = tarfile.TarInfo("workspace/" + rel)
                 info.mtime = int(st.st_mtime)
                 if stat.S_ISDIR(st.st_mode):
+                    if manifest.get(rel) == DIRECTORY:
+                        continue  # the server has it
                     info.type = tarfile.DIRTYPE
                     info.mode = 0o755
                     archive.addfile(info)
@@ -483,7 +494,12 @@ def send_changed_files(channel, manifest):
 
 
 def main():
-    make_undumpable()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # with no handler, the kernel drops it for PID 1
+    try:
+        make_undumpable()
+    except OSError as exc:
+        sys.stderr.write("runner: %s\n" % exc)
+        return 2
     channel = Channel(os.dup(1))
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # stray prints from this process can never reach the protocol stream

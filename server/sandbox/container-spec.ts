@@ -64,7 +64,8 @@ export function containerSpec(input: SpecInput): Docker.ContainerCreateOptions {
         { Name: 'core', Soft: 0, Hard: 0 },
       ],
       Tmpfs: {
-        '/workspace': tmpfs(limits.workspaceMb, '0755', ',uid=10001,gid=10001'),
+        // nr_inodes (one is the root): the kernel holds the workspace to its file count, not only its size.
+        '/workspace': tmpfs(limits.workspaceMb, '0755', `,uid=10001,gid=10001,nr_inodes=${limits.maxFiles + 1}`),
         '/tmp': tmpfs(limits.tmpMb, '1777'),
         ...(input.wheelhouseMb ? { '/wheelhouse': tmpfs(input.wheelhouseMb, '0755', ',uid=10001,gid=10001') } : {}),
       },

@@ -187,9 +187,12 @@ export class DockerSandbox implements Sandbox {
         if (diagnostics.length < DIAGNOSTICS_BYTES) diagnostics += chunk.toString('utf8', 0, DIAGNOSTICS_BYTES);
       };
 
+      let abandon: NodeJS.Timeout | undefined;
       const backstop = setTimeout(() => {
         killedForTimeout = true;
         kill();
+        // Should the kill or the stream's end never come, stop waiting on either.
+        abandon = setTimeout(() => stream.destroy(), BACKSTOP_GRACE_MS);
       }, limits.timeoutS * 1000 + BACKSTOP_GRACE_MS);
       const input = packJob(
         {
@@ -213,6 +216,7 @@ export class DockerSandbox implements Sandbox {
       input.pipe(stream);
       await Promise.race([doneFrame, prepared.ended]);
       clearTimeout(backstop);
+      clearTimeout(abandon);
       let t = Date.now();
       phases.run = t - started;
 
@@ -281,7 +285,7 @@ export class DockerSandbox implements Sandbox {
     let info = await container.inspect();
     if (info.State.Running) {
       await container.kill({ signal: 'SIGKILL' }).catch(() => undefined);
-      await container.wait();
+      await Promise.race([container.wait(), new Promise((resolve) => setTimeout(resolve, 10_000))]);
       info = await container.inspect();
     }
     return { exitCode: info.State.ExitCode ?? null, oomKilled: info.State.OOMKilled === true };

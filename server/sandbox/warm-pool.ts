@@ -46,6 +46,8 @@ export interface WarmPoolOptions<P extends Prepared> {
 }
 
 const RETRY_AFTER_FAILURE_MS = 5000;
+/** A container that stops this soon after it was ready is taken for a sign of trouble, not of a kill. */
+const DIED_AT_ONCE_MS = 1000;
 /** Containers started at once per profile: more competes with the executions for the CPU (measured: p50 0.21x -> 0.31x of docker run on 2 cores). */
 const PARALLEL_FILLS = 1;
 
@@ -109,7 +111,7 @@ export class WarmPool<P extends Prepared> {
     if (this.slots.size <= this.options.maxProfiles) return;
     const oldest = [...this.slots.entries()].sort((a, b) => a[1].lastUsed - b[1].lastUsed)[0]!;
     this.slots.delete(oldest[0]);
-    for (const prepared of oldest[1].ready) this.options.discard(prepared);
+    for (const prepared of oldest[1].ready.splice(0)) this.options.discard(prepared);
   }
 
   private fill(key: string): void {
@@ -132,12 +134,15 @@ export class WarmPool<P extends Prepared> {
             return;
           }
           slot.ready.push(prepared);
+          const readyAt = Date.now();
           void prepared.ended.then(() => {
             const at = slot.ready.indexOf(prepared);
             if (at >= 0) {
-              // Stopped while waiting (killed from outside): drop it, make another.
+              // Stopped while waiting (killed from outside): drop it, make another; if containers die
+              // as soon as they start (a broken runtime, say), wait before trying again.
               slot.ready.splice(at, 1);
               this.options.discard(prepared);
+              if (Date.now() - readyAt < DIED_AT_ONCE_MS) this.backOff(key, slot);
               this.options.onChange?.();
               this.fill(key);
             }
@@ -147,12 +152,18 @@ export class WarmPool<P extends Prepared> {
         },
         (err: Error) => {
           slot.creating -= 1;
-          slot.retryAt = Date.now() + RETRY_AFTER_FAILURE_MS;
+          this.backOff(key, slot);
           this.options.logger.warn('warm pool: could not start a container; will retry', { error: err.message });
         },
       )
       .finally(() => this.pending.delete(work));
     this.pending.add(work);
+  }
+
+  /** Pauses a profile's refills for a while, then resumes them. */
+  private backOff(key: string, slot: Slot<P>): void {
+    slot.retryAt = Date.now() + RETRY_AFTER_FAILURE_MS;
+    setTimeout(() => this.fill(key), RETRY_AFTER_FAILURE_MS + 10).unref();
   }
 
   /** Stops refilling and discards every waiting container. */

@@ -99,7 +99,11 @@ export function loadTenants(config: Config): Map<string, Tenant> {
   for (const [id, entry] of Object.entries(tenantsFile.tenants ?? {})) {
     add(id, entry.keys.map((k) => Buffer.from(k.replace(/^sha256:/, ''), 'hex')), entry.limits);
   }
-  if (tenants.size === 0) add(DEFAULT_TENANT, []);
+  if (tenants.size === 0) {
+    // A tenants file that names nobody (emptied, or caught half-saved) must never open the server.
+    if (config.tenantsFile) throw new RegistryError(`${config.tenantsFile}: no tenants with keys`);
+    add(DEFAULT_TENANT, []);
+  }
   return tenants;
 }
 

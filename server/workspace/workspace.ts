@@ -47,9 +47,11 @@ export class Workspace {
   /** Every regular file and directory, for streaming into a container. */
   async snapshot(): Promise<WorkspaceSnapshot> {
     const { files, dirs } = await this.list();
-    const withData = await Promise.all(
-      files.map(async (f) => ({ path: f.path, data: await fs.readFile(path.join(this.root, f.path)), mtime: f.mtime })),
-    );
+    const withData: WorkspaceFile[] = [];
+    for (const f of files) {
+      // One at a time: a workspace may hold thousands of files, and open descriptors are finite.
+      withData.push({ path: f.path, data: await fs.readFile(path.join(this.root, f.path)), mtime: f.mtime });
+    }
     return { files: withData, dirs };
   }
 
@@ -96,10 +98,23 @@ export class Workspace {
     await this.writeFile(full, data);
   }
 
-  /** Applies what an execution changed. Paths were checked when read; they are checked again here. */
+  /**
+   * Applies what an execution changed, so the workspace ends as the container's did: deletions
+   * first (a path may have turned from file into directory or back), then new directories (parents
+   * first), then files. Paths were checked when read; they are checked again here.
+   */
   async apply(changes: WorkspaceChanges): Promise<void> {
+    for (const rel of [...changes.deleted].sort()) {
+      const full = await this.resolve(rel).catch(() => null); // a parent already gone: nothing left to delete
+      const existing = full ? await fs.lstat(full).catch(() => null) : null;
+      if (existing?.isDirectory()) await fs.rm(full!, { recursive: true });
+      else if (existing) await fs.unlink(full!);
+    }
     for (const dir of changes.dirs) {
-      await fs.mkdir(await this.resolve(dir), { recursive: true, mode: 0o700 });
+      const full = await this.resolve(dir);
+      const existing = await fs.lstat(full).catch(() => null);
+      if (existing && !existing.isDirectory()) await fs.unlink(full);
+      await fs.mkdir(full, { recursive: true, mode: 0o700 });
     }
     for (const file of changes.files) {
       const full = await this.resolve(file.path);
@@ -107,11 +122,6 @@ export class Workspace {
       const existing = await fs.lstat(full).catch(() => null);
       if (existing?.isDirectory()) await fs.rm(full, { recursive: true });
       await this.writeFile(full, file.data);
-    }
-    for (const rel of changes.deleted) {
-      const full = await this.resolve(rel);
-      const existing = await fs.lstat(full).catch(() => null);
-      if (existing?.isFile()) await fs.unlink(full);
     }
   }
 

@@ -129,6 +129,29 @@ describe('hostile code', () => {
       assert.equal(body.result, 'still here');
     }));
 
+  it('SIGINT to PID 1 is dropped (the runner installs no handler for it)', () =>
+    hostile('import os, signal\nos.kill(1, signal.SIGINT)\nimport time\ntime.sleep(0.2)\nprint("still here")', (body) => {
+      assert.equal(body.success, true, String(body.error));
+      assert.equal(body.result, 'still here');
+    }));
+
+  it('garbage on its own report pipe does not crash the runner', () =>
+    hostile('import os\nos.write(3, b"[" * 100000)\nprint("ok")', (body) => {
+      assert.equal(body.result, 'ok');
+      assert.equal(body.exit_code, 0);
+    }));
+
+  it('a long non-ASCII value comes back whole', async () => {
+    const server = await startServer();
+    try {
+      const { body } = await server.post('/execute', { code: 'x = "é" * 400000', variable_to_return: 'x' });
+      assert.equal(body.success, true, String(body.error));
+      assert.equal(String(body.result).length, 400000);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('user code cannot reach the runner through /proc/1', () =>
     hostile(
       'try:\n    open("/proc/1/fd/1", "wb")\n    print("opened")\nexcept OSError as e:\n    print(type(e).__name__)',

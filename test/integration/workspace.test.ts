@@ -59,3 +59,40 @@ describe('the workspace persists across executions', () => {
     assert.equal(result, '/workspace 10001 30');
   });
 });
+
+describe('the workspace follows what the code did', () => {
+  it('a file that becomes a directory and back, and deleted directories', async () => {
+    const server = await startServer();
+    const root = path.join(server.config.baseDir, 'workspaces', 'default');
+    const run = async (code: string) => {
+      const { body } = await server.post('/execute', { code });
+      assert.equal(body.success, true, `${String(body.error)}\n${String(body.stderr)}`);
+      return body.result;
+    };
+    try {
+      await run('open("d", "w").write("file")\nimport os\nos.makedirs("gone/deep")\nopen("gone/deep/x", "w").write("x")');
+      await run('import os, shutil\nos.remove("d")\nos.makedirs("d")\nopen("d/inside", "w").write("in")\nshutil.rmtree("gone")');
+      assert.equal(readFileSync(path.join(root, 'd/inside'), 'utf8'), 'in');
+      assert.equal(existsSync(path.join(root, 'gone')), false);
+      await run('import shutil\nshutil.rmtree("d")\nopen("d", "w").write("file again")');
+      assert.equal(readFileSync(path.join(root, 'd'), 'utf8'), 'file again');
+      assert.equal(await run('import os\nprint(sorted(os.listdir(".")))'), "['d']");
+    } finally {
+      await server.close();
+      assert.deepEqual(await server.settle(), []);
+    }
+  });
+
+  it('the file count is capped inside the container, not only on the server', async () => {
+    const server = await startServer({ SANDBOX_MAX_FILES: '50' });
+    try {
+      const { body } = await server.post('/execute', { code: 'for i in range(100):\n    open(f"f{i}", "w").close()' });
+      assert.equal(body.success, false);
+      assert.match(String(body.error), /No space left on device/);
+      const count = await server.post('/execute', { code: 'import os\nprint(len(os.listdir(".")))' });
+      assert.ok(Number(count.body.result) <= 50, `the workspace holds ${String(count.body.result)} files`);
+    } finally {
+      await server.close();
+    }
+  });
+});

@@ -45,6 +45,8 @@ describe('tenants and limits files', () => {
     ['a tenant without keys', 'tenants:\n  a: {}\n', undefined, /tenants\.a: must have required property 'keys'/],
     ['a limit out of range', 'tenants: {}\n', 'tenants:\n  a:\n    cpus: 0\n', /limits\.yaml: tenants\.a\.cpus: must be >= 0\.01/],
     ['broken YAML', 'tenants: [\n', undefined, /tenants\.yaml: /],
+    ['an empty file (which must not open the server)', '', undefined, /tenants\.yaml: no tenants with keys/],
+    ['a file whose tenants are all commented out', '# tenants:\n#   alice: ...\n', undefined, /no tenants with keys/],
   ];
   for (const [name, tenants, limits, message] of bad) {
     it(`refuses ${name}, naming the field`, () => {
