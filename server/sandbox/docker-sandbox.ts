@@ -32,7 +32,7 @@ export interface PoolOptions {
 /** Past the runner's own deadline, how long the server waits before it kills the container itself. */
 const BACKSTOP_GRACE_MS = 2000;
 /** Tries at removing one container before giving up (and logging it). */
-const REMOVE_ATTEMPTS = 5;
+const REMOVE_ATTEMPTS = 8;
 /** The runner's own stderr (its crash messages, not the user's) is kept for the log, this much. */
 const DIAGNOSTICS_BYTES = 16 * 1024;
 
@@ -294,7 +294,8 @@ export class DockerSandbox implements Sandbox {
   /**
    * Removes a container in the background, tracked for shutdown. The answer is sent while the
    * runner exits, and Docker can refuse a forced removal caught mid-exit ("is not running"), so a
-   * refusal is retried a few times before it is logged as an error.
+   * refusal is retried, backing off, before it is logged as an error (the start-up reaper is the
+   * last resort).
    */
   private remove(container: Docker.Container): void {
     const started = Date.now();
@@ -305,12 +306,14 @@ export class DockerSandbox implements Sandbox {
           return;
         } catch (err) {
           const e = err as { statusCode?: number; message?: string };
-          if (e.statusCode === 404 || /already in progress/.test(e.message ?? '')) return;
+          if (e.statusCode === 404) return; // gone
+          // Anything else, "removal already in progress" included, is retried: seen on Docker 20.10,
+          // a refused removal can leave the container flagged until someone asks again.
           if (attempt === REMOVE_ATTEMPTS) {
             this.logger.error('could not remove a sandbox container', { id: container.id, error: e.message });
             return;
           }
-          await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+          await new Promise((resolve) => setTimeout(resolve, 250 * attempt));
         }
       }
     })().finally(() => {
