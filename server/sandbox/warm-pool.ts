@@ -42,7 +42,6 @@ export interface WarmPoolOptions<P extends Prepared> {
   prepare(spec: SpecInput): Promise<P>;
   discard(prepared: P): void;
   logger: Logger;
-  onChange?(): void;
 }
 
 const RETRY_AFTER_FAILURE_MS = 5000;
@@ -75,7 +74,7 @@ export class WarmPool<P extends Prepared> {
 
   /** A ready container for this spec's profile, or null; either way the profile is (re)filled. */
   take(spec: SpecInput): P | null {
-    const slot = this.slot(spec);
+    const [key, slot] = this.slot(spec);
     let found: P | null = null;
     while (slot.ready.length > 0 && !found) {
       const candidate = slot.ready.shift()!;
@@ -84,18 +83,17 @@ export class WarmPool<P extends Prepared> {
     }
     if (found) this.hits += 1;
     else this.misses += 1;
-    this.fill(JSON.stringify(profileOf(spec)));
-    this.options.onChange?.();
+    this.fill(key);
     return found;
   }
 
   /** Starts filling a profile before anyone asks (at start-up, for the known tenants). */
   warm(spec: SpecInput): void {
-    this.slot(spec);
-    this.fill(JSON.stringify(profileOf(spec)));
+    this.fill(this.slot(spec)[0]);
   }
 
-  private slot(spec: SpecInput): Slot<P> {
+  /** The profile's key and its slot (made on first use), marked as just used. */
+  private slot(spec: SpecInput): [string, Slot<P>] {
     const key = JSON.stringify(profileOf(spec));
     let slot = this.slots.get(key);
     if (!slot) {
@@ -104,7 +102,7 @@ export class WarmPool<P extends Prepared> {
     }
     slot.lastUsed = Date.now();
     this.evict();
-    return slot;
+    return [key, slot];
   }
 
   private evict(): void {
@@ -143,11 +141,9 @@ export class WarmPool<P extends Prepared> {
               slot.ready.splice(at, 1);
               this.options.discard(prepared);
               if (Date.now() - readyAt < DIED_AT_ONCE_MS) this.backOff(key, slot);
-              this.options.onChange?.();
               this.fill(key);
             }
           });
-          this.options.onChange?.();
           this.fill(key);
         },
         (err: Error) => {

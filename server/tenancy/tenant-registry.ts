@@ -107,6 +107,10 @@ export function loadTenants(config: Config): Map<string, Tenant> {
   return tenants;
 }
 
+function needsKeys(tenants: Map<string, Tenant>): boolean {
+  return [...tenants.values()].some((t) => t.keyHashes.length > 0);
+}
+
 /**
  * The tenants and their limits, reloaded on SIGHUP (see index.ts) and when a file changes. A
  * reload that fails keeps what was loaded and logs why. Requests take their limits when they
@@ -114,6 +118,8 @@ export function loadTenants(config: Config): Map<string, Tenant> {
  */
 export class TenantRegistry {
   private tenants: Map<string, Tenant>;
+  /** True when callers must present a key; derived once per load, read on every request. */
+  keysRequired: boolean;
   private watchers: FSWatcher[] = [];
   private debounce: NodeJS.Timeout | undefined;
 
@@ -122,11 +128,7 @@ export class TenantRegistry {
     private readonly logger: Logger,
   ) {
     this.tenants = loadTenants(config); // at start-up a bad file throws: the server does not start
-  }
-
-  /** True when callers must present a key. */
-  get keysRequired(): boolean {
-    return ![...this.tenants.values()].every((t) => t.keyHashes.length === 0);
+    this.keysRequired = needsKeys(this.tenants);
   }
 
   /** The tenant whose key this is; every key of every tenant is compared, in constant time. */
@@ -153,7 +155,9 @@ export class TenantRegistry {
 
   reload(reason: string): boolean {
     try {
-      this.tenants = loadTenants(this.config);
+      const tenants = loadTenants(this.config);
+      this.tenants = tenants;
+      this.keysRequired = needsKeys(tenants);
       this.logger.info('tenants and limits reloaded', { reason, tenants: [...this.tenants.keys()] });
       return true;
     } catch (err) {
