@@ -17,7 +17,7 @@ offline_base="${SANDBOX_OFFLINE_BASE:-run-python-code-sandbox-base:$suite-$(echo
 log() { echo "[sandbox-build] $*" >&2; }
 
 # The image records which inputs built it, so a changed runner means a rebuild.
-inputs_hash="$(cat "$here/Dockerfile" "$here/runner.py" "$here/build.sh" | sha256sum | cut -c1-16)"
+inputs_hash="$(cat "$here/Dockerfile" "$here/runner.py" "$here/build.sh" "$here/debian-base.sh" | sha256sum | cut -c1-16)"
 if [ "${1:-}" = "--if-stale" ]; then
   have="$(docker image inspect --format '{{ index .Config.Labels "run-python-code.inputs" }}' "$image" 2>/dev/null || true)"
   if [ "$have" = "$inputs_hash" ]; then log "$image is up to date"; exit 0; fi
@@ -33,37 +33,16 @@ if [ "$mode" = auto ]; then
 fi
 log "mode: $mode"
 
-build_offline_base() {
-  command -v mmdebstrap >/dev/null || {
-    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || { log "mmdebstrap is missing: apt-get install mmdebstrap"; exit 1; }
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
-  }
-  local mirror=() tmp
-  # Use the host's own Debian sources (mirrors, snapshots, proxies) when it has them.
-  for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list; do
-    if [ -s "$f" ] && grep -q '^[^#]*deb' "$f"; then mirror=("$f"); break; fi
-  done
-  tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' RETURN
-  log "mmdebstrap $suite -> $offline_base ($debian_packages, from Debian)"
-  mmdebstrap --variant=essential --quiet \
-    --include="$debian_packages" \
-    --aptopt='Acquire::Check-Valid-Until "false"' \
-    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
-    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
-    "$suite" "$tmp/rootfs.tar" "${mirror[@]}"
-  docker import --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' "$tmp/rootfs.tar" "$offline_base" >/dev/null
-}
-
 if [ "$mode" = online ]; then
   base="$online_base"; pypi=1
 else
   if ! docker image inspect "$offline_base" >/dev/null 2>&1 || [ "${SANDBOX_REBUILD_BASE:-0}" = 1 ]; then
-    build_offline_base
+    bash "$here/debian-base.sh" "$offline_base" "$debian_packages" "$suite"
   fi
   base="$offline_base"; pypi=0
 fi
 
 docker build -q --build-arg "BASE_IMAGE=$base" --build-arg "INSTALL_PYPI_LIBS=$pypi" \
-  --label "run-python-code.inputs=$inputs_hash" -t "$image" "$here" >/dev/null
+  --label "run-python-code.inputs=$inputs_hash" \
+  --label "run-python-code.base=$base" --label "run-python-code.pypi=$pypi" -t "$image" "$here" >/dev/null
 log "built $image from $base ($(docker image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}'))"

@@ -7,7 +7,7 @@ import path from 'node:path';
  * validates. A bad value stops start-up with a message naming the variable. The README's
  * settings table lists the same entries (a test keeps them in step).
  */
-interface Setting<T> {
+export interface Setting<T> {
   env: string;
   description: string;
   default: T | (() => T);
@@ -17,7 +17,7 @@ interface Setting<T> {
 
 export class ConfigError extends Error {}
 
-function integer(min: number, max = Number.MAX_SAFE_INTEGER) {
+export function integer(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (raw: string): number => {
     const value = Number(raw);
     if (!/^\s*-?\d+\s*$/.test(raw) || value < min || value > max) {
@@ -44,7 +44,7 @@ function oneOf<T extends string>(...values: T[]) {
   };
 }
 
-function text(raw: string): string {
+export function text(raw: string): string {
   if (raw.trim() === '') throw new Error('must not be empty');
   return raw.trim();
 }
@@ -354,25 +354,32 @@ export const settings = {
   },
 } satisfies Record<string, Setting<unknown>>;
 
-type Settings = typeof settings;
-export type Config = { [K in keyof Settings]: ReturnType<Settings[K]['parse']> };
+type Declared = Record<string, Setting<unknown>>;
+/** The parsed values of a set of declared settings. */
+export type SettingsOf<S extends Declared> = { [K in keyof S]: ReturnType<S[K]['parse']> };
+export type Config = SettingsOf<typeof settings>;
 
-/** Reads every setting from `env`; throws ConfigError naming the first bad variable. */
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const config: Record<string, unknown> = {};
-  for (const [key, setting] of Object.entries(settings) as [string, Setting<unknown>][]) {
+/** Reads declared settings from `env`; throws ConfigError naming the first bad variable. */
+export function readSettings<S extends Declared>(declared: S, env: NodeJS.ProcessEnv = process.env): SettingsOf<S> {
+  const values: Record<string, unknown> = {};
+  for (const [key, setting] of Object.entries(declared)) {
     const raw = env[setting.env];
     if (raw === undefined || raw === '') {
-      config[key] = typeof setting.default === 'function' ? (setting.default as () => unknown)() : setting.default;
+      values[key] = typeof setting.default === 'function' ? (setting.default as () => unknown)() : setting.default;
       continue;
     }
     try {
-      config[key] = setting.parse(raw);
+      values[key] = setting.parse(raw);
     } catch (err) {
       throw new ConfigError(`${setting.env}=${JSON.stringify(raw)}: ${(err as Error).message}`);
     }
   }
-  const result = config as Config;
+  return values as SettingsOf<S>;
+}
+
+/** The API server's settings, with the checks that span several of them. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const result = readSettings(settings, env);
   result.instanceId ||= `${os.hostname()}-${result.port}`.replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 64);
   if (result.defaultTimeoutS > result.maxTimeoutS) {
     throw new ConfigError(`DEFAULT_TIMEOUT_S (${result.defaultTimeoutS}) is above MAX_TIMEOUT_S (${result.maxTimeoutS})`);
@@ -381,8 +388,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 }
 
 /** The settings as documentation rows (the README's table is checked against these). */
-export function settingsTable(): { env: string; default: string; description: string }[] {
-  return Object.values(settings).map((s: Setting<unknown>) => ({
+export function settingsTable(declared: Declared = settings): { env: string; default: string; description: string }[] {
+  return Object.values(declared).map((s) => ({
     env: s.env,
     default: s.show ?? String(typeof s.default === 'function' ? '' : s.default),
     description: s.description,

@@ -1,5 +1,3 @@
-import http from 'node:http';
-import Docker from 'dockerode';
 import express from 'express';
 import { metricsRoutes } from './api/metrics-routes.js';
 import { assemble, poolOptions, sandboxOptions } from './assemble.js';
@@ -7,6 +5,7 @@ import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { serviceVersion } from './project.js';
 import { Metrics } from './metrics.js';
+import { dockerClient } from './sandbox/docker-client.js';
 import { DockerSandbox } from './sandbox/docker-sandbox.js';
 import { RegistryError } from './tenancy/tenant-registry.js';
 
@@ -24,9 +23,7 @@ async function main(): Promise<void> {
   }
   const logger = createLogger(config.logLevel);
   const metrics = new Metrics();
-  // One keep-alive connection pool to Docker for every API call (attach streams get their own).
-  const docker = new Docker({ agent: new http.Agent({ keepAlive: true, maxSockets: 64 }) } as Docker.DockerOptions);
-  const sandbox = new DockerSandbox(docker, sandboxOptions(config), logger, poolOptions(config), metrics);
+  const sandbox = new DockerSandbox(dockerClient(), sandboxOptions(config), logger, poolOptions(config), metrics);
   const health = await sandbox.health();
   if (health.reachable) await sandbox.reapStale(); // before the pool starts filling
   const { app, services } = assemble(config, logger, sandbox, metrics);

@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 import os from 'node:os';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
-import Docker from 'dockerode';
 import { createServices, poolOptions, sandboxOptions } from '../assemble.js';
 import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../logger.js';
 import { DEFAULT_TENANT } from '../packages/volume.js';
+import { dockerClient } from '../sandbox/docker-client.js';
 import { DockerSandbox } from '../sandbox/docker-sandbox.js';
 import { RegistryError } from '../tenancy/tenant-registry.js';
 import { createMcpServer } from './mcp-server.js';
@@ -18,7 +18,7 @@ async function main(): Promise<void> {
   // Its own instance id, so an HTTP server on this host never reaps this process's containers.
   const config = loadConfig({ INSTANCE_ID: `${os.hostname()}-stdio-${process.pid}`.slice(0, 64), ...process.env });
   const logger = createLogger(config.logLevel, 'stderr');
-  const sandbox = new DockerSandbox(new Docker(), sandboxOptions(config), logger, poolOptions(config));
+  const sandbox = new DockerSandbox(dockerClient(), sandboxOptions(config), logger, poolOptions(config));
   const health = await sandbox.health();
   if (health.error) logger.warn('sandboxes are not ready; tools will report the problem', { error: health.error });
   const services = createServices(config, logger, sandbox);

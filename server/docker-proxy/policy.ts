@@ -1,0 +1,291 @@
+import { LABEL, SANDBOX_USER } from '../sandbox/container-spec.js';
+
+/**
+ * What the Docker API proxy lets through: exactly the calls the server makes, and for container
+ * creation only a sandbox as container-spec.ts builds it. A create body is checked against an
+ * allowlist of fields, so anything the server never sends (binds, devices, capabilities, host
+ * namespaces, volume driver options, another image) is refused by name. Whoever holds the proxy
+ * can start capped sandboxes of the sandbox image and manage containers labelled as ours; nothing
+ * else of the engine is reachable.
+ */
+export interface ProxyPolicy {
+  sandboxImage: string;
+  /** OCI runtime sandboxes must use; empty means the engine's default (and no other). */
+  sandboxRuntime: string;
+  packagesVolumePrefix: string;
+  /** The one network other than `none` a container may join (install containers). */
+  installNetwork: string;
+}
+
+export type Route =
+  | { kind: 'forward' }
+  | { kind: 'create-container' }
+  | { kind: 'create-volume' }
+  /** A call on one container: allowed when that container is a sandbox (labelled as ours). */
+  | { kind: 'container'; id: string; remove: boolean }
+  | { kind: 'refuse'; reason: string };
+
+/** Docker clients may pin an API version in the path. */
+const VERSION = '(?:/v[0-9]{1,2}\\.[0-9]{1,3})?';
+const ID = '([A-Za-z0-9][A-Za-z0-9_.-]{0,127})';
+const routes: { method: string; path: RegExp; route: (match: RegExpMatchArray, query: URLSearchParams, policy: ProxyPolicy) => Route }[] = [
+  { method: 'GET', path: re('/_ping'), route: forward },
+  { method: 'HEAD', path: re('/_ping'), route: forward },
+  { method: 'GET', path: re('/version'), route: forward },
+  {
+    method: 'GET',
+    path: re('/images/(.+)/json'),
+    route: (m, _q, p) => (safeDecode(m[1]!) === p.sandboxImage ? forward() : refuse(`only the sandbox image ${p.sandboxImage} may be inspected`)),
+  },
+  { method: 'GET', path: re('/containers/json'), route: (_m, q) => listRoute(q) },
+  { method: 'POST', path: re('/containers/create'), route: (_m, q) => createRoute(q) },
+  { method: 'POST', path: re(`/containers/${ID}/(?:attach|start|kill|wait)`), route: (m) => container(m[1]!, false) },
+  { method: 'GET', path: re(`/containers/${ID}/json`), route: (m) => container(m[1]!, false) },
+  { method: 'DELETE', path: re(`/containers/${ID}`), route: (m) => container(m[1]!, true) },
+  { method: 'POST', path: re('/volumes/create'), route: () => ({ kind: 'create-volume' }) },
+];
+
+/** Where a request goes: forwarded as is, checked further, or refused with the reason. */
+export function routeRequest(method: string, url: string, policy: ProxyPolicy): Route {
+  let parsed: URL;
+  try {
+    parsed = new URL(url, 'http://docker');
+  } catch {
+    return refuse('malformed request target');
+  }
+  // Only a plain path: dot segments or encoded separators could mean something else to the engine.
+  if (parsed.pathname !== url.split('?')[0] || /%2f|%5c|\/\.\.?(\/|$)/i.test(parsed.pathname)) {
+    return refuse('the path is not in plain form');
+  }
+  for (const r of routes) {
+    const match = parsed.pathname.match(r.path);
+    if (match && r.method === method) return r.route(match, parsed.searchParams, policy);
+  }
+  return refuse('this call is not one the server makes');
+}
+
+/** Reason a container-create body is refused, or null when it is a sandbox as the server makes them. */
+export function checkContainerCreate(body: unknown, policy: ProxyPolicy): string | null {
+  return containerCreate(policy)(body, 'body');
+}
+
+/** Reason a volume-create body is refused, or null for a labelled packages volume. */
+export function checkVolumeCreate(body: unknown, policy: ProxyPolicy): string | null {
+  return object(
+    {
+      Name: text(new RegExp(`^${escape(policy.packagesVolumePrefix)}[A-Za-z0-9_.-]+$`), `a name starting ${policy.packagesVolumePrefix}`),
+      Labels: labels,
+    },
+    ['Name'],
+  )(body, 'body');
+}
+
+function re(path: string): RegExp {
+  return new RegExp(`^${VERSION}${path}$`);
+}
+
+function forward(): Route {
+  return { kind: 'forward' };
+}
+
+function refuse(reason: string): Route {
+  return { kind: 'refuse', reason };
+}
+
+function container(id: string, remove: boolean): Route {
+  return { kind: 'container', id, remove };
+}
+
+/** Listing is allowed only when filtered to our labels (the server lists its own containers). */
+function listRoute(query: URLSearchParams): Route {
+  let filters: unknown;
+  try {
+    filters = JSON.parse(query.get('filters') ?? 'null');
+  } catch {
+    return refuse('filters must be JSON');
+  }
+  const problem = object({ label: list(text(new RegExp(`^${escape(LABEL)}(\\.[a-z]+)?(=|$)`), `a ${LABEL} label`), 1) }, ['label'])(
+    filters,
+    'filters',
+  );
+  return problem ? refuse(problem) : forward();
+}
+
+/**
+ * The engine reads only `name` and `platform` from this query (docker-modem repeats the whole body
+ * there too, which the engine ignores); the body is what gets checked.
+ */
+function createRoute(query: URLSearchParams): Route {
+  if (query.has('platform')) return refuse('query.platform is not allowed');
+  const name = query.getAll('name');
+  if (name.length > 1 || (name[0] !== undefined && containerName(name[0], 'query.name'))) return refuse('query.name must start run-python-code-');
+  return { kind: 'create-container' };
+}
+
+const containerName = (v: unknown, at: string) =>
+  typeof v === 'string' && /^run-python-code-[A-Za-z0-9_.-]{1,100}$/.test(v) ? null : `${at} must start run-python-code-`;
+
+function safeDecode(s: string): string | null {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return null;
+  }
+}
+
+function escape(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+// --- the allowlist checks: each returns the reason a value is refused, or null ---
+
+type Check = (value: unknown, at: string) => string | null;
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function is(expected: unknown): Check {
+  return (v, at) => (v === expected ? null : `${at} must be ${JSON.stringify(expected)}`);
+}
+
+function oneOf(...values: unknown[]): Check {
+  return (v, at) => (values.includes(v) ? null : `${at} must be one of ${values.map((x) => JSON.stringify(x)).join(', ')}`);
+}
+
+const bool: Check = (v, at) => (typeof v === 'boolean' ? null : `${at} must be true or false`);
+
+function whole(min: number): Check {
+  return (v, at) => (Number.isSafeInteger(v) && (v as number) >= min ? null : `${at} must be a whole number >= ${min}`);
+}
+
+function text(pattern: RegExp, what: string): Check {
+  return (v, at) => (typeof v === 'string' && pattern.test(v) ? null : `${at} must be ${what}`);
+}
+
+/** Exactly these strings, in any order: the server always sends them all. */
+function exactly(values: string[]): Check {
+  return (v, at) =>
+    Array.isArray(v) && v.length === values.length && values.every((x) => v.includes(x))
+      ? null
+      : `${at} must be ${JSON.stringify(values)}`;
+}
+
+function list(each: Check, min = 0, max = 16): Check {
+  return (v, at) => {
+    if (!Array.isArray(v) || v.length < min || v.length > max) return `${at} must be a list of ${min} to ${max} entries`;
+    for (const [i, item] of v.entries()) {
+      const problem = each(item, `${at}[${i}]`);
+      if (problem) return problem;
+    }
+    return null;
+  };
+}
+
+/** Only the named fields, each passing its check; `required` ones must be present. */
+function object(fields: Record<string, Check>, required: string[] = []): Check {
+  return (v, at) => {
+    if (!isObject(v)) return `${at} must be an object`;
+    for (const [key, value] of Object.entries(v)) {
+      const check = Object.hasOwn(fields, key) ? fields[key] : undefined;
+      if (!check) return `${at}.${key} is not allowed`;
+      const problem = check(value, `${at}.${key}`);
+      if (problem) return problem;
+    }
+    const missing = required.find((key) => !(key in v));
+    return missing ? `${at}.${missing} is required` : null;
+  };
+}
+
+/** A map whose keys match `key` and whose values pass `value`. */
+function map(key: Check, value: Check, max = 16): Check {
+  return (v, at) => {
+    if (!isObject(v) || Object.keys(v).length > max) return `${at} must be an object of at most ${max} entries`;
+    for (const [k, item] of Object.entries(v)) {
+      const problem = key(k, `${at} key ${JSON.stringify(k)}`) ?? value(item, `${at}.${k}`);
+      if (problem) return problem;
+    }
+    return null;
+  };
+}
+
+function all(...checks: Check[]): Check {
+  return (v, at) => {
+    for (const check of checks) {
+      const problem = check(v, at);
+      if (problem) return problem;
+    }
+    return null;
+  };
+}
+
+const labels = all(
+  map(text(new RegExp(`^${escape(LABEL)}(\\.[a-z]+)?$`), `a ${LABEL} label`), text(/^[A-Za-z0-9_.-]{0,128}$/, 'a plain label value')),
+  (v, at) => ((v as Record<string, unknown>)[LABEL] === '1' ? null : `${at} must carry ${LABEL}=1`),
+);
+
+/** tmpfs mount options: a size is required; nothing but these plain flags. */
+const tmpfsOptions = all(
+  text(/^(?:rw|nosuid|nodev|noexec|(?:size|mode|uid|gid|nr_inodes)=[0-9a-z]{1,20})(?:,(?:rw|nosuid|nodev|noexec|(?:size|mode|uid|gid|nr_inodes)=[0-9a-z]{1,20}))*$/, 'plain tmpfs options'),
+  text(/(?:^|,)size=[1-9]/, 'tmpfs options with a size'),
+);
+
+function containerCreate(policy: ProxyPolicy): Check {
+  const hostConfig = all(
+    object(
+      {
+        NetworkMode: oneOf('none', policy.installNetwork),
+        ReadonlyRootfs: is(true),
+        CapDrop: exactly(['ALL']),
+        SecurityOpt: exactly(['no-new-privileges']),
+        Privileged: is(false),
+        Memory: whole(1),
+        MemorySwap: whole(1),
+        NanoCpus: whole(1),
+        PidsLimit: whole(1),
+        Ulimits: list(object({ Name: oneOf('nofile', 'core'), Soft: whole(0), Hard: whole(0) }, ['Name', 'Soft', 'Hard'])),
+        Tmpfs: map(oneOf('/workspace', '/tmp', '/wheelhouse'), tmpfsOptions),
+        Mounts: list(
+          object(
+            {
+              Type: is('volume'),
+              Source: text(new RegExp(`^${escape(policy.packagesVolumePrefix)}[A-Za-z0-9_.-]+$`), `a volume starting ${policy.packagesVolumePrefix}`),
+              Target: is('/opt/packages'),
+              ReadOnly: bool,
+            },
+            ['Type', 'Source', 'Target', 'ReadOnly'],
+          ),
+          0,
+          1,
+        ),
+        ShmSize: whole(1),
+        IpcMode: is('private'),
+        LogConfig: object({ Type: is('none'), Config: object({}) }, ['Type']),
+        AutoRemove: bool,
+        Runtime: policy.sandboxRuntime ? is(policy.sandboxRuntime) : () => 'HostConfig.Runtime is not allowed: sandboxes use the default runtime',
+      },
+      ['NetworkMode', 'ReadonlyRootfs', 'CapDrop', 'SecurityOpt', 'Memory', 'MemorySwap', 'NanoCpus', 'PidsLimit', 'IpcMode', ...(policy.sandboxRuntime ? ['Runtime'] : [])],
+    ),
+    (v, at) => {
+      const h = v as Record<string, unknown>;
+      return h.MemorySwap === h.Memory ? null : `${at}.MemorySwap must equal Memory (no swap)`;
+    },
+  );
+  return object(
+    {
+      name: containerName,
+      Image: is(policy.sandboxImage),
+      User: is(SANDBOX_USER),
+      WorkingDir: is('/workspace'),
+      Hostname: text(/^[a-z0-9-]{1,63}$/, 'a plain host name'),
+      Labels: labels,
+      AttachStdin: bool,
+      AttachStdout: bool,
+      AttachStderr: bool,
+      OpenStdin: bool,
+      StdinOnce: bool,
+      Tty: is(false),
+      NetworkDisabled: bool,
+      HostConfig: hostConfig,
+    },
+    ['Image', 'User', 'Labels', 'HostConfig'],
+  );
+}

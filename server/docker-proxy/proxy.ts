@@ -1,0 +1,262 @@
+import http from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from '../logger.js';
+import { LABEL } from '../sandbox/container-spec.js';
+import { checkContainerCreate, checkVolumeCreate, routeRequest, type ProxyPolicy, type Route } from './policy.js';
+
+export interface DockerProxyOptions {
+  /** The engine's socket, the only way to it. */
+  upstream: string;
+  policy: ProxyPolicy;
+  logger: Logger;
+}
+
+/** Create bodies are small JSON; anything bigger is not the server's. */
+const MAX_BODY_BYTES = 256 * 1024;
+/** Container ids known to be sandboxes; past this many the oldest are looked up again when used. */
+const MAX_KNOWN = 10_000;
+
+class Refused extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * An HTTP server that speaks the Docker Engine API to the API server and forwards to the engine's
+ * socket only what policy.ts allows. Responses stream through untouched, attach streams included
+ * (the connection is hijacked after a 101, and bytes are relayed both ways, half-closes too).
+ */
+export function createDockerProxy(options: DockerProxyOptions): http.Server {
+  const { upstream, policy, logger } = options;
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+  const sandboxes = new SandboxIds(upstream, agent);
+
+  /** Checks a request; resolves to its (possibly buffered) body, or throws Refused. */
+  const admit = async (req: http.IncomingMessage, route: Route): Promise<Buffer | null> => {
+    switch (route.kind) {
+      case 'refuse':
+        throw new Refused(403, route.reason);
+      case 'container':
+        if (!(await sandboxes.isSandbox(route.id))) throw new Refused(403, `container ${route.id} is not a sandbox`);
+        return null;
+      case 'create-container':
+      case 'create-volume': {
+        const body = await readBody(req);
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(body.toString('utf8'));
+        } catch {
+          throw new Refused(400, 'the body must be JSON');
+        }
+        const problem = route.kind === 'create-container' ? checkContainerCreate(parsed, policy) : checkVolumeCreate(parsed, policy);
+        if (problem) throw new Refused(403, problem);
+        return body;
+      }
+      case 'forward':
+        return null;
+    }
+  };
+
+  const refuse = (req: http.IncomingMessage, err: unknown): { status: number; body: string } => {
+    const status = err instanceof Refused ? err.status : 502;
+    const reason = err instanceof Error ? err.message : String(err);
+    if (status === 502) logger.error('docker proxy: the engine did not answer', { method: req.method, path: req.url, error: reason });
+    else logger.warn('docker proxy refused a call', { method: req.method, path: req.url, reason });
+    const message = status === 502 ? `docker proxy: the engine did not answer: ${reason}` : `docker proxy refused ${req.method} ${pathOf(req)}: ${reason}`;
+    return { status, body: JSON.stringify({ message }) };
+  };
+
+  const server = http.createServer((req, res) => {
+    const route = routeRequest(req.method ?? '', req.url ?? '', policy);
+    void (async () => {
+      const body = await admit(req, route);
+      const upstreamReq = http.request({ socketPath: upstream, agent, method: req.method, path: req.url, headers: withLength(req.headers, body) });
+      upstreamReq.on('response', (upstreamRes) => {
+        const status = upstreamRes.statusCode ?? 502;
+        if (route.kind === 'container' && route.remove && (status < 300 || status === 404)) sandboxes.forget(route.id);
+        if (route.kind === 'create-container' && status === 201) {
+          // The new container's id, remembered so that its later calls need no lookup.
+          void collect(upstreamRes).then((created) => {
+            const id = (JSON.parse(created.toString('utf8')) as { Id?: unknown }).Id;
+            if (typeof id === 'string') sandboxes.remember(id);
+            res.writeHead(status, upstreamRes.headers).end(created);
+          }, (err: Error) => res.destroy(err));
+          return;
+        }
+        res.writeHead(status, upstreamRes.headers);
+        upstreamRes.pipe(res);
+      });
+      upstreamReq.on('error', (err) => {
+        if (res.headersSent) res.destroy(err);
+        else {
+          const { status, body: message } = refuse(req, err);
+          res.writeHead(status, { 'content-type': 'application/json' }).end(message);
+        }
+      });
+      if (body) upstreamReq.end(body);
+      else req.pipe(upstreamReq);
+    })().catch((err: unknown) => {
+      const { status, body } = refuse(req, err);
+      res.writeHead(status, { 'content-type': 'application/json', connection: 'close' }).end(body);
+    });
+  });
+
+  // Attach: the client asks to upgrade; once the engine answers 101, the two sockets are spliced.
+  // Until then no byte of the client's passes but the request itself, so a refused or failed
+  // attach can never carry a second, unchecked request to the engine.
+  server.on('upgrade', (req: http.IncomingMessage, client: Duplex, head: Buffer) => {
+    client.on('error', () => client.destroy());
+    const route = routeRequest(req.method ?? '', req.url ?? '', policy);
+    void (async () => {
+      if (route.kind !== 'container' || !/\/attach$/.test(pathOf(req))) throw new Refused(403, 'only attach is upgraded');
+      await admit(req, route);
+      const early = await afterBody(req, client, head);
+      const { 'transfer-encoding': _chunked, 'content-length': _length, ...headers } = req.headers;
+      const upstreamReq = http.request({ socketPath: upstream, agent: false, method: req.method, path: req.url, headers: { ...headers, 'content-length': '0' } });
+      upstreamReq.on('upgrade', (upstreamRes, engine, engineHead) => {
+        client.write(statusBlock(upstreamRes));
+        if (engineHead.length > 0) client.write(engineHead);
+        if (early.length > 0) engine.write(early);
+        engine.on('error', () => client.destroy());
+        client.on('error', () => engine.destroy());
+        engine.pipe(client);
+        client.pipe(engine);
+      });
+      upstreamReq.on('response', (upstreamRes) => {
+        // Not upgraded (an error answer): relay it and close.
+        void collect(upstreamRes).then(
+          (body) => client.end(rawResponse(upstreamRes.statusCode ?? 502, body.toString('utf8'))),
+          () => client.destroy(),
+        );
+      });
+      upstreamReq.on('error', (err) => {
+        const { status, body } = refuse(req, err);
+        client.end(rawResponse(status, body));
+      });
+      upstreamReq.end();
+    })().catch((err: unknown) => {
+      const { status, body } = refuse(req, err);
+      client.end(rawResponse(status, body));
+    });
+  });
+  server.on('close', () => agent.destroy());
+  return server;
+}
+
+/** Which container ids are sandboxes: those created through the proxy, or found labelled as ours. */
+class SandboxIds {
+  private readonly known = new Map<string, true>();
+
+  constructor(
+    private readonly upstream: string,
+    private readonly agent: http.Agent,
+  ) {}
+
+  remember(id: string): void {
+    this.known.set(id, true);
+    if (this.known.size > MAX_KNOWN) this.known.delete(this.known.keys().next().value!);
+  }
+
+  forget(id: string): void {
+    this.known.delete(id);
+  }
+
+  async isSandbox(id: string): Promise<boolean> {
+    if (this.known.has(id)) return true;
+    const { status, body } = await new Promise<{ status: number; body: Buffer }>((resolve, reject) => {
+      http
+        .get({ socketPath: this.upstream, agent: this.agent, path: `/containers/${encodeURIComponent(id)}/json` }, (res) => {
+          collect(res).then((body) => resolve({ status: res.statusCode ?? 502, body }), reject);
+        })
+        .on('error', reject);
+    });
+    if (status === 404) throw new Refused(404, `No such container: ${id}`);
+    if (status !== 200) throw new Error(`inspecting ${id} answered ${status}`);
+    const info = JSON.parse(body.toString('utf8')) as { Id?: string; Config?: { Labels?: Record<string, string> | null } };
+    if (info.Config?.Labels?.[LABEL] !== '1' || info.Id === undefined) return false;
+    this.remember(id);
+    return true;
+  }
+}
+
+function pathOf(req: http.IncomingMessage): string {
+  return (req.url ?? '').split('?')[0]!;
+}
+
+const CHUNKED_END = Buffer.from('0\r\n\r\n');
+
+/**
+ * Consumes an attach request's body, which the engine ignores and is not sent: docker-modem sends
+ * its options as JSON (with a length), or nothing, chunked (the closing chunk alone). Resolves to
+ * the bytes the client sent after it, which belong to the stream and wait for the upgrade; the
+ * client is left paused.
+ */
+function afterBody(req: http.IncomingMessage, client: Duplex, head: Buffer): Promise<Buffer> {
+  const chunked = /chunked/i.test(String(req.headers['transfer-encoding'] ?? ''));
+  const length = chunked ? CHUNKED_END.length : Number(req.headers['content-length'] ?? 0);
+  if (!Number.isSafeInteger(length) || length < 0 || length > MAX_BODY_BYTES) {
+    return Promise.reject(new Refused(400, 'the attach body must be small'));
+  }
+  return new Promise((resolve, reject) => {
+    let got = head;
+    const settle = () => {
+      if (got.length < length) return false;
+      client.off('data', onData).off('end', onEnd).pause();
+      if (chunked && !got.subarray(0, length).equals(CHUNKED_END)) reject(new Refused(400, 'a chunked attach body must be empty'));
+      else resolve(got.subarray(length));
+      return true;
+    };
+    const onData = (chunk: Buffer) => {
+      got = Buffer.concat([got, chunk]);
+      settle();
+    };
+    const onEnd = () => reject(new Refused(400, 'the request ended early'));
+    if (!settle()) client.on('data', onData).on('end', onEnd);
+  });
+}
+
+function readBody(req: http.IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        reject(new Refused(413, `the body is over ${MAX_BODY_BYTES} bytes`));
+        req.destroy();
+      } else chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+function collect(stream: NodeJS.ReadableStream): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+    stream.on('end', () => resolve(Buffer.concat(chunks)));
+    stream.on('error', reject);
+  });
+}
+
+/** The client's headers, with a length that matches a body the proxy read (and so re-sends whole). */
+function withLength(headers: http.IncomingHttpHeaders, body: Buffer | null): http.OutgoingHttpHeaders {
+  if (!body) return headers;
+  const { 'transfer-encoding': _chunked, ...rest } = headers;
+  return { ...rest, 'content-length': body.length };
+}
+
+function statusBlock(res: http.IncomingMessage): string {
+  const lines = [`HTTP/1.1 ${res.statusCode ?? 502} ${res.statusMessage ?? ''}`];
+  for (let i = 0; i < res.rawHeaders.length; i += 2) lines.push(`${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}`);
+  return lines.join('\r\n') + '\r\n\r\n';
+}
+
+function rawResponse(status: number, body: string): string {
+  return `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
+}

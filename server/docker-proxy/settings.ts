@@ -1,0 +1,26 @@
+import { integer, settings, text, type Setting } from '../config.js';
+
+/**
+ * The Docker API proxy's settings: where it listens and which socket it guards, plus the server's
+ * own settings that say what a sandbox is (the same variables, so one environment serves both).
+ */
+export const proxySettings = {
+  host: {
+    env: 'DOCKER_PROXY_HOST',
+    description: 'Address the Docker API proxy listens on (docker-compose.yml: its internal network only)',
+    default: '127.0.0.1',
+    parse: text,
+  },
+  port: { env: 'DOCKER_PROXY_PORT', description: 'TCP port of the Docker API proxy', default: 2375, parse: integer(0, 65535) },
+  socket: {
+    env: 'DOCKER_PROXY_SOCKET',
+    description: "The engine's socket, to which the proxy forwards the calls it allows",
+    default: '/var/run/docker.sock',
+    parse: text,
+  },
+  sandboxImage: settings.sandboxImage,
+  sandboxRuntime: settings.sandboxRuntime,
+  packagesVolumePrefix: settings.packagesVolumePrefix,
+  installNetwork: settings.installNetwork,
+  logLevel: settings.logLevel,
+} satisfies Record<string, Setting<unknown>>;

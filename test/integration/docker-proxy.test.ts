@@ -1,0 +1,162 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import Docker from 'dockerode';
+import { loadConfig } from '../../server/config.js';
+import { createDockerProxy } from '../../server/docker-proxy/proxy.js';
+import { createLogger } from '../../server/logger.js';
+import { docker, startServer } from '../helpers/server.js';
+import { READ_MEMORY_CAP } from '../helpers/snippets.js';
+import { makeWheel } from '../helpers/wheels.js';
+
+const SANDBOX_IMAGE = loadConfig({ ...process.env, BASE_DIR: os.tmpdir() }).sandboxImage;
+
+describe('the Docker API proxy, in front of the real engine', () => {
+  let proxy: http.Server;
+  let base: string;
+  let port: number;
+  let victim: Docker.Container;
+
+  /** One raw call to the proxy, as a compromised API server could make it. */
+  const call = async (method: string, route: string, body?: unknown) => {
+    const res = await fetch(base + route, {
+      method,
+      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: res.status, text: await res.text() };
+  };
+
+  before(async () => {
+    proxy = createDockerProxy({
+      upstream: '/var/run/docker.sock',
+      // Test servers name their package volumes rpc-test-….
+      policy: { sandboxImage: SANDBOX_IMAGE, sandboxRuntime: '', packagesVolumePrefix: 'rpc-test-', installNetwork: 'bridge' },
+      logger: createLogger('error'),
+    });
+    proxy.listen(0, '127.0.0.1');
+    await new Promise<void>((resolve) => proxy.once('listening', () => resolve()));
+    port = (proxy.address() as AddressInfo).port;
+    base = `http://127.0.0.1:${port}`;
+    // A container that is not a sandbox (no label): the proxy must not let anyone touch it.
+    victim = await docker.createContainer({ Image: SANDBOX_IMAGE, name: `rpc-test-proxy-victim-${process.pid}`, Labels: {} });
+  });
+  after(async () => {
+    await victim.remove({ force: true });
+    proxy.close();
+  });
+
+  it('carries everything the server does: executions, timeouts, files, installs, the pool, clean-up', async () => {
+    const wheelhouse = mkdtempSync(path.join(os.tmpdir(), 'rpc-wheels-'));
+    makeWheel(wheelhouse, 'rpc-tiny', '1.0');
+    const server = await startServer({ POOL_SIZE: '1', SANDBOX_MEMORY_MB: '200', WHEELHOUSE_DIR: wheelhouse }, new Docker({ host: '127.0.0.1', port }));
+    try {
+      const health = await server.get('/health');
+      assert.equal(health.body.status, 'healthy', health.text);
+      const seed = await server.post('/execute', { code: 'x = 10\ny = 20\nz = x + y\nprint(z)' });
+      assert.equal(seed.body.result, '30', JSON.stringify(seed.body));
+      assert.equal((await server.post('/execute', { code: READ_MEMORY_CAP })).body.result, '200');
+      const slow = await server.post('/execute', { code: 'while True: pass', timeout: 1 });
+      assert.equal(slow.body.timed_out, true);
+      await server.post('/save-and-execute', { file_name: 'fib.py', code: 'result = 55' });
+      assert.equal((await server.post('/run-python-file', { file_name: 'fib.py', variable_to_return: 'result' })).body.result, '55');
+      const install = await server.post('/install-package', { package_name: 'rpc-tiny' });
+      assert.equal(install.body.success, true, JSON.stringify(install.body));
+      assert.equal((await server.post('/execute', { code: 'import rpc_tiny\nprint(rpc_tiny.__version__)' })).body.result, '1.0');
+    } finally {
+      await server.close();
+    }
+    assert.deepEqual(await server.settle(), []);
+  });
+
+  it('refuses a privileged container, and none is created', async () => {
+    const name = `run-python-code-proxy-test-${process.pid}`;
+    const { status, text } = await call('POST', `/containers/create?name=${name}`, {
+      Image: SANDBOX_IMAGE,
+      User: '10001:10001',
+      Labels: { 'run-python-code': '1' },
+      HostConfig: { Privileged: true, Binds: ['/:/host'] },
+    });
+    assert.equal(status, 403);
+    assert.match(JSON.parse(text).message, /docker proxy refused POST \/containers\/create: body\.HostConfig\.Privileged must be false/);
+    assert.deepEqual(await docker.listContainers({ all: true, filters: { name: [name] } }), []);
+  });
+
+  it('will not inspect, attach to, stop or remove a container that is not a sandbox', async () => {
+    for (const [method, route] of [
+      ['GET', `/containers/${victim.id}/json`],
+      ['POST', `/containers/${victim.id}/kill`],
+      ['POST', `/containers/${victim.id}/start`],
+      ['DELETE', `/containers/${victim.id}?force=true`],
+    ] as const) {
+      const { status, text } = await call(method, route);
+      assert.equal(status, 403, `${method} ${route}: ${text}`);
+      assert.match(text, /is not a sandbox/);
+    }
+    // attach is an upgrade: refused before the engine sees it.
+    const attach = await rawExchange(port, `POST /containers/${victim.id}/attach?stream=1&stdin=1 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n`);
+    assert.match(attach, /^HTTP\/1\.1 403 /);
+    const info = await victim.inspect();
+    assert.equal(info.State.Status, 'created', 'the container was touched');
+  });
+
+  it('refuses calls the server never makes: exec, listing everything, other images, volume driver options, engine info', async () => {
+    const refused: [string, string, unknown?][] = [
+      ['POST', `/containers/${victim.id}/exec`, { Cmd: ['id'] }],
+      ['GET', '/containers/json?all=true'],
+      ['GET', '/images/alpine:latest/json'],
+      ['POST', '/images/create?fromImage=alpine'],
+      ['GET', '/info'],
+      ['POST', '/volumes/create', { Name: `rpc-test-proxy-${process.pid}`, DriverOpts: { type: 'none', o: 'bind', device: '/' } }],
+    ];
+    for (const [method, route, body] of refused) {
+      const { status, text } = await call(method, route, body);
+      assert.equal(status, 403, `${method} ${route}: ${text}`);
+    }
+    const volumes = (await docker.listVolumes()).Volumes ?? [];
+    assert.equal(volumes.find((v) => v.Name === `rpc-test-proxy-${process.pid}`), undefined);
+  });
+
+  it('checks every request of a pipelined connection on its own', async () => {
+    const answer = await rawExchange(
+      port,
+      'GET /info HTTP/1.1\r\nHost: x\r\n\r\n' + `DELETE /containers/${victim.id}?force=true HTTP/1.1\r\nHost: x\r\n\r\n`,
+    );
+    assert.match(answer, /^HTTP\/1\.1 403 /);
+    await victim.inspect(); // still there
+  });
+
+  it('takes no body on attach beyond an empty one', async () => {
+    const sandbox = await docker.createContainer({ Image: SANDBOX_IMAGE, name: `run-python-code-proxy-attach-${process.pid}`, Labels: { 'run-python-code': '1' } });
+    try {
+      const answer = await rawExchange(
+        port,
+        `POST /containers/${sandbox.id}/attach?stream=1&stdin=1 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nTransfer-Encoding: chunked\r\n\r\n` +
+          `4\r\nabcd\r\n0\r\n\r\n`,
+      );
+      assert.match(answer, /^HTTP\/1\.1 400 .*\r\n[\s\S]*a chunked attach body must be empty/);
+    } finally {
+      await sandbox.remove({ force: true });
+    }
+  });
+});
+
+/** Sends raw bytes on one connection; resolves to everything answered before the proxy closed it. */
+function rawExchange(port: number, request: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(request));
+    let answer = '';
+    socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+    socket.on('end', () => resolve(answer));
+    socket.on('error', reject);
+    socket.setTimeout(10_000, () => {
+      socket.destroy();
+      reject(new Error(`no close; answered so far: ${answer}`));
+    });
+  });
+}
