@@ -72,9 +72,9 @@ async function baselineParallel(parallelism: number, total: number): Promise<Sam
 // ---------- the server under test, as its own process ----------
 interface Server { url: string; child: ChildProcess; instance: string }
 
-async function startServer(poolSize: number): Promise<Server> {
+async function startServer(poolSize: number, dockerHost?: string): Promise<Server> {
   const port = 21000 + Math.floor(Math.random() * 20000);
-  const instance = `bench-${process.pid}-${poolSize}`;
+  const instance = `bench-${process.pid}-${poolSize}${dockerHost ? '-proxy' : ''}`;
   const child = spawn(process.execPath, [path.join(projectRoot, 'dist/server/index.js')], {
     env: {
       ...process.env,
@@ -85,6 +85,7 @@ async function startServer(poolSize: number): Promise<Server> {
       INSTANCE_ID: instance,
       BASE_DIR: mkdtempSync(path.join(os.tmpdir(), 'rpc-bench-')),
       PACKAGES_VOLUME_PREFIX: `rpc-${instance}-`,
+      ...(dockerHost ? { DOCKER_HOST: dockerHost } : {}),
     },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
@@ -105,6 +106,21 @@ async function stopServer(server: Server): Promise<number> {
   const { stdout } = await run('docker', ['ps', '-aq', '--filter', `label=run-python-code.instance=${server.instance}`]);
   await run('sh', ['-c', `docker volume ls -q | grep '^rpc-${server.instance}-' | xargs -r docker volume rm`]);
   return stdout.trim() ? stdout.trim().split('\n').length : 0;
+}
+
+/** The Docker API proxy of docker-compose.yml, on loopback, in front of this engine's socket. */
+async function startProxy(): Promise<{ url: string; child: ChildProcess }> {
+  const port = 21000 + Math.floor(Math.random() * 20000);
+  const child = spawn(process.execPath, [path.join(projectRoot, 'dist/server/docker-proxy/main.js')], {
+    env: { ...process.env, DOCKER_PROXY_PORT: String(port), PACKAGES_VOLUME_PREFIX: 'rpc-bench-', LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; !(await fetch(`${url}/_ping`).then((r) => r.ok, () => false)); i++) {
+    if (i > 100) throw new Error('the Docker proxy did not answer');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { url, child };
 }
 
 function rssMb(pid: number): number {
@@ -163,14 +179,14 @@ async function sequentialPairs(server: Server, pairs: number): Promise<Sample> {
 
 const print1 = JSON.stringify({ code: 'print(1)' });
 
-async function measureServer(poolSize: number, rows: Row[], baseline: Sample, parallel8: Sample): Promise<void> {
-  const label = poolSize > 0 ? `pool on (${poolSize})` : 'pool off';
-  const server = await startServer(poolSize);
+async function measureServer(poolSize: number, rows: Row[], baseline: Sample, parallel8: Sample, dockerHost?: string): Promise<void> {
+  const label = `${poolSize > 0 ? `pool on (${poolSize})` : 'pool off'}${dockerHost ? ', through the Docker proxy' : ''}`;
+  const server = await startServer(poolSize, dockerHost);
   let failure: unknown = null;
   try {
     const seq = await load(server, '/execute', { connections: 1, amount: counts.sequential, bodies: [print1] });
     rows.push(latencyRow(`/execute print(1), ${label}, sequential`, seq, baseline));
-    for (const connections of [1, 4, 8, 16]) {
+    for (const connections of dockerHost ? [8] : [1, 4, 8, 16]) {
       const result = await load(server, '/execute', { connections, amount: connections * counts.perConnection, bodies: [print1] });
       if (result.failed > 0) throw new Error(`${result.failed} failed requests at concurrency ${connections}`);
       rows.push(throughputRow(`/execute print(1), ${label}, concurrency ${connections}`, result, parallel8));
@@ -218,6 +234,13 @@ async function benchmark(): Promise<void> {
   ];
   await measureServer(0, rows, baseline, parallel8);
   await measureServer(config.poolSize, rows, baseline, parallel8);
+  // What docker-compose's proxy costs: the pool-off rows again, with every Docker call through it.
+  const proxy = await startProxy();
+  try {
+    await measureServer(0, rows, baseline, parallel8, proxy.url.replace('http:', 'tcp:'));
+  } finally {
+    proxy.child.kill('SIGTERM');
+  }
   const { stdout: dockerVersion } = await run('docker', ['version', '--format', '{{.Server.Version}}']);
   const machine = `${os.availableParallelism()} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Docker ${dockerVersion.trim()}, Node ${process.version}, ${os.release()}`;
   const text = table(rows);

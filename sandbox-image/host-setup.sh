@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes this host ready to run sandboxes: a Docker engine that answers, and the sandbox image.
-# Installs docker.io (and mmdebstrap, for the offline image build) with apt when they are missing
+# Installs docker.io and docker-compose (and mmdebstrap, for the offline image build) with apt when they are missing
 # and we are root, starts dockerd when it is installed but not running, builds the image if it is
 # missing or older than sandbox-image/. Idempotent: on a ready host it only checks.
 set -euo pipefail
@@ -23,6 +23,10 @@ docker_answers() { timeout 10 docker info >/dev/null 2>&1; }
 
 if ! command -v dockerd >/dev/null && ! docker_answers; then
   apt_install docker.io containerd runc tini
+fi
+# For docker-compose.yml (and its test): Debian's v1 when the v2 plugin is not there.
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
+  apt_install docker-compose || log "docker-compose is missing; the compose test will say so"
 fi
 
 if ! docker_answers; then

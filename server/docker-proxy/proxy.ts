@@ -115,8 +115,9 @@ export function createDockerProxy(options: DockerProxyOptions): http.Server {
       if (route.kind !== 'container' || !/\/attach$/.test(pathOf(req))) throw new Refused(403, 'only attach is upgraded');
       await admit(req, route);
       const early = await afterBody(req, client, head);
-      const { 'transfer-encoding': _chunked, 'content-length': _length, ...headers } = req.headers;
-      const upstreamReq = http.request({ socketPath: upstream, agent: false, method: req.method, path: req.url, headers: { ...headers, 'content-length': '0' } });
+      // The body was consumed above, so the engine is sent none.
+      const headers = { ...without(req.headers, 'transfer-encoding'), 'content-length': '0' };
+      const upstreamReq = http.request({ socketPath: upstream, agent: false, method: req.method, path: req.url, headers });
       upstreamReq.on('upgrade', (upstreamRes, engine, engineHead) => {
         client.write(statusBlock(upstreamRes));
         if (engineHead.length > 0) client.write(engineHead);
@@ -143,6 +144,10 @@ export function createDockerProxy(options: DockerProxyOptions): http.Server {
       client.end(rawResponse(status, body));
     });
   });
+  // The API keeps its connections to us alive between calls; closing them first (Node's default
+  // is 5 s) would race its next request on the same socket.
+  server.keepAliveTimeout = 10 * 60_000;
+  server.headersTimeout = server.keepAliveTimeout + 1000;
   server.on('close', () => agent.destroy());
   return server;
 }
@@ -246,9 +251,13 @@ function collect(stream: NodeJS.ReadableStream): Promise<Buffer> {
 
 /** The client's headers, with a length that matches a body the proxy read (and so re-sends whole). */
 function withLength(headers: http.IncomingHttpHeaders, body: Buffer | null): http.OutgoingHttpHeaders {
-  if (!body) return headers;
-  const { 'transfer-encoding': _chunked, ...rest } = headers;
-  return { ...rest, 'content-length': body.length };
+  return body ? { ...without(headers, 'transfer-encoding'), 'content-length': body.length } : headers;
+}
+
+function without(headers: http.IncomingHttpHeaders, name: string): http.IncomingHttpHeaders {
+  const copy = { ...headers };
+  delete copy[name];
+  return copy;
 }
 
 function statusBlock(res: http.IncomingMessage): string {

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ConfigError, loadConfig, settingsTable } from '../../server/config.js';
+import { proxySettings } from '../../server/docker-proxy/settings.js';
 import { loadContract, projectRoot, serviceVersion } from '../../server/project.js';
 
 describe('settings', () => {
@@ -35,9 +36,9 @@ describe('settings', () => {
     });
   }
 
-  it('every setting is documented in the README with its default', () => {
+  it('every setting, the Docker proxy ones too, is documented in the README with its default', () => {
     const readme = readFileSync(path.join(projectRoot, 'README.md'), 'utf8');
-    for (const row of settingsTable()) {
+    for (const row of [...settingsTable(), ...settingsTable(proxySettings)]) {
       assert.ok(readme.includes(`| \`${row.env}\` | ${row.default} |`), `README lacks the row for ${row.env} (default ${row.default})`);
     }
   });
