@@ -53,9 +53,10 @@ export function routeRequest(method: string, url: string, policy: ProxyPolicy): 
   } catch {
     return refuse('malformed request target');
   }
-  // Only a plain path: dot segments or encoded separators could mean something else to the engine.
-  if (parsed.pathname !== url.split('?')[0] || /%2f|%5c|\/\.\.?(\/|$)/i.test(parsed.pathname)) {
-    return refuse('the path is not in plain form');
+  // Only a plain path: dot segments, encoded separators or `;` (once a query separator in Go)
+  // could mean something else to the engine.
+  if (parsed.pathname !== url.split('?')[0] || /%2f|%5c|\/\.\.?(\/|$)/i.test(parsed.pathname) || url.includes(';')) {
+    return refuse('the request target is not in plain form');
   }
   for (const r of routes) {
     const match = parsed.pathname.match(r.path);

@@ -54,7 +54,10 @@ export function createDockerProxy(options: DockerProxyOptions): http.Server {
         }
         const problem = route.kind === 'create-container' ? checkContainerCreate(parsed, policy) : checkVolumeCreate(parsed, policy);
         if (problem) throw new Refused(403, problem);
-        return body;
+        // The engine gets what was checked, written anew, never the client's bytes: Go's decoder
+        // reads duplicate keys differently from JSON.parse (a second "HostConfig" would be merged
+        // into the first, not replace it).
+        return Buffer.from(JSON.stringify(parsed));
       }
       case 'forward':
         return null;
@@ -249,9 +252,9 @@ function collect(stream: NodeJS.ReadableStream): Promise<Buffer> {
   });
 }
 
-/** The client's headers, with a length that matches a body the proxy read (and so re-sends whole). */
+/** The client's headers, describing the body the proxy re-sends (JSON, whole). */
 function withLength(headers: http.IncomingHttpHeaders, body: Buffer | null): http.OutgoingHttpHeaders {
-  return body ? { ...without(headers, 'transfer-encoding'), 'content-length': body.length } : headers;
+  return body ? { ...without(headers, 'transfer-encoding'), 'content-type': 'application/json', 'content-length': body.length } : headers;
 }
 
 function without(headers: http.IncomingHttpHeaders, name: string): http.IncomingHttpHeaders {

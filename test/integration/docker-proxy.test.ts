@@ -10,6 +10,7 @@ import Docker from 'dockerode';
 import { loadConfig } from '../../server/config.js';
 import { createDockerProxy } from '../../server/docker-proxy/proxy.js';
 import { createLogger } from '../../server/logger.js';
+import { containerSpec } from '../../server/sandbox/container-spec.js';
 import { docker, startServer } from '../helpers/server.js';
 import { READ_MEMORY_CAP } from '../helpers/snippets.js';
 import { makeWheel } from '../helpers/wheels.js';
@@ -85,6 +86,31 @@ describe('the Docker API proxy, in front of the real engine', () => {
     assert.equal(status, 403);
     assert.match(JSON.parse(text).message, /docker proxy refused POST \/containers\/create: body\.HostConfig\.Privileged must be false/);
     assert.deepEqual(await docker.listContainers({ all: true, filters: { name: [name] } }), []);
+  });
+
+  it('sends the engine the body it checked: a duplicate key cannot slip a privileged HostConfig past it', async () => {
+    const spec = containerSpec({
+      image: SANDBOX_IMAGE,
+      runtime: '',
+      instanceId: `test-proxy-${process.pid}`,
+      executionId: `dup-${process.pid}`,
+      limits: { timeoutS: 5, memoryMb: 64, cpus: 0.5, pids: 16, outputBytes: 1000, workspaceMb: 1, tmpMb: 1, nofile: 64, maxFiles: 10 },
+      packagesVolume: `rpc-test-proxy-${process.pid}`,
+    });
+    // JSON.parse keeps the last "HostConfig"; Go's decoder would merge the first one into it.
+    const { HostConfig, ...rest } = spec;
+    const raw = JSON.stringify(rest).slice(0, -1) + `,"HostConfig":{"Privileged":true,"Binds":["/:/host"]},"HostConfig":${JSON.stringify(HostConfig)}}`;
+    const res = await fetch(`${base}/containers/create?name=${spec.name}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: raw });
+    assert.equal(res.status, 201, await res.clone().text());
+    const { Id } = (await res.json()) as { Id: string };
+    try {
+      const info = await docker.getContainer(Id).inspect();
+      assert.equal(info.HostConfig.Privileged, false);
+      assert.equal(info.HostConfig.Binds, null);
+    } finally {
+      await docker.getContainer(Id).remove({ force: true, v: true });
+      await docker.getVolume(`rpc-test-proxy-${process.pid}`).remove();
+    }
   });
 
   it('will not inspect, attach to, stop or remove a container that is not a sandbox', async () => {

@@ -139,6 +139,7 @@ describe('docker proxy policy: routes', () => {
       ['GET', '/containers/abc%2F..%2F..%2Finfo/json'],
       ['POST', '/containers/create?name=postgres'],
       ['POST', '/containers/create?name=run-python-code-x&platform=linux/arm64'],
+      ['POST', '/containers/create?x=1;name=postgres'],
     ];
     for (const [method, url] of refused) {
       const route = kind(method, url);
