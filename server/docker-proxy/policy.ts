@@ -15,37 +15,60 @@ export interface ProxyPolicy {
   packagesVolumePrefix: string;
   /** The one network other than `none` a container may join (install containers). */
   installNetwork: string;
+  /** Upper bounds of a sandbox's caps, so that a sandbox cannot be made to take the host. */
+  maxMemoryMb: number;
+  maxPids: number;
 }
 
+/** A call that may go on: `target` is the path with only the query parameters the call may carry. */
 export type Route =
-  | { kind: 'forward' }
-  | { kind: 'create-container' }
-  | { kind: 'create-volume' }
-  /** A call on one container: allowed when that container is a sandbox (labelled as ours). */
-  | { kind: 'container'; id: string; remove: boolean }
+  | { kind: 'forward'; target: string }
+  | { kind: 'create-container'; target: string }
+  | { kind: 'create-volume'; target: string }
+  /** A call on one container (by full id): allowed when that container is a sandbox (labelled as ours). */
+  | { kind: 'container'; target: string; id: string; remove: boolean; attach: boolean }
   | { kind: 'refuse'; reason: string };
 
-/** Docker clients may pin an API version in the path. */
-const VERSION = '(?:/v[0-9]{1,2}\\.[0-9]{1,3})?';
-const ID = '([A-Za-z0-9][A-Za-z0-9_.-]{0,127})';
-const routes: { method: string; path: RegExp; route: (match: RegExpMatchArray, query: URLSearchParams, policy: ProxyPolicy) => Route }[] = [
-  { method: 'GET', path: re('/_ping'), route: forward },
-  { method: 'HEAD', path: re('/_ping'), route: forward },
-  { method: 'GET', path: re('/version'), route: forward },
+type Refusal = Extract<Route, { kind: 'refuse' }>;
+export type Admitted = Exclude<Route, Refusal>;
+/** An admitted route before its target is known (distributed over the union). */
+type WithoutTarget<T> = T extends unknown ? Omit<T, 'target'> : never;
+type Untargeted = WithoutTarget<Admitted>;
+type Rule = {
+  method: string;
+  path: RegExp;
+  /** Query parameters passed on; any other is dropped (the engine would honour some, e.g. start's checkpoint-dir). */
+  query: string[];
+  route: (match: RegExpMatchArray, query: URLSearchParams, policy: ProxyPolicy) => Untargeted | Refusal;
+};
+
+// No API version in the path: dockerode pins none, and an old one changes what the engine does
+// (below 1.24 a start body is a whole new HostConfig). Containers are named by full id only, as
+// the server does (from create and from the list), so that an id prefix or a name cannot come to
+// mean another container later.
+const ID = '([0-9a-f]{64})';
+const rules: Rule[] = [
+  { method: 'GET', path: /^\/_ping$/, query: [], route: forward },
+  { method: 'HEAD', path: /^\/_ping$/, query: [], route: forward },
+  { method: 'GET', path: /^\/version$/, query: [], route: forward },
   {
     method: 'GET',
-    path: re('/images/(.+)/json'),
+    path: /^\/images\/(.+)\/json$/,
+    query: [],
     route: (m, _q, p) => (safeDecode(m[1]!) === p.sandboxImage ? forward() : refuse(`only the sandbox image ${p.sandboxImage} may be inspected`)),
   },
-  { method: 'GET', path: re('/containers/json'), route: (_m, q) => listRoute(q) },
-  { method: 'POST', path: re('/containers/create'), route: (_m, q) => createRoute(q) },
-  { method: 'POST', path: re(`/containers/${ID}/(?:attach|start|kill|wait)`), route: (m) => container(m[1]!, false) },
-  { method: 'GET', path: re(`/containers/${ID}/json`), route: (m) => container(m[1]!, false) },
-  { method: 'DELETE', path: re(`/containers/${ID}`), route: (m) => container(m[1]!, true) },
-  { method: 'POST', path: re('/volumes/create'), route: () => ({ kind: 'create-volume' }) },
+  { method: 'GET', path: /^\/containers\/json$/, query: ['all', 'filters'], route: (_m, q) => listRoute(q) },
+  { method: 'POST', path: /^\/containers\/create$/, query: ['name'], route: (_m, q) => createRoute(q) },
+  { method: 'POST', path: new RegExp(`^/containers/${ID}/attach$`), query: ['stream', 'stdin', 'stdout', 'stderr'], route: (m) => container(m[1]!, { attach: true }) },
+  { method: 'POST', path: new RegExp(`^/containers/${ID}/start$`), query: [], route: (m) => container(m[1]!) },
+  { method: 'POST', path: new RegExp(`^/containers/${ID}/kill$`), query: ['signal'], route: (m) => container(m[1]!) },
+  { method: 'POST', path: new RegExp(`^/containers/${ID}/wait$`), query: ['condition'], route: (m) => container(m[1]!) },
+  { method: 'GET', path: new RegExp(`^/containers/${ID}/json$`), query: [], route: (m) => container(m[1]!) },
+  { method: 'DELETE', path: new RegExp(`^/containers/${ID}$`), query: ['force', 'v'], route: (m) => container(m[1]!, { remove: true }) },
+  { method: 'POST', path: /^\/volumes\/create$/, query: [], route: () => ({ kind: 'create-volume' }) },
 ];
 
-/** Where a request goes: forwarded as is, checked further, or refused with the reason. */
+/** Where a request goes: on (to `target`), checked further, or refused with the reason. */
 export function routeRequest(method: string, url: string, policy: ProxyPolicy): Route {
   let parsed: URL;
   try {
@@ -53,14 +76,19 @@ export function routeRequest(method: string, url: string, policy: ProxyPolicy): 
   } catch {
     return refuse('malformed request target');
   }
-  // Only a plain path: dot segments, encoded separators or `;` (once a query separator in Go)
-  // could mean something else to the engine.
-  if (parsed.pathname !== url.split('?')[0] || /%2f|%5c|\/\.\.?(\/|$)/i.test(parsed.pathname) || url.includes(';')) {
+  // Only a plain target: dot segments, encoded separators, `;` (once a query separator in Go) or
+  // `#` (a fragment to URL, part of the query to Go) could mean something else to the engine.
+  if (parsed.pathname !== url.split('?')[0] || /%2f|%5c|\/\.\.?(\/|$)/i.test(parsed.pathname) || /[;#]/.test(url)) {
     return refuse('the request target is not in plain form');
   }
-  for (const r of routes) {
-    const match = parsed.pathname.match(r.path);
-    if (match && r.method === method) return r.route(match, parsed.searchParams, policy);
+  for (const rule of rules) {
+    const match = parsed.pathname.match(rule.path);
+    if (!match || rule.method !== method) continue;
+    const route = rule.route(match, parsed.searchParams, policy);
+    if (route.kind === 'refuse') return route;
+    const kept = new URLSearchParams([...parsed.searchParams].filter(([key]) => rule.query.includes(key)));
+    const query = kept.toString();
+    return { ...route, target: parsed.pathname + (query ? `?${query}` : '') } as Admitted;
   }
   return refuse('this call is not one the server makes');
 }
@@ -81,24 +109,20 @@ export function checkVolumeCreate(body: unknown, policy: ProxyPolicy): string | 
   )(body, 'body');
 }
 
-function re(path: string): RegExp {
-  return new RegExp(`^${VERSION}${path}$`);
-}
-
-function forward(): Route {
+function forward(): Untargeted {
   return { kind: 'forward' };
 }
 
-function refuse(reason: string): Route {
+function refuse(reason: string): Refusal {
   return { kind: 'refuse', reason };
 }
 
-function container(id: string, remove: boolean): Route {
-  return { kind: 'container', id, remove };
+function container(id: string, how: { remove?: boolean; attach?: boolean } = {}): Untargeted {
+  return { kind: 'container', id, remove: how.remove ?? false, attach: how.attach ?? false };
 }
 
 /** Listing is allowed only when filtered to our labels (the server lists its own containers). */
-function listRoute(query: URLSearchParams): Route {
+function listRoute(query: URLSearchParams): Untargeted | Refusal {
   let filters: unknown;
   try {
     filters = JSON.parse(query.get('filters') ?? 'null');
@@ -113,11 +137,10 @@ function listRoute(query: URLSearchParams): Route {
 }
 
 /**
- * The engine reads only `name` and `platform` from this query (docker-modem repeats the whole body
- * there too, which the engine ignores); the body is what gets checked.
+ * Only `name` of this query goes on (docker-modem repeats the whole body there too, which the
+ * engine ignores; `platform` it would honour); the body is what gets checked.
  */
-function createRoute(query: URLSearchParams): Route {
-  if (query.has('platform')) return refuse('query.platform is not allowed');
+function createRoute(query: URLSearchParams): Untargeted | Refusal {
   const name = query.getAll('name');
   if (name.length > 1 || (name[0] !== undefined && containerName(name[0], 'query.name'))) return refuse('query.name must start run-python-code-');
   return { kind: 'create-container' };
@@ -154,8 +177,11 @@ function oneOf(...values: unknown[]): Check {
 
 const bool: Check = (v, at) => (typeof v === 'boolean' ? null : `${at} must be true or false`);
 
-function whole(min: number): Check {
-  return (v, at) => (Number.isSafeInteger(v) && (v as number) >= min ? null : `${at} must be a whole number >= ${min}`);
+function whole(min: number, max = Number.MAX_SAFE_INTEGER, why = ''): Check {
+  return (v, at) =>
+    Number.isSafeInteger(v) && (v as number) >= min && (v as number) <= max
+      ? null
+      : `${at} must be a whole number from ${min} to ${max}${why}`;
 }
 
 function text(pattern: RegExp, what: string): Check {
@@ -230,6 +256,8 @@ const tmpfsOptions = all(
 );
 
 function containerCreate(policy: ProxyPolicy): Check {
+  // tmpfs and shm pages are charged to the memory cap, so this one bound holds them too.
+  const memory = whole(1, policy.maxMemoryMb * 1024 * 1024, ' (DOCKER_PROXY_MAX_MEMORY_MB)');
   const hostConfig = all(
     object(
       {
@@ -238,11 +266,11 @@ function containerCreate(policy: ProxyPolicy): Check {
         CapDrop: exactly(['ALL']),
         SecurityOpt: exactly(['no-new-privileges']),
         Privileged: is(false),
-        Memory: whole(1),
-        MemorySwap: whole(1),
+        Memory: memory,
+        MemorySwap: memory,
         NanoCpus: whole(1),
-        PidsLimit: whole(1),
-        Ulimits: list(object({ Name: oneOf('nofile', 'core'), Soft: whole(0), Hard: whole(0) }, ['Name', 'Soft', 'Hard'])),
+        PidsLimit: whole(1, policy.maxPids, ' (DOCKER_PROXY_MAX_PIDS)'),
+        Ulimits: list(object({ Name: oneOf('nofile', 'core'), Soft: whole(0, 1 << 20), Hard: whole(0, 1 << 20) }, ['Name', 'Soft', 'Hard'])),
         Tmpfs: map(oneOf('/workspace', '/tmp', '/wheelhouse'), tmpfsOptions),
         Mounts: list(
           object(
@@ -257,13 +285,16 @@ function containerCreate(policy: ProxyPolicy): Check {
           0,
           1,
         ),
-        ShmSize: whole(1),
+        ShmSize: memory,
         IpcMode: is('private'),
         LogConfig: object({ Type: is('none'), Config: object({}) }, ['Type']),
         AutoRemove: bool,
         Runtime: policy.sandboxRuntime ? is(policy.sandboxRuntime) : () => 'HostConfig.Runtime is not allowed: sandboxes use the default runtime',
       },
-      ['NetworkMode', 'ReadonlyRootfs', 'CapDrop', 'SecurityOpt', 'Memory', 'MemorySwap', 'NanoCpus', 'PidsLimit', 'IpcMode', ...(policy.sandboxRuntime ? ['Runtime'] : [])],
+      [
+        ...['NetworkMode', 'ReadonlyRootfs', 'CapDrop', 'SecurityOpt', 'Memory', 'MemorySwap', 'NanoCpus', 'PidsLimit'],
+        ...['Ulimits', 'Tmpfs', 'Mounts', 'ShmSize', 'IpcMode', 'LogConfig', ...(policy.sandboxRuntime ? ['Runtime'] : [])],
+      ],
     ),
     (v, at) => {
       const h = v as Record<string, unknown>;

@@ -1,8 +1,8 @@
 import http from 'node:http';
-import type { Duplex } from 'node:stream';
+import { pipeline, type Duplex } from 'node:stream';
 import type { Logger } from '../logger.js';
 import { LABEL } from '../sandbox/container-spec.js';
-import { checkContainerCreate, checkVolumeCreate, routeRequest, type ProxyPolicy, type Route } from './policy.js';
+import { checkContainerCreate, checkVolumeCreate, routeRequest, type Admitted, type ProxyPolicy } from './policy.js';
 
 export interface DockerProxyOptions {
   /** The engine's socket, the only way to it. */
@@ -13,6 +13,9 @@ export interface DockerProxyOptions {
 
 /** Create bodies are small JSON; anything bigger is not the server's. */
 const MAX_BODY_BYTES = 256 * 1024;
+/** How long the engine may take to answer an attach (it answers at once when the container exists). */
+const UPGRADE_TIMEOUT_MS = 30_000;
+const EMPTY = Buffer.alloc(0);
 /** Container ids known to be sandboxes; past this many the oldest are looked up again when used. */
 const MAX_KNOWN = 10_000;
 
@@ -35,17 +38,19 @@ export function createDockerProxy(options: DockerProxyOptions): http.Server {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   const sandboxes = new SandboxIds(upstream, agent);
 
-  /** Checks a request; resolves to its (possibly buffered) body, or throws Refused. */
-  const admit = async (req: http.IncomingMessage, route: Route): Promise<Buffer | null> => {
+  /**
+   * Checks a request; resolves to the body the engine gets, or throws Refused. The client's body is
+   * never passed on as it came: create bodies are checked and written anew, all others dropped
+   * (the engine ignores them on these calls, except on old API versions, which are refused).
+   */
+  const admit = async (req: http.IncomingMessage, route: Admitted): Promise<Buffer> => {
+    const body = await readBody(req);
     switch (route.kind) {
-      case 'refuse':
-        throw new Refused(403, route.reason);
       case 'container':
         if (!(await sandboxes.isSandbox(route.id))) throw new Refused(403, `container ${route.id} is not a sandbox`);
-        return null;
+        return EMPTY;
       case 'create-container':
       case 'create-volume': {
-        const body = await readBody(req);
         let parsed: unknown;
         try {
           parsed = JSON.parse(body.toString('utf8'));
@@ -54,13 +59,12 @@ export function createDockerProxy(options: DockerProxyOptions): http.Server {
         }
         const problem = route.kind === 'create-container' ? checkContainerCreate(parsed, policy) : checkVolumeCreate(parsed, policy);
         if (problem) throw new Refused(403, problem);
-        // The engine gets what was checked, written anew, never the client's bytes: Go's decoder
-        // reads duplicate keys differently from JSON.parse (a second "HostConfig" would be merged
-        // into the first, not replace it).
+        // Written anew: Go's decoder reads duplicate keys differently from JSON.parse (a second
+        // "HostConfig" would be merged into the first, not replace it).
         return Buffer.from(JSON.stringify(parsed));
       }
       case 'forward':
-        return null;
+        return EMPTY;
     }
   };
 
@@ -76,22 +80,30 @@ export function createDockerProxy(options: DockerProxyOptions): http.Server {
   const server = http.createServer((req, res) => {
     const route = routeRequest(req.method ?? '', req.url ?? '', policy);
     void (async () => {
+      if (route.kind === 'refuse') throw new Refused(403, route.reason);
+      // The server attaches only by upgrading; a plain attach would hijack a pooled connection.
+      if (route.kind === 'container' && route.attach) throw new Refused(403, 'attach must be an upgrade');
       const body = await admit(req, route);
-      const upstreamReq = http.request({ socketPath: upstream, agent, method: req.method, path: req.url, headers: withLength(req.headers, body) });
+      const upstreamReq = http.request({ socketPath: upstream, agent, method: req.method, path: route.target, headers: bodyHeaders(req.headers, body) });
       upstreamReq.on('response', (upstreamRes) => {
         const status = upstreamRes.statusCode ?? 502;
         if (route.kind === 'container' && route.remove && (status < 300 || status === 404)) sandboxes.forget(route.id);
         if (route.kind === 'create-container' && status === 201) {
           // The new container's id, remembered so that its later calls need no lookup.
           void collect(upstreamRes).then((created) => {
-            const id = (JSON.parse(created.toString('utf8')) as { Id?: unknown }).Id;
-            if (typeof id === 'string') sandboxes.remember(id);
+            try {
+              const id = (JSON.parse(created.toString('utf8')) as { Id?: unknown }).Id;
+              if (typeof id === 'string') sandboxes.remember(id);
+            } catch {
+              // not JSON: relayed as it is, and the id is looked up when used
+            }
             res.writeHead(status, upstreamRes.headers).end(created);
           }, (err: Error) => res.destroy(err));
           return;
         }
         res.writeHead(status, upstreamRes.headers);
-        upstreamRes.pipe(res);
+        // A client that goes away (a wait it gave up on) ends the engine's side too.
+        pipeline(upstreamRes, res, () => undefined);
       });
       upstreamReq.on('error', (err) => {
         if (res.headersSent) res.destroy(err);
@@ -100,8 +112,10 @@ export function createDockerProxy(options: DockerProxyOptions): http.Server {
           res.writeHead(status, { 'content-type': 'application/json' }).end(message);
         }
       });
-      if (body) upstreamReq.end(body);
-      else req.pipe(upstreamReq);
+      res.on('close', () => {
+        if (!res.writableFinished) upstreamReq.destroy();
+      });
+      upstreamReq.end(body);
     })().catch((err: unknown) => {
       const { status, body } = refuse(req, err);
       res.writeHead(status, { 'content-type': 'application/json', connection: 'close' }).end(body);
@@ -115,18 +129,24 @@ export function createDockerProxy(options: DockerProxyOptions): http.Server {
     client.on('error', () => client.destroy());
     const route = routeRequest(req.method ?? '', req.url ?? '', policy);
     void (async () => {
-      if (route.kind !== 'container' || !/\/attach$/.test(pathOf(req))) throw new Refused(403, 'only attach is upgraded');
-      await admit(req, route);
+      if (route.kind === 'refuse') throw new Refused(403, route.reason);
+      if (route.kind !== 'container' || !route.attach) throw new Refused(403, 'only attach is upgraded');
+      if (!(await sandboxes.isSandbox(route.id))) throw new Refused(403, `container ${route.id} is not a sandbox`);
       const early = await afterBody(req, client, head);
       // The body was consumed above, so the engine is sent none.
       const headers = { ...without(req.headers, 'transfer-encoding'), 'content-length': '0' };
-      const upstreamReq = http.request({ socketPath: upstream, agent: false, method: req.method, path: req.url, headers });
+      const upstreamReq = http.request({ socketPath: upstream, agent: false, method: req.method, path: route.target, headers });
+      upstreamReq.setTimeout(UPGRADE_TIMEOUT_MS, () => upstreamReq.destroy(new Error('the engine did not answer the attach')));
       upstreamReq.on('upgrade', (upstreamRes, engine, engineHead) => {
+        upstreamReq.setTimeout(0);
         client.write(statusBlock(upstreamRes));
         if (engineHead.length > 0) client.write(engineHead);
         if (early.length > 0) engine.write(early);
+        // Bytes flow both ways, half-closes included; when either side is gone, so is the other.
         engine.on('error', () => client.destroy());
         client.on('error', () => engine.destroy());
+        engine.on('close', () => client.destroy());
+        client.on('close', () => engine.destroy());
         engine.pipe(client);
         client.pipe(engine);
       });
@@ -147,6 +167,7 @@ export function createDockerProxy(options: DockerProxyOptions): http.Server {
       client.end(rawResponse(status, body));
     });
   });
+
   // The API keeps its connections to us alive between calls; closing them first (Node's default
   // is 5 s) would race its next request on the same socket.
   server.keepAliveTimeout = 10 * 60_000;
@@ -185,7 +206,8 @@ class SandboxIds {
     if (status === 404) throw new Refused(404, `No such container: ${id}`);
     if (status !== 200) throw new Error(`inspecting ${id} answered ${status}`);
     const info = JSON.parse(body.toString('utf8')) as { Id?: string; Config?: { Labels?: Record<string, string> | null } };
-    if (info.Config?.Labels?.[LABEL] !== '1' || info.Id === undefined) return false;
+    // The full id must be the container's own (routes take nothing else), and only it is cached.
+    if (info.Config?.Labels?.[LABEL] !== '1' || info.Id !== id) return false;
     this.remember(id);
     return true;
   }
@@ -213,7 +235,7 @@ function afterBody(req: http.IncomingMessage, client: Duplex, head: Buffer): Pro
     let got = head;
     const settle = () => {
       if (got.length < length) return false;
-      client.off('data', onData).off('end', onEnd).pause();
+      client.off('data', onData).off('end', onEnd).off('close', onEnd).pause();
       if (chunked && !got.subarray(0, length).equals(CHUNKED_END)) reject(new Refused(400, 'a chunked attach body must be empty'));
       else resolve(got.subarray(length));
       return true;
@@ -223,7 +245,7 @@ function afterBody(req: http.IncomingMessage, client: Duplex, head: Buffer): Pro
       settle();
     };
     const onEnd = () => reject(new Refused(400, 'the request ended early'));
-    if (!settle()) client.on('data', onData).on('end', onEnd);
+    if (!settle()) client.on('data', onData).on('end', onEnd).on('close', onEnd);
   });
 }
 
@@ -252,9 +274,10 @@ function collect(stream: NodeJS.ReadableStream): Promise<Buffer> {
   });
 }
 
-/** The client's headers, describing the body the proxy re-sends (JSON, whole). */
-function withLength(headers: http.IncomingHttpHeaders, body: Buffer | null): http.OutgoingHttpHeaders {
-  return body ? { ...without(headers, 'transfer-encoding'), 'content-type': 'application/json', 'content-length': body.length } : headers;
+/** The client's headers, describing the body the proxy sends instead of the client's. */
+function bodyHeaders(headers: http.IncomingHttpHeaders, body: Buffer): http.OutgoingHttpHeaders {
+  const rest = without(headers, 'transfer-encoding');
+  return body.length > 0 ? { ...rest, 'content-type': 'application/json', 'content-length': body.length } : { ...without(rest, 'content-type'), 'content-length': 0 };
 }
 
 function without(headers: http.IncomingHttpHeaders, name: string): http.IncomingHttpHeaders {

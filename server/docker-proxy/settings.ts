@@ -18,6 +18,18 @@ export const proxySettings = {
     default: '/var/run/docker.sock',
     parse: text,
   },
+  maxMemoryMb: {
+    env: 'DOCKER_PROXY_MAX_MEMORY_MB',
+    description: 'Largest memory cap (MiB) a sandbox may ask for; raise it with tenant limits above it',
+    default: 16384,
+    parse: integer(32, 1024 * 1024),
+  },
+  maxPids: {
+    env: 'DOCKER_PROXY_MAX_PIDS',
+    description: 'Largest pids cap a sandbox may ask for',
+    default: 4096,
+    parse: integer(8, 1 << 22),
+  },
   sandboxImage: settings.sandboxImage,
   sandboxRuntime: settings.sandboxRuntime,
   packagesVolumePrefix: settings.packagesVolumePrefix,

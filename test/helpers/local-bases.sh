@@ -14,6 +14,9 @@ if docker image inspect "$public" >/dev/null 2>&1 || timeout 60 docker pull -q "
 fi
 
 node_bin="$(readlink -f "$(command -v node)")"
+if ldd "$node_bin" 2>/dev/null | grep -q libnode; then
+  log "this host's node links libnode (Debian's nodejs); a self-contained build (nodejs.org, NodeSource) is needed"; exit 1
+fi
 npm_dir="$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")"   # .../node_modules/npm
 ca_bundle="/etc/ssl/certs/ca-certificates.crt"
 debian="run-python-code-local/debian:bookworm"

@@ -37,7 +37,7 @@ describe('the Docker API proxy, in front of the real engine', () => {
     proxy = createDockerProxy({
       upstream: '/var/run/docker.sock',
       // Test servers name their package volumes rpc-test-….
-      policy: { sandboxImage: SANDBOX_IMAGE, sandboxRuntime: '', packagesVolumePrefix: 'rpc-test-', installNetwork: 'bridge' },
+      policy: { sandboxImage: SANDBOX_IMAGE, sandboxRuntime: '', packagesVolumePrefix: 'rpc-test-', installNetwork: 'bridge', maxMemoryMb: 16384, maxPids: 4096 },
       logger: createLogger('error'),
     });
     proxy.listen(0, '127.0.0.1');
@@ -131,9 +131,12 @@ describe('the Docker API proxy, in front of the real engine', () => {
     assert.equal(info.State.Status, 'created', 'the container was touched');
   });
 
-  it('refuses calls the server never makes: exec, listing everything, other images, volume driver options, engine info', async () => {
+  it('refuses calls the server never makes: exec, old API versions, id prefixes, listing everything, other images, volume driver options, engine info', async () => {
     const refused: [string, string, unknown?][] = [
       ['POST', `/containers/${victim.id}/exec`, { Cmd: ['id'] }],
+      // Below API 1.24 a start body is a new HostConfig: refused, whatever the container.
+      ['POST', `/v1.23/containers/${victim.id}/start`, { Privileged: true, Binds: ['/:/host'] }],
+      ['GET', `/containers/${victim.id.slice(0, 12)}/json`],
       ['GET', '/containers/json?all=true'],
       ['GET', '/images/alpine:latest/json'],
       ['POST', '/images/create?fromImage=alpine'],

@@ -8,6 +8,8 @@ const policy: ProxyPolicy = {
   sandboxRuntime: '',
   packagesVolumePrefix: 'run-python-code-packages-',
   installNetwork: 'bridge',
+  maxMemoryMb: 16384,
+  maxPids: 4096,
 };
 const limits = { timeoutS: 5, memoryMb: 256, cpus: 0.5, pids: 64, outputBytes: 1000, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10 };
 const input: SpecInput = {
@@ -57,7 +59,7 @@ describe('docker proxy policy: container bodies', () => {
     ['no memory cap', (_b, h) => delete h.Memory, /HostConfig\.Memory is required/],
     ['swap', (_b, h) => (h.MemorySwap = -1), /MemorySwap must be a whole number/],
     ['swap above memory', (_b, h) => (h.MemorySwap = (h.Memory as number) * 2), /MemorySwap must equal Memory/],
-    ['no pids cap', (_b, h) => (h.PidsLimit = 0), /PidsLimit must be a whole number >= 1/],
+    ['no pids cap', (_b, h) => (h.PidsLimit = 0), /PidsLimit must be a whole number from 1 to 4096/],
     ['a tmpfs over /etc', (_b, h) => ((h.Tmpfs as Record<string, string>)['/etc'] = 'size=1m'), /Tmpfs key "\/etc"/],
     ['a tmpfs without a size', (_b, h) => ((h.Tmpfs as Record<string, string>)['/tmp'] = 'rw,nosuid'), /with a size/],
     ['another runtime', (_b, h) => (h.Runtime = 'runc-debug'), /Runtime is not allowed/],
@@ -78,6 +80,20 @@ describe('docker proxy policy: container bodies', () => {
       assert.match(problem, reason);
     });
   }
+
+  it('bounds the caps: memory, swap, shm and pids above the proxy maximum are refused', () => {
+    const small = { ...policy, maxMemoryMb: 128, maxPids: 32 };
+    assert.match(checkContainerCreate(body(), small) ?? '', /Memory must be a whole number from 1 to 134217728 \(DOCKER_PROXY_MAX_MEMORY_MB\)/);
+    assert.match(checkContainerCreate(body(), { ...policy, maxPids: 32 }) ?? '', /PidsLimit must be a whole number from 1 to 32 \(DOCKER_PROXY_MAX_PIDS\)/);
+    assert.match(checkContainerCreate(changed((_b, h) => (h.ShmSize = 2 ** 40)), policy) ?? '', /ShmSize must be a whole number/);
+  });
+
+  it('requires what every sandbox has: no logs kept, ulimits, tmpfs sizes, the packages mount', () => {
+    for (const key of ['LogConfig', 'Ulimits', 'Tmpfs', 'Mounts', 'ShmSize']) {
+      assert.match(checkContainerCreate(changed((_b, h) => delete h[key]), policy) ?? '', new RegExp(`HostConfig\\.${key} is required`));
+    }
+    assert.match(checkContainerCreate(changed((_b, h) => (h.LogConfig = { Type: 'json-file' })), policy) ?? '', /LogConfig\.Type must be "none"/);
+  });
 
   it('holds gVisor: with SANDBOX_RUNTIME=runsc a container without it is refused', () => {
     assert.match(checkContainerCreate(body(), { ...policy, sandboxRuntime: 'runsc' }) ?? '', /HostConfig\.Runtime is required/);
@@ -102,25 +118,40 @@ describe('docker proxy policy: volumes', () => {
 
 describe('docker proxy policy: routes', () => {
   const kind = (method: string, url: string) => routeRequest(method, url, policy);
+  const id = '0123456789abcdef'.repeat(4);
 
-  it('routes the calls the server makes', () => {
-    assert.deepEqual(kind('GET', '/version'), { kind: 'forward' });
-    assert.deepEqual(kind('GET', '/v1.41/_ping'), { kind: 'forward' });
-    assert.deepEqual(kind('GET', '/images/run-python-code-sandbox:latest/json'), { kind: 'forward' });
-    assert.deepEqual(kind('GET', '/containers/json?all=true&filters=%7B%22label%22%3A%5B%22run-python-code.instance%3Dh-1%22%5D%7D'), { kind: 'forward' });
-    assert.deepEqual(kind('POST', '/containers/create?name=run-python-code-e1&Image=whatever'), { kind: 'create-container' });
-    assert.deepEqual(kind('POST', '/containers/abc123/attach?stream=true&stdin=true'), { kind: 'container', id: 'abc123', remove: false });
-    for (const action of ['start', 'kill', 'wait']) {
-      assert.deepEqual(kind('POST', `/containers/abc123/${action}`), { kind: 'container', id: 'abc123', remove: false });
-    }
-    assert.deepEqual(kind('GET', '/containers/abc123/json'), { kind: 'container', id: 'abc123', remove: false });
-    assert.deepEqual(kind('DELETE', '/containers/abc123?force=true&v=true'), { kind: 'container', id: 'abc123', remove: true });
-    assert.deepEqual(kind('POST', '/volumes/create'), { kind: 'create-volume' });
+  it('routes the calls the server makes, with only the query parameters each may carry', () => {
+    assert.deepEqual(kind('GET', '/version'), { kind: 'forward', target: '/version' });
+    assert.deepEqual(kind('HEAD', '/_ping'), { kind: 'forward', target: '/_ping' });
+    assert.deepEqual(kind('GET', '/images/run-python-code-sandbox:latest/json'), { kind: 'forward', target: '/images/run-python-code-sandbox:latest/json' });
+    const list = '/containers/json?all=true&filters=%7B%22label%22%3A%5B%22run-python-code.instance%3Dh-1%22%5D%7D';
+    assert.deepEqual(kind('GET', list), { kind: 'forward', target: list });
+    // docker-modem repeats the body in the query; only the name goes on (platform would be honoured).
+    assert.deepEqual(kind('POST', '/containers/create?name=run-python-code-e1&Image=whatever&platform=linux%2Farm64'), {
+      kind: 'create-container',
+      target: '/containers/create?name=run-python-code-e1',
+    });
+    assert.deepEqual(kind('POST', `/containers/${id}/attach?stream=true&stdin=true&logs=true&hijack=true`), {
+      kind: 'container', id, remove: false, attach: true, target: `/containers/${id}/attach?stream=true&stdin=true`,
+    });
+    // start's checkpoint-dir names a host path: dropped.
+    assert.deepEqual(kind('POST', `/containers/${id}/start?checkpoint-dir=/var/lib/docker/volumes/x/_data`), {
+      kind: 'container', id, remove: false, attach: false, target: `/containers/${id}/start`,
+    });
+    assert.deepEqual(kind('POST', `/containers/${id}/kill?signal=SIGKILL`), { kind: 'container', id, remove: false, attach: false, target: `/containers/${id}/kill?signal=SIGKILL` });
+    assert.deepEqual(kind('POST', `/containers/${id}/wait`), { kind: 'container', id, remove: false, attach: false, target: `/containers/${id}/wait` });
+    assert.deepEqual(kind('GET', `/containers/${id}/json`), { kind: 'container', id, remove: false, attach: false, target: `/containers/${id}/json` });
+    assert.deepEqual(kind('DELETE', `/containers/${id}?force=true&v=true&link=true`), { kind: 'container', id, remove: true, attach: false, target: `/containers/${id}?force=true&v=true` });
+    assert.deepEqual(kind('POST', '/volumes/create?Name=x'), { kind: 'create-volume', target: '/volumes/create' });
   });
 
   it('refuses everything else', () => {
     const refused: [string, string][] = [
-      ['POST', '/containers/abc123/exec'],
+      ['POST', `/v1.23/containers/${id}/start`], // old API: a start body becomes a new HostConfig
+      ['GET', '/v1.41/version'],
+      ['GET', '/containers/01234567/json'], // an id prefix could come to mean another container
+      ['GET', '/containers/run-python-code-e1/json'], // so could a name
+      ['POST', `/containers/${id}/exec`],
       ['POST', '/exec/abc/start'],
       ['POST', '/build'],
       ['POST', '/images/create?fromImage=alpine'],
@@ -129,17 +160,19 @@ describe('docker proxy policy: routes', () => {
       ['GET', '/containers/json?filters=%7B%22name%22%3A%5B%22x%22%5D%7D'],
       ['GET', '/info'],
       ['GET', '/events'],
-      ['POST', '/containers/abc123/update'],
-      ['POST', '/containers/abc123/archive'],
-      ['PUT', '/containers/abc123/archive?path=/'],
-      ['GET', '/containers/abc123/logs'],
+      ['POST', `/containers/${id}/update`],
+      ['POST', `/containers/${id}/archive`],
+      ['PUT', `/containers/${id}/archive?path=/`],
+      ['GET', `/containers/${id}/logs`],
       ['DELETE', '/volumes/run-python-code-packages-default'],
       ['POST', '/swarm/init'],
-      ['GET', '/containers/abc123/../../info'],
-      ['GET', '/containers/abc%2F..%2F..%2Finfo/json'],
+      ['GET', `/containers/${id}/../../info`],
+      ['GET', '//containers/json'],
+      ['GET', `/containers/${id}%2F..%2F..%2Finfo/json`],
       ['POST', '/containers/create?name=postgres'],
-      ['POST', '/containers/create?name=run-python-code-x&platform=linux/arm64'],
       ['POST', '/containers/create?x=1;name=postgres'],
+      ['POST', '/containers/create?#&platform=linux/arm64'], // Go reads past a '#', URL does not
+      ['GET', '/Containers/json?all=true'],
     ];
     for (const [method, url] of refused) {
       const route = kind(method, url);
