@@ -178,7 +178,7 @@ export function createDockerProxy(options: DockerProxyOptions): http.Server {
 
 /** Which container ids are sandboxes: those created through the proxy, or found labelled as ours. */
 class SandboxIds {
-  private readonly known = new Map<string, true>();
+  private readonly known = new Set<string>();
 
   constructor(
     private readonly upstream: string,
@@ -186,8 +186,8 @@ class SandboxIds {
   ) {}
 
   remember(id: string): void {
-    this.known.set(id, true);
-    if (this.known.size > MAX_KNOWN) this.known.delete(this.known.keys().next().value!);
+    this.known.add(id);
+    if (this.known.size > MAX_KNOWN) this.known.delete(this.known.values().next().value!);
   }
 
   forget(id: string): void {
