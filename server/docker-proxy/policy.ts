@@ -102,7 +102,7 @@ export function checkContainerCreate(body: unknown, policy: ProxyPolicy): string
 export function checkVolumeCreate(body: unknown, policy: ProxyPolicy): string | null {
   return object(
     {
-      Name: text(new RegExp(`^${escape(policy.packagesVolumePrefix)}[A-Za-z0-9_.-]+$`), `a name starting ${policy.packagesVolumePrefix}`),
+      Name: packagesVolume(policy, 'a name'),
       Labels: labels,
     },
     ['Name'],
@@ -244,6 +244,11 @@ function all(...checks: Check[]): Check {
   };
 }
 
+/** A tenant's packages volume: the configured prefix, then a plain name. */
+function packagesVolume(policy: ProxyPolicy, what: string): Check {
+  return text(new RegExp(`^${escape(policy.packagesVolumePrefix)}[A-Za-z0-9_.-]+$`), `${what} starting ${policy.packagesVolumePrefix}`);
+}
+
 const labels = all(
   map(text(new RegExp(`^${escape(LABEL)}(\\.[a-z]+)?$`), `a ${LABEL} label`), text(/^[A-Za-z0-9_.-]{0,128}$/, 'a plain label value')),
   (v, at) => ((v as Record<string, unknown>)[LABEL] === '1' ? null : `${at} must carry ${LABEL}=1`),
@@ -276,7 +281,7 @@ function containerCreate(policy: ProxyPolicy): Check {
           object(
             {
               Type: is('volume'),
-              Source: text(new RegExp(`^${escape(policy.packagesVolumePrefix)}[A-Za-z0-9_.-]+$`), `a volume starting ${policy.packagesVolumePrefix}`),
+              Source: packagesVolume(policy, 'a volume'),
               Target: is('/opt/packages'),
               ReadOnly: bool,
             },

@@ -47,7 +47,7 @@ export function createDockerProxy(options: DockerProxyOptions): http.Server {
     const body = await readBody(req);
     switch (route.kind) {
       case 'container':
-        if (!(await sandboxes.isSandbox(route.id))) throw new Refused(403, `container ${route.id} is not a sandbox`);
+        await sandboxes.mustBeSandbox(route.id);
         return EMPTY;
       case 'create-container':
       case 'create-volume': {
@@ -131,7 +131,7 @@ export function createDockerProxy(options: DockerProxyOptions): http.Server {
     void (async () => {
       if (route.kind === 'refuse') throw new Refused(403, route.reason);
       if (route.kind !== 'container' || !route.attach) throw new Refused(403, 'only attach is upgraded');
-      if (!(await sandboxes.isSandbox(route.id))) throw new Refused(403, `container ${route.id} is not a sandbox`);
+      await sandboxes.mustBeSandbox(route.id);
       const early = await afterBody(req, client, head);
       // The body was consumed above, so the engine is sent none.
       const headers = { ...without(req.headers, 'transfer-encoding'), 'content-length': '0' };
@@ -194,8 +194,9 @@ class SandboxIds {
     this.known.delete(id);
   }
 
-  async isSandbox(id: string): Promise<boolean> {
-    if (this.known.has(id)) return true;
+  /** Throws Refused unless the container is a sandbox (404 when there is no such container). */
+  async mustBeSandbox(id: string): Promise<void> {
+    if (this.known.has(id)) return;
     const { status, body } = await new Promise<{ status: number; body: Buffer }>((resolve, reject) => {
       http
         .get({ socketPath: this.upstream, agent: this.agent, path: `/containers/${encodeURIComponent(id)}/json` }, (res) => {
@@ -207,9 +208,8 @@ class SandboxIds {
     if (status !== 200) throw new Error(`inspecting ${id} answered ${status}`);
     const info = JSON.parse(body.toString('utf8')) as { Id?: string; Config?: { Labels?: Record<string, string> | null } };
     // The full id must be the container's own (routes take nothing else), and only it is cached.
-    if (info.Config?.Labels?.[LABEL] !== '1' || info.Id !== id) return false;
+    if (info.Config?.Labels?.[LABEL] !== '1' || info.Id !== id) throw new Refused(403, `container ${id} is not a sandbox`);
     this.remember(id);
-    return true;
   }
 }
 

@@ -11,6 +11,7 @@ import { loadConfig } from '../../server/config.js';
 import { projectRoot } from '../../server/project.js';
 import { containersOf, docker, removeVolumes } from '../helpers/server.js';
 import { READ_MEMORY_CAP } from '../helpers/snippets.js';
+import { until } from '../helpers/until.js';
 
 const exec = promisify(execFile);
 const run = (file: string, args: string[], env: NodeJS.ProcessEnv = process.env) =>
@@ -103,16 +104,12 @@ describe('docker-compose: the API, its Docker proxy and the sandbox image, built
       await composeRun('up', '-d', '--build');
       // Healthy: the API answers through the proxy and sees the sandbox image compose built.
       let health: Record<string, unknown> = {};
-      for (const deadline = Date.now() + 120_000; Date.now() < deadline; ) {
-        try {
-          const res = await fetch(`${url}/health`);
-          health = (await res.json()) as Record<string, unknown>;
-          if (res.status === 200) break;
-        } catch {
-          // not listening yet
-        }
-        await new Promise((r) => setTimeout(r, 500));
-      }
+      const healthy = async () => {
+        const res = await fetch(`${url}/health`).catch(() => null); // null: not listening yet
+        if (res) health = (await res.json().catch(() => health)) as Record<string, unknown>;
+        return res?.status === 200;
+      };
+      await until(healthy, 'the API to be healthy', 120_000, 500);
       assert.equal(health.status, 'healthy', JSON.stringify(health));
       assert.deepEqual(health.sandbox_image, { name: 'rpc-test-compose-sandbox:latest', present: true });
 
@@ -131,12 +128,8 @@ describe('docker-compose: the API, its Docker proxy and the sandbox image, built
       assert.equal(((await cap.json()) as Record<string, unknown>).result, '160');
 
       // ...and on the sandbox containers the API started (the warm one waiting for the next call).
-      let sandboxes = await containersOf(instance);
-      for (const deadline = Date.now() + 30_000; sandboxes.length === 0 && Date.now() < deadline; ) {
-        await new Promise((r) => setTimeout(r, 250));
-        sandboxes = await containersOf(instance);
-      }
-      assert.ok(sandboxes.length > 0, 'no sandbox container of the compose API was found');
+      let sandboxes: Awaited<ReturnType<typeof containersOf>> = [];
+      await until(async () => (sandboxes = await containersOf(instance)).length > 0, 'a sandbox container of the compose API', 30_000, 250);
       for (const info of sandboxes) {
         const c = await docker.getContainer(info.Id).inspect();
         assert.equal(c.Config.Image, 'rpc-test-compose-sandbox:latest');

@@ -7,15 +7,8 @@ import { describe, it } from 'node:test';
 import { spawnServer } from '../helpers/process.js';
 import { READ_MEMORY_CAP } from '../helpers/snippets.js';
 import { containersOf, docker, removeVolumes, startServer, type TestServer } from '../helpers/server.js';
+import { until } from '../helpers/until.js';
 
-
-async function until(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 20000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 const ownContainers = (server: TestServer) => containersOf(server.config.instanceId);
 

@@ -1,0 +1,8 @@
+/** Polls `check` until it holds; throws naming `what` past the deadline. */
+export async function until(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 20000, everyMs = 100): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
