@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'server/api/openapi-types.ts'] },
+  { ignores: ['dist/**', 'node_modules/**', 'server/contract/openapi-types.ts'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

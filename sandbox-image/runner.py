@@ -1,6 +1,6 @@
 """run-python-code sandbox runner: PID 1 of every sandbox container.
 
-Protocol (version 1)
+Protocol (its version is the image's RUNNER_PROTOCOL, declared in sandbox-image/Dockerfile)
   in  (stdin):  one tar archive: `job.json` first, then the workspace under `workspace/` (and,
                 for an install, the operator's wheelhouse under `wheelhouse/`).
   out (stdout): frames of [kind: 1 byte][length: 4 bytes big-endian][payload], payload <= 64 KiB:
@@ -23,7 +23,8 @@ import sys
 import tarfile
 import time
 
-PROTOCOL = 3
+# Taken out of the environment so that the user's code never sees it.
+PROTOCOL = int(os.environ.pop("RUNNER_PROTOCOL", "0"))
 WORKSPACE = "/workspace"
 WHEELHOUSE = "/wheelhouse"
 PACKAGES = "/opt/packages"  # the tenant's packages volume: read-only for code, writable for installs
@@ -456,14 +457,14 @@ def supervise(job, channel):
     }
 
 
-def send_changed_files(channel, manifest):
+def send_changed_files(channel, manifest, workspace=WORKSPACE):
     """Streams new or changed regular files and new directories as a tar; returns deleted paths."""
     seen = set()
     with tarfile.open(fileobj=FileFrames(channel), mode="w|", format=tarfile.PAX_FORMAT) as archive:
-        for root, dirs, files in os.walk(WORKSPACE):
+        for root, dirs, files in os.walk(workspace):
             for name in sorted(dirs + files):
                 path = os.path.join(root, name)
-                rel = os.path.relpath(path, WORKSPACE)
+                rel = os.path.relpath(path, workspace)
                 try:
                     st = os.lstat(path)
                 except OSError:
@@ -493,6 +494,72 @@ def send_changed_files(channel, manifest):
     return sorted(rel for rel in manifest if rel not in seen)
 
 
+def build_report(outcome, job, deleted=(), run_ms=0, **extra):
+    """The one report of a job: what supervise() saw, what the user's process said, within caps."""
+    child = outcome.get("child", {})
+    limit = job.get("result_limit", 0)
+
+    def text(key):  # the child is the user's process: keep only strings, and only so much
+        value = child.get(key)
+        return value[:limit] if isinstance(value, str) else None
+
+    status = child.get("status")
+    error = None
+    if status not in ("ok", "exception", "exit"):
+        # No report from the user's process: it was killed, or left through os._exit().
+        status = "killed" if outcome.get("signaled") else "exit"
+        if status == "exit" and outcome["exit_code"] == 0 and job.get("variable"):
+            status = "exception"
+            error = "The code exited before variable '%s' could be read" % job["variable"]
+    return {
+        "protocol": PROTOCOL,
+        "exit_code": outcome["exit_code"],
+        "timed_out": outcome.get("timed_out", False),
+        "truncated": outcome.get("truncated", False),
+        "oom_killed": outcome.get("oom_killed", False),
+        "status": status,
+        "error": error or text("error"),
+        "traceback": text("traceback"),
+        "result": text("result"),
+        "result_truncated": child.get("result_truncated") is True,
+        "deleted": list(deleted),
+        "run_ms": run_ms,
+        **extra,
+    }
+
+
+def run_list_packages(job, channel, manifest):
+    return build_report({"exit_code": 0, "child": {"status": "ok"}}, job, packages=installed_packages())
+
+
+def run_install(job, channel, manifest):
+    """pip in the forked child, refused up front when the tenant's packages are over their cap."""
+    before = installed_packages()
+    used = tree_bytes(PACKAGES)
+    if used > job["packages_max_bytes"]:
+        outcome = {"exit_code": 1, "child": {"status": "exception", "error": (
+            "This tenant's packages already use %d MiB, over the cap of %d MiB (PACKAGES_MAX_MB)"
+            % (used >> 20, job["packages_max_bytes"] >> 20))}}
+    else:
+        outcome = supervise(job, channel)
+    after = installed_packages()
+    changed = sorted(name for name, version in after.items() if before.get(name) != version)
+    return build_report(outcome, job, packages=after, changed=changed)
+
+
+def run_code(job, channel, manifest):
+    """The user's code (`code`, or a workspace `file`), then the workspace's changes."""
+    prepare_matplotlib()
+    started = time.monotonic()
+    outcome = supervise(job, channel)
+    run_ms = int((time.monotonic() - started) * 1000)
+    deleted = send_changed_files(channel, manifest)
+    return build_report(outcome, job, deleted=deleted, run_ms=run_ms)
+
+
+MODES = {"list-packages": run_list_packages, "install": run_install, "code": run_code, "file": run_code}
+
+
 def main():
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # with no handler, the kernel drops it for PID 1
     try:
@@ -510,66 +577,11 @@ def main():
         return 2
     if job is None:
         return 0  # stdin closed without a job: nothing to do
-    if job.get("protocol") != PROTOCOL:
-        sys.stderr.write("runner: protocol %r, expected %d\n" % (job.get("protocol"), PROTOCOL))
+    if job.get("protocol") != PROTOCOL or job.get("mode") not in MODES:
+        sys.stderr.write("runner: job of protocol %r, mode %r; this runner speaks protocol %d\n"
+                         % (job.get("protocol"), job.get("mode"), PROTOCOL))
         return 2
-    if job["mode"] == "list-packages":
-        report = {"protocol": PROTOCOL, "exit_code": 0, "timed_out": False, "truncated": False,
-                  "oom_killed": False, "status": "ok", "error": None, "traceback": None, "result": None,
-                  "result_truncated": False, "deleted": [], "run_ms": 0, "packages": installed_packages()}
-        channel.send(b"r", json.dumps(report).encode("utf-8"))
-        channel.send(b"z", b"")
-        return 0
-    install = job["mode"] == "install"
-    if install:
-        before = installed_packages()
-        used = tree_bytes(PACKAGES)
-        if used > job["packages_max_bytes"]:
-            outcome = {"exit_code": 1, "signaled": False, "timed_out": False, "truncated": False,
-                       "oom_killed": False, "child": {"status": "exception", "error": (
-                           "This tenant's packages already use %d MiB, over the cap of %d MiB (PACKAGES_MAX_MB)"
-                           % (used >> 20, job["packages_max_bytes"] >> 20))}}
-        else:
-            outcome = supervise(job, channel)
-        run_ms = 0
-        deleted = []
-    else:
-        prepare_matplotlib()
-        started = time.monotonic()
-        outcome = supervise(job, channel)
-        run_ms = int((time.monotonic() - started) * 1000)
-        deleted = send_changed_files(channel, manifest)
-    child = outcome.pop("child")
-    outcome_signaled = outcome.pop("signaled")
-    limit = job["result_limit"]
-
-    def text(key):  # the child is the user's process: keep only strings, and only so much
-        value = child.get(key)
-        return value[:limit] if isinstance(value, str) else None
-
-    status = child.get("status")
-    error = None
-    if status not in ("ok", "exception", "exit"):
-        # No report from the user's process: it was killed, or left through os._exit().
-        status = "killed" if outcome_signaled else "exit"
-        if status == "exit" and outcome["exit_code"] == 0 and job.get("variable"):
-            status = "exception"
-            error = "The code exited before variable '%s' could be read" % job["variable"]
-    report = {
-        "protocol": PROTOCOL,
-        **outcome,
-        "status": status,
-        "error": error or text("error"),
-        "traceback": text("traceback"),
-        "result": text("result"),
-        "result_truncated": child.get("result_truncated") is True,
-        "deleted": deleted,
-        "run_ms": run_ms,
-    }
-    if install:
-        after = installed_packages()
-        report["packages"] = after
-        report["changed"] = sorted(name for name, version in after.items() if before.get(name) != version)
+    report = MODES[job["mode"]](job, channel, manifest)
     channel.send(b"r", json.dumps(report).encode("utf-8"))
     channel.send(b"z", b"")  # the server answers now, without waiting for this container to exit
     return 0

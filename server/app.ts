@@ -7,37 +7,17 @@ import { executionRoutes } from './api/execution-routes.js';
 import { mcpRoutes } from './api/mcp-routes.js';
 import { packageRoutes } from './api/package-routes.js';
 import { serviceRoutes } from './api/service-routes.js';
-import type { components } from './api/openapi-types.js';
-import { authenticate } from './auth.js';
-import type { Config } from './config.js';
-import { classify, notFound, ServiceError } from './errors.js';
-import type { ExecutionService } from './execution/execution-service.js';
-import type { Logger } from './logger.js';
-import type { PackageService } from './packages/package-service.js';
-import type { Sandbox } from './sandbox/sandbox.js';
-import type { ExecutionHistory } from './execution/history.js';
-import type { TenantRegistry } from './tenancy/tenant-registry.js';
-import { tenantRoutes } from './api/tenant-routes.js';
-import { metricsRoutes } from './api/metrics-routes.js';
-import type { Metrics } from './metrics.js';
 import { rateLimit } from 'express-rate-limit';
-
-export interface AppDeps {
-  config: Config;
-  logger: Logger;
-  contract: Record<string, unknown>;
-  sandbox: Sandbox;
-  executions: ExecutionService;
-  packages: PackageService;
-  registry: TenantRegistry;
-  history: ExecutionHistory;
-  metrics?: Metrics;
-}
-
-type ErrorResponse = components['schemas']['ErrorResponse'];
+import { metricsRoutes } from './api/metrics-routes.js';
+import { tenantRoutes } from './api/tenant-routes.js';
+import { authenticate } from './auth.js';
+import type { Service } from './build-service.js';
+import { loadContract, type ErrorResponse } from './contract/contract.js';
+import { classify, notFound, ServiceError } from './errors.js';
 
 /** The HTTP app: middleware in order, the routes, and the one error handler. No listen() here. */
-export function createApp({ config, logger, contract, sandbox, executions, packages, registry, history, metrics }: AppDeps): express.Express {
+export function createApp(service: Service, contract: Record<string, unknown> = loadContract()): express.Express {
+  const { config, logger, metrics, registry, executions, packages, history, health } = service;
   const app = express();
   app.disable('x-powered-by');
 
@@ -83,7 +63,7 @@ export function createApp({ config, logger, contract, sandbox, executions, packa
       ignorePaths: /^\/(docs|redoc|openapi\.json|mcp|metrics)(\/|$)/,
     }),
   );
-  app.use(serviceRoutes(config, sandbox));
+  app.use(serviceRoutes(health));
   app.use(executionRoutes(executions));
   app.use(packageRoutes(packages));
   app.use(tenantRoutes(registry, history));

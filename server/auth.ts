@@ -1,6 +1,6 @@
 import type { NextFunction, Request, Response } from 'express';
 import { ServiceError } from './errors.js';
-import { DEFAULT_TENANT } from './packages/volume.js';
+import { DEFAULT_TENANT } from './tenancy/tenant-id.js';
 import type { TenantRegistry } from './tenancy/tenant-registry.js';
 
 /** Paths anyone may read: the service's name, its health and its documentation. */

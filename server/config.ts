@@ -17,6 +17,35 @@ export interface Setting<T> {
 
 export class ConfigError extends Error {}
 
+/** The range of a value, as JSON Schema says it: settings parse with it, limit files validate with it. */
+export type Bounds =
+  | { type: 'integer' | 'number'; minimum: number; maximum: number }
+  | { type: 'boolean' };
+
+/**
+ * A setting that is the default of a tenant limit (`limit`: the limit's name in the tenants and
+ * limits files and in GET /limits). Its bounds are declared here once: the setting's parser, the
+ * files' schema (tenancy/limits.ts) and openapi.yaml's TenantLimits (held to them by a test).
+ */
+export interface LimitSetting<T> extends Setting<T> {
+  limit: string;
+  bounds: Bounds;
+}
+
+function limitSetting<T extends number | boolean>(
+  limit: string,
+  declared: Omit<Setting<T>, 'parse'>,
+  bounds: Bounds,
+): LimitSetting<T> {
+  const parse = (bounds.type === 'boolean' ? boolean : bounds.type === 'integer' ? integer(bounds.minimum, bounds.maximum) : decimal(bounds.minimum, bounds.maximum)) as (raw: string) => T;
+  return { ...declared, parse, limit, bounds };
+}
+
+function boolean(raw: string): boolean {
+  if (!['true', 'false'].includes(raw)) throw new Error('expected true or false');
+  return raw === 'true';
+}
+
 export function integer(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (raw: string): number => {
     const value = Number(raw);
@@ -190,32 +219,28 @@ export const settings = {
     default: 90,
     parse: integer(1, 86400),
   },
-  maxTimeoutS: {
+  maxTimeoutS: limitSetting<number>('max_timeout_s', {
     env: 'MAX_TIMEOUT_S',
     description: 'Largest timeout a request may ask for; more is a 400 naming this limit',
     default: 300,
-    parse: integer(1, 86400),
-  },
-  memoryMb: {
+  }, { type: 'integer', minimum: 1, maximum: 86400 }),
+  memoryMb: limitSetting<number>('memory_mb', {
     env: 'SANDBOX_MEMORY_MB',
     description: 'Memory cap per container in MiB (swap is capped to the same, so no swap)',
     default: 512,
-    parse: integer(32, 1024 * 1024),
-  },
-  cpus: { env: 'SANDBOX_CPUS', description: 'CPU cap per container, in cores', default: 1, parse: decimal(0.01, 1024) },
-  pids: { env: 'SANDBOX_PIDS', description: 'Process/thread cap per container', default: 128, parse: integer(8, 1 << 22) },
-  outputBytes: {
+  }, { type: 'integer', minimum: 32, maximum: 1024 * 1024 }),
+  cpus: limitSetting<number>('cpus', { env: 'SANDBOX_CPUS', description: 'CPU cap per container, in cores', default: 1 }, { type: 'number', minimum: 0.01, maximum: 1024 }),
+  pids: limitSetting<number>('pids', { env: 'SANDBOX_PIDS', description: 'Process/thread cap per container', default: 128 }, { type: 'integer', minimum: 8, maximum: 1 << 22 }),
+  outputBytes: limitSetting<number>('output_bytes', {
     env: 'SANDBOX_OUTPUT_BYTES',
     description: 'Cap on stdout and on stderr (each) and on the returned value; beyond it the output is cut and the code stopped',
     default: MiB,
-    parse: integer(1024, 256 * MiB),
-  },
-  workspaceMb: {
+  }, { type: 'integer', minimum: 1024, maximum: 256 * MiB }),
+  workspaceMb: limitSetting<number>('workspace_mb', {
     env: 'SANDBOX_WORKSPACE_MB',
     description: 'Size of the writable /workspace inside a container, and cap on the files kept per workspace',
     default: 100,
-    parse: integer(1, 64 * 1024),
-  },
+  }, { type: 'integer', minimum: 1, maximum: 64 * 1024 }),
   tmpMb: {
     env: 'SANDBOX_TMP_MB',
     description: 'Size of /tmp and of /dev/shm inside a container',
@@ -313,33 +338,26 @@ export const settings = {
     parse: (raw: string) => list(raw).map(normalizePackageName),
     show: '(none)',
   },
-  tenantMaxConcurrent: {
+  tenantMaxConcurrent: limitSetting<number>('max_concurrent', {
     env: 'TENANT_MAX_CONCURRENT',
     description: "Default max_concurrent: a tenant's sandboxes running at once",
     default: 4,
-    parse: integer(1, 10000),
-  },
-  rateLimitPerMinute: {
+  }, { type: 'integer', minimum: 1, maximum: 10000 }),
+  rateLimitPerMinute: limitSetting<number>('requests_per_minute', {
     env: 'RATE_LIMIT_PER_MINUTE',
     description: 'Default requests_per_minute of a tenant; 0 turns the rate limit off',
     default: 0,
-    parse: integer(0, 1000000),
-  },
-  maxCodeBytes: {
+  }, { type: 'integer', minimum: 0, maximum: 1000000 }),
+  maxCodeBytes: limitSetting<number>('max_code_bytes', {
     env: 'MAX_CODE_BYTES',
     description: 'Default max_code_bytes: the largest code a request may send',
     default: MiB,
-    parse: integer(1, 1024 * MiB),
-  },
-  allowInstall: {
+  }, { type: 'integer', minimum: 1, maximum: 1024 * MiB }),
+  allowInstall: limitSetting<boolean>('may_install', {
     env: 'ALLOW_INSTALL',
     description: 'Default may_install: whether tenants may install packages',
     default: true,
-    parse: (raw: string) => {
-      if (!['true', 'false'].includes(raw)) throw new Error('expected true or false');
-      return raw === 'true';
-    },
-  },
+  }, { type: 'boolean' }),
   logLevel: {
     env: 'LOG_LEVEL',
     description: 'error, warn, info or debug (user code appears in logs only at debug)',

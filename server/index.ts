@@ -1,12 +1,11 @@
 import express from 'express';
 import { metricsRoutes } from './api/metrics-routes.js';
-import { assemble, poolOptions, sandboxOptions } from './assemble.js';
+import { createApp } from './app.js';
+import { buildService } from './build-service.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
-import { serviceVersion } from './project.js';
 import { Metrics } from './metrics.js';
-import { dockerClient } from './sandbox/docker-client.js';
-import { DockerSandbox } from './sandbox/docker-sandbox.js';
+import { serviceVersion } from './project.js';
 import { RegistryError } from './tenancy/tenant-registry.js';
 
 /** Start-up only: settings, Docker check, stale-container reaping, listen, graceful shutdown. */
@@ -23,14 +22,12 @@ async function main(): Promise<void> {
   }
   const logger = createLogger(config.logLevel);
   const metrics = new Metrics();
-  const sandbox = new DockerSandbox(dockerClient(), sandboxOptions(config), logger, poolOptions(config), metrics);
-  const health = await sandbox.health();
-  if (health.reachable) await sandbox.reapStale(); // before the pool starts filling
-  const { app, services } = assemble(config, logger, sandbox, metrics);
-  services.registry.watch();
-  process.on('SIGHUP', () => services.registry.reload('SIGHUP'));
+  const service = buildService(config, { logger, metrics });
+  const health = await service.start();
+  process.on('SIGHUP', () => service.registry.reload('SIGHUP'));
+  const app = createApp(service);
 
-  if (!services.registry.keysRequired) {
+  if (!service.registry.keysRequired) {
     logger.warn('no API keys configured (API_KEYS or TENANTS_FILE): every caller is the one default tenant; set keys before exposing this server', { host: config.host });
   }
   if (health.error) logger.warn('sandboxes are not ready; executions will answer 503 until this is fixed', { error: health.error });
@@ -56,13 +53,12 @@ async function main(): Promise<void> {
     logger.info('shutting down: finishing requests in flight', { signal });
     const force = setTimeout(() => {
       logger.warn('requests still running after 30 s; stopping their containers');
-      void sandbox.shutdown(true);
+      void service.stop(true);
     }, 30_000);
     force.unref();
-    services.registry.close();
     metricsServer?.close();
     server.close(async () => {
-      await sandbox.shutdown(false);
+      await service.stop(false);
       logger.info('stopped');
       process.exit(0);
     });

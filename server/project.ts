@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parse } from 'yaml';
 
 /** The repository root (works from server/ and from the compiled dist/server/). */
 function findRoot(): string {
@@ -24,8 +23,3 @@ export const projectRoot = findRoot();
 const pkg = JSON.parse(readFileSync(path.join(projectRoot, 'package.json'), 'utf8')) as { version: string };
 export const serviceName = 'run-python-code';
 export const serviceVersion: string = pkg.version;
-
-/** openapi.yaml, parsed once: the validator, /openapi.json and the docs pages all use this object. */
-export function loadContract(): Record<string, unknown> {
-  return parse(readFileSync(path.join(projectRoot, 'openapi.yaml'), 'utf8')) as Record<string, unknown>;
-}

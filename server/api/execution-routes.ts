@@ -1,13 +1,7 @@
 import { Router, type Request, type Response } from 'express';
 import { contextOf } from './context.js';
-import type {
-  ExecuteRequest,
-  ExecutionContext,
-  ExecutionService,
-  RunPythonFileRequest,
-  SaveAndExecuteRequest,
-} from '../execution/execution-service.js';
-import type { ExecutionResponse } from '../execution/envelope.js';
+import type { ExecuteRequest, ExecutionResponse, RunPythonFileRequest, SaveAndExecuteRequest } from '../contract/contract.js';
+import type { ExecutionContext, ExecutionService } from '../execution/execution-service.js';
 
 /**
  * POST /execute, /save-and-execute, /run-python-file. Bodies arrive validated against openapi.yaml;

@@ -1,6 +1,7 @@
 import { Router } from 'express';
 import { contextOf } from './context.js';
-import type { InstallPackageRequest, PackageService } from '../packages/package-service.js';
+import type { InstallPackageRequest } from '../contract/contract.js';
+import type { PackageService } from '../packages/package-service.js';
 
 /** POST /install-package and GET /packages. */
 export function packageRoutes(packages: PackageService): Router {

@@ -1,4 +1,5 @@
 import { LABEL, SANDBOX_USER } from '../sandbox/container-spec.js';
+import { TENANT_ID_SOURCE } from '../tenancy/tenant-id.js';
 
 /**
  * What the Docker API proxy lets through: exactly the calls the server makes, and for container
@@ -246,7 +247,7 @@ function all(...checks: Check[]): Check {
 
 /** A tenant's packages volume: the configured prefix, then a plain name. */
 function packagesVolume(policy: ProxyPolicy, what: string): Check {
-  return text(new RegExp(`^${escape(policy.packagesVolumePrefix)}[A-Za-z0-9_.-]+$`), `${what} starting ${policy.packagesVolumePrefix}`);
+  return text(new RegExp(`^${escape(policy.packagesVolumePrefix)}${TENANT_ID_SOURCE}$`), `${what} starting ${policy.packagesVolumePrefix}`);
 }
 
 const labels = all(

@@ -1,7 +1,5 @@
-import type { components } from '../api/openapi-types.js';
+import type { ExecutionResponse } from '../contract/contract.js';
 import type { SandboxLimits, SandboxOutcome } from '../sandbox/sandbox.js';
-
-export type ExecutionResponse = components['schemas']['ExecutionResponse'];
 
 /** Cuts a string (from the container) to at most `max` UTF-8 bytes without splitting a character. */
 export function capString(value: string, max: number): { text: string; cut: boolean } {

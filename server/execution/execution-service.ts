@@ -1,5 +1,5 @@
-import type { components } from '../api/openapi-types.js';
 import type { Config } from '../config.js';
+import type { ExecuteRequest, ExecutionResponse, RunPythonFileRequest, SaveAndExecuteRequest } from '../contract/contract.js';
 import { notFound } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Sandbox, SandboxJob, SandboxLimits } from '../sandbox/sandbox.js';
@@ -8,7 +8,7 @@ import type { WorkspaceStore } from '../workspace/workspace-store.js';
 import { packagesVolume } from '../packages/volume.js';
 import type { Admission } from '../tenancy/admission.js';
 import type { TenantRegistry } from '../tenancy/tenant-registry.js';
-import { toEnvelope, type ExecutionResponse } from './envelope.js';
+import { toEnvelope } from './envelope.js';
 import type { Recorder } from './recorder.js';
 import { limitsFor, type RequestedLimits } from './limits.js';
 
@@ -17,11 +17,6 @@ export interface Budget {
   limits: SandboxLimits;
   maxConcurrent: number;
 }
-
-type Schemas = components['schemas'];
-export type ExecuteRequest = Schemas['ExecuteRequest'];
-export type SaveAndExecuteRequest = Schemas['SaveAndExecuteRequest'];
-export type RunPythonFileRequest = Schemas['RunPythonFileRequest'];
 
 export interface ExecutionContext {
   executionId: string;

@@ -1,4 +1,4 @@
-import type { ExecutionResponse } from './envelope.js';
+import type { ExecutionResponse } from '../contract/contract.js';
 
 interface Entry {
   tenant: string;

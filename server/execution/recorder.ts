@@ -1,7 +1,7 @@
 import type { Logger } from '../logger.js';
 import type { Metrics, Outcome } from '../metrics.js';
 import type { SandboxOutcome } from '../sandbox/sandbox.js';
-import type { ExecutionResponse } from './envelope.js';
+import type { ExecutionResponse } from '../contract/contract.js';
 import type { ExecutionHistory } from './history.js';
 
 export function outcomeOf(response: ExecutionResponse): Outcome {

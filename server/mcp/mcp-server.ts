@@ -3,7 +3,7 @@ import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { v4 as uuidv4 } from 'uuid';
 import { z } from 'zod';
 import { ServiceError } from '../errors.js';
-import type { ExecutionResponse } from '../execution/envelope.js';
+import type { ExecutionResponse } from '../contract/contract.js';
 import type { ExecutionContext, ExecutionService } from '../execution/execution-service.js';
 import type { PackageService } from '../packages/package-service.js';
 import { serviceName, serviceVersion } from '../project.js';
@@ -27,8 +27,9 @@ const fileName = z
   .describe('Path of a file inside the workspace, relative, e.g. "script.py" or "lib/util.py"');
 const variable = z
   .string()
-  .regex(/^[A-Za-z_][A-Za-z0-9_]*$/)
+  .min(1)
   .max(256)
+  .regex(/^[A-Za-z_][A-Za-z0-9_]*$/)
   .describe('Name of a global variable whose str() is returned as the result (instead of stdout)');
 const timeout = z
   .number()

@@ -1,12 +1,10 @@
 #!/usr/bin/env node
 import os from 'node:os';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
-import { createServices, poolOptions, sandboxOptions } from '../assemble.js';
+import { buildService } from '../build-service.js';
 import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../logger.js';
-import { DEFAULT_TENANT } from '../packages/volume.js';
-import { dockerClient } from '../sandbox/docker-client.js';
-import { DockerSandbox } from '../sandbox/docker-sandbox.js';
+import { DEFAULT_TENANT } from '../tenancy/tenant-id.js';
 import { RegistryError } from '../tenancy/tenant-registry.js';
 import { createMcpServer } from './mcp-server.js';
 
@@ -18,20 +16,20 @@ async function main(): Promise<void> {
   // Its own instance id, so an HTTP server on this host never reaps this process's containers.
   const config = loadConfig({ INSTANCE_ID: `${os.hostname()}-stdio-${process.pid}`.slice(0, 64), ...process.env });
   const logger = createLogger(config.logLevel, 'stderr');
-  const sandbox = new DockerSandbox(dockerClient(), sandboxOptions(config), logger, poolOptions(config));
-  const health = await sandbox.health();
-  if (health.error) logger.warn('sandboxes are not ready; tools will report the problem', { error: health.error });
-  const services = createServices(config, logger, sandbox);
+  const service = buildService(config, { logger });
+  // Every setting is checked before any container starts.
   let tenant = DEFAULT_TENANT;
-  if (services.registry.keysRequired) {
-    const found = config.mcpApiKey ? services.registry.authenticate(config.mcpApiKey) : null;
+  if (service.registry.keysRequired) {
+    const found = config.mcpApiKey ? service.registry.authenticate(config.mcpApiKey) : null;
     if (!found) throw new ConfigError('MCP_API_KEY: API keys are configured; set MCP_API_KEY to the key of the tenant to act as');
     tenant = found.id;
   }
-  const server = createMcpServer(services, tenant);
+  const health = await service.start();
+  if (health.error) logger.warn('sandboxes are not ready; tools will report the problem', { error: health.error });
+  const server = createMcpServer(service, tenant);
   const stop = async () => {
     await server.close();
-    await sandbox.shutdown(true);
+    await service.stop(true);
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop());

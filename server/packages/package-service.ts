@@ -1,19 +1,14 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import type { components } from '../api/openapi-types.js';
 import type { Config } from '../config.js';
+import type { InstallPackageRequest, InstallPackageResponse, PackagesResponse } from '../contract/contract.js';
 import { forbidden } from '../errors.js';
 import { toEnvelope } from '../execution/envelope.js';
 import { limitsFor } from '../execution/limits.js';
 import type { ExecutionContext, RunDeps } from '../execution/execution-service.js';
-import type { WorkspaceFile } from '../workspace/workspace.js';
+import type { SandboxFile } from '../sandbox/sandbox.js';
 import { parseRequirement, type Requirement } from './requirement.js';
 import { packagesVolume } from './volume.js';
-
-type Schemas = components['schemas'];
-export type InstallPackageRequest = Schemas['InstallPackageRequest'];
-export type InstallPackageResponse = Schemas['InstallPackageResponse'];
-export type PackagesResponse = Schemas['PackagesResponse'];
 
 const LIST_TIMEOUT_S = 60;
 const PIP_ERROR_CHARS = 2000;
@@ -146,8 +141,8 @@ function toList(packages: Record<string, string>): { name: string; version: stri
 }
 
 /** The operator's wheels (regular files at the top of the directory). */
-async function readWheelhouse(dir: string): Promise<WorkspaceFile[]> {
-  const files: WorkspaceFile[] = [];
+async function readWheelhouse(dir: string): Promise<SandboxFile[]> {
+  const files: SandboxFile[] = [];
   for (const entry of await fs.readdir(dir, { withFileTypes: true })) {
     if (!entry.isFile()) continue;
     const full = path.join(dir, entry.name);

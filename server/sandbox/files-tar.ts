@@ -1,11 +1,11 @@
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
-import { cleanRelativePath } from '../workspace/paths.js';
-import type { WorkspaceChanges, WorkspaceFile, WorkspaceSnapshot } from '../workspace/workspace.js';
-import { ProtocolViolation } from './protocol.js';
+import { cleanRelativePath } from '../relative-path.js';
+import { ProtocolViolation, type RunnerJob } from './protocol.js';
+import type { FileSet, SandboxFile } from './sandbox.js';
 
 /** The runner's input: `job.json` first, then the workspace under `workspace/`, then any wheelhouse. */
-export function packJob(job: object, workspace: WorkspaceSnapshot, wheelhouse: WorkspaceFile[] = []): Readable {
+export function packJob(job: RunnerJob, workspace: FileSet, wheelhouse: SandboxFile[] = []): Readable {
   const pack = tar.pack();
   pack.entry({ name: 'job.json', mode: 0o644 }, Buffer.from(JSON.stringify(job)));
   for (const dir of workspace.dirs) pack.entry({ name: `workspace/${dir}`, type: 'directory', mode: 0o755 });
@@ -33,7 +33,7 @@ export interface ChangesCaps {
  */
 export class ChangesReader {
   private readonly extract = tar.extract();
-  private readonly files: WorkspaceChanges['files'] = [];
+  private readonly files: SandboxFile[] = [];
   private readonly dirs: string[] = [];
   private bytes = 0;
   private entries = 0;
@@ -96,11 +96,11 @@ export class ChangesReader {
   }
 
   /** Ends the archive and returns what was accepted; throws ProtocolViolation if it was refused. */
-  async finish(): Promise<WorkspaceChanges & { deleted: [] }> {
+  async finish(): Promise<FileSet> {
     if (this.failure) throw this.failure;
     this.extract.end(undefined);
     await this.done;
     if (this.failure) throw this.failure;
-    return { files: this.files, dirs: this.dirs, deleted: [] };
+    return { files: this.files, dirs: this.dirs };
   }
 }

@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { Ajv } from 'ajv';
+import { projectRoot } from '../project.js';
 
 /**
  * The runner's wire protocol (sandbox-image/runner.py), read as hostile input: every frame is
@@ -6,9 +9,40 @@ import { Ajv } from 'ajv';
  * Frame: [kind: 1 byte][length: uint32 big-endian][payload <= 64 KiB]. Kinds: o (stdout), e (stderr),
  * f (changed-files tar), r (report), z (done: empty, last).
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = declaredProtocol();
 const MAX_FRAME = 64 * 1024;
 const HEADER = 5;
+
+/**
+ * The protocol version is declared once, as `ARG RUNNER_PROTOCOL` in sandbox-image/Dockerfile: the
+ * image's label and the runner's environment come from it there, and this server reads it here.
+ */
+function declaredProtocol(): number {
+  const dockerfile = readFileSync(path.join(projectRoot, 'sandbox-image', 'Dockerfile'), 'utf8');
+  const declared = /^ARG RUNNER_PROTOCOL=(\d+)$/m.exec(dockerfile);
+  if (!declared) throw new Error('sandbox-image/Dockerfile declares no ARG RUNNER_PROTOCOL');
+  return Number(declared[1]);
+}
+
+/** What a job asks the runner to do. */
+export type JobMode = 'code' | 'file' | 'install' | 'list-packages';
+
+/** job.json, the first entry of the tar a runner reads on stdin. */
+export interface RunnerJob {
+  protocol: number;
+  mode: JobMode;
+  code?: string;
+  file?: string;
+  variable?: string;
+  /** Installs: one PEP 508 requirement, pip's source arguments, and the packages cap. */
+  requirement?: string;
+  upgrade?: boolean;
+  pip_args?: string[];
+  packages_max_bytes?: number;
+  timeout_s: number;
+  output_limit: number;
+  result_limit: number;
+}
 
 export interface RunnerReport {
   protocol: number;

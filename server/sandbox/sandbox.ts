@@ -1,5 +1,22 @@
-import type { WorkspaceChanges, WorkspaceFile, WorkspaceSnapshot } from '../workspace/workspace.js';
-import type { RunnerReport } from './protocol.js';
+import type { JobMode, RunnerReport } from './protocol.js';
+
+/** A file crossing the sandbox boundary (as tar), by its workspace-relative path. */
+export interface SandboxFile {
+  path: string;
+  data: Buffer;
+  mtime: Date;
+}
+
+/** Regular files and directories, as streamed into a container. */
+export interface FileSet {
+  files: SandboxFile[];
+  dirs: string[];
+}
+
+/** What a run did to the workspace, as read (and already filtered) from its container. */
+export interface FileChanges extends FileSet {
+  deleted: string[];
+}
 
 /** The caps one execution runs under. */
 export interface SandboxLimits {
@@ -20,14 +37,14 @@ export interface SandboxJob {
    * `code` runs the given source; `file` runs a workspace file; `install` runs pip for one
    * requirement; `list-packages` reports what is installed.
    */
-  mode: 'code' | 'file' | 'install' | 'list-packages';
+  mode: JobMode;
   code?: string;
   file?: string;
   variable?: string;
   install?: { requirement: string; upgrade: boolean; pipArgs: string[]; packagesMaxBytes: number };
-  workspace: WorkspaceSnapshot;
+  workspace: FileSet;
   /** Files for /wheelhouse (an operator's local wheels, for installs without an index). */
-  wheelhouse?: WorkspaceFile[];
+  wheelhouse?: SandboxFile[];
   /** The tenant's packages volume, mounted at /opt/packages: read-only unless `packagesWritable`. */
   packagesVolume: string;
   packagesWritable?: boolean;
@@ -43,7 +60,7 @@ export interface SandboxOutcome {
   /** The validated report of the runner; null when the container ended without one. */
   report: RunnerReport | null;
   /** Workspace changes; null when the run did not report them (killed, or they were refused). */
-  changes: WorkspaceChanges | null;
+  changes: FileChanges | null;
   exitCode: number | null;
   timedOut: boolean;
   truncated: boolean;
@@ -61,7 +78,7 @@ export interface SandboxHealth {
   error?: string;
 }
 
-/** The seam between the execution service and the container runtime. */
+/** What the services ask of the sandbox driver. */
 export interface Sandbox {
   run(job: SandboxJob): Promise<SandboxOutcome>;
   health(): Promise<SandboxHealth>;

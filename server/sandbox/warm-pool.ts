@@ -3,13 +3,11 @@ import type { SpecInput } from './container-spec.js';
 
 /** A container created, attached and started, its runner waiting on stdin for one job. */
 export interface Prepared {
-  container: { id: string };
+  id: string;
   /** True once the container has stopped (killed from outside, say): never hand it out. */
   dead: boolean;
   /** Resolves when the container's output stream ends, i.e. it stopped. */
   ended: Promise<void>;
-  createMs: number;
-  startMs: number;
 }
 
 /** What makes two containers interchangeable: everything fixed at creation. Per-job values are not. */
@@ -42,11 +40,19 @@ export interface WarmPoolOptions<P extends Prepared> {
   prepare(spec: SpecInput): Promise<P>;
   discard(prepared: P): void;
   logger: Logger;
+  /** How long a profile waits after a failure before it tries again (default 5 s). */
+  retryAfterFailureMs?: number;
+  /** A container that stops this soon after it was ready is a sign of trouble, not of a kill (default 1 s). */
+  diedAtOnceMs?: number;
 }
 
-const RETRY_AFTER_FAILURE_MS = 5000;
-/** A container that stops this soon after it was ready is taken for a sign of trouble, not of a kill. */
-const DIED_AT_ONCE_MS = 1000;
+export interface PoolStats {
+  profiles: number;
+  ready: number;
+  creating: number;
+  hits: number;
+  misses: number;
+}
 /** Containers started at once per profile: more competes with the executions for the CPU (measured: p50 0.21x -> 0.31x of docker run on 2 cores). */
 const PARALLEL_FILLS = 1;
 
@@ -61,15 +67,26 @@ export class WarmPool<P extends Prepared> {
   private readonly slots = new Map<string, Slot<P>>();
   private closed = false;
   private pending = new Set<Promise<unknown>>();
-  hits = 0;
-  misses = 0;
+  private hits = 0;
+  private misses = 0;
+  private readonly retryAfterFailureMs: number;
+  private readonly diedAtOnceMs: number;
 
-  constructor(private readonly options: WarmPoolOptions<P>) {}
+  constructor(private readonly options: WarmPoolOptions<P>) {
+    this.retryAfterFailureMs = options.retryAfterFailureMs ?? 5000;
+    this.diedAtOnceMs = options.diedAtOnceMs ?? 1000;
+  }
 
   get size(): number {
     let n = 0;
     for (const slot of this.slots.values()) n += slot.ready.length;
     return n;
+  }
+
+  stats(): PoolStats {
+    let creating = 0;
+    for (const slot of this.slots.values()) creating += slot.creating;
+    return { profiles: this.slots.size, ready: this.size, creating, hits: this.hits, misses: this.misses };
   }
 
   /** A ready container for this spec's profile, or null; either way the profile is (re)filled. */
@@ -140,7 +157,7 @@ export class WarmPool<P extends Prepared> {
               // as soon as they start (a broken runtime, say), wait before trying again.
               slot.ready.splice(at, 1);
               this.options.discard(prepared);
-              if (Date.now() - readyAt < DIED_AT_ONCE_MS) this.backOff(key, slot);
+              if (Date.now() - readyAt < this.diedAtOnceMs) this.backOff(key, slot);
               this.fill(key);
             }
           });
@@ -158,8 +175,8 @@ export class WarmPool<P extends Prepared> {
 
   /** Pauses a profile's refills for a while, then resumes them. */
   private backOff(key: string, slot: Slot<P>): void {
-    slot.retryAt = Date.now() + RETRY_AFTER_FAILURE_MS;
-    setTimeout(() => this.fill(key), RETRY_AFTER_FAILURE_MS + 10).unref();
+    slot.retryAt = Date.now() + this.retryAfterFailureMs;
+    setTimeout(() => this.fill(key), this.retryAfterFailureMs + 10).unref();
   }
 
   /** Stops refilling and discards every waiting container. */

@@ -5,7 +5,7 @@ import { Ajv } from 'ajv';
 import { parse } from 'yaml';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
-import { DEFAULT_TENANT } from '../packages/volume.js';
+import { DEFAULT_TENANT, TENANT_ID_PATTERN } from './tenant-id.js';
 import { defaultLimits, limitsSchema, type TenantLimits } from './limits.js';
 
 export interface Tenant {
@@ -14,7 +14,6 @@ export interface Tenant {
   limits: TenantLimits;
 }
 
-const TENANT_ID = '^[A-Za-z0-9_.-]{1,64}$';
 const KEY_HASH = '^(sha256:)?[0-9a-f]{64}$';
 
 const tenantsFileSchema = {
@@ -24,7 +23,7 @@ const tenantsFileSchema = {
     defaults: limitsSchema,
     tenants: {
       type: 'object',
-      propertyNames: { pattern: TENANT_ID },
+      propertyNames: { pattern: TENANT_ID_PATTERN },
       additionalProperties: {
         type: 'object',
         additionalProperties: false,
@@ -43,7 +42,7 @@ const limitsFileSchema = {
   additionalProperties: false,
   properties: {
     defaults: limitsSchema,
-    tenants: { type: 'object', propertyNames: { pattern: TENANT_ID }, additionalProperties: limitsSchema },
+    tenants: { type: 'object', propertyNames: { pattern: TENANT_ID_PATTERN }, additionalProperties: limitsSchema },
   },
 };
 

@@ -1,25 +1,5 @@
-import path from 'node:path';
 import { badRequest } from '../errors.js';
-
-const MAX_PATH = 1024;
-const MAX_SEGMENT = 255;
-
-/**
- * The clean workspace-relative form of `name`, or null when it is not a plain relative path:
- * absolute, `..` anywhere, NUL, backslashes, empty or over-long segments. `strict` (for names that
- * come out of a container) also refuses anything not already in normal form, such as `a//b` or `./a`.
- */
-export function cleanRelativePath(name: string, strict = false): string | null {
-  if (name.length === 0 || name.length > MAX_PATH || name.includes('\0') || name.includes('\\')) return null;
-  if (path.posix.isAbsolute(name)) return null;
-  const segments = name.split('/');
-  if (segments.includes('..')) return null;
-  const normal = path.posix.normalize(name).replace(/\/+$/, '');
-  if (strict && normal !== name) return null;
-  if (normal === '.' || normal === '' || normal.startsWith('../')) return null;
-  if (normal.split('/').some((s) => s === '.' || s.length > MAX_SEGMENT)) return null;
-  return normal;
-}
+import { cleanRelativePath } from '../relative-path.js';
 
 /** cleanRelativePath for a client's `file_name`: a 400 that says why, instead of null. */
 export function requireWorkspacePath(name: string, field = 'file_name'): string {

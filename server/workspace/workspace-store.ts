@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { isTenantId } from '../tenancy/tenant-id.js';
 import { Workspace, type WorkspaceCaps } from './workspace.js';
 
 /** One workspace per tenant, under BASE_DIR/workspaces/<tenant>, opened once. */
@@ -11,7 +12,7 @@ export class WorkspaceStore {
   ) {}
 
   for(tenant: string): Promise<Workspace> {
-    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(tenant)) throw new Error(`unsafe tenant id ${JSON.stringify(tenant)}`);
+    if (!isTenantId(tenant)) throw new Error(`unsafe tenant id ${JSON.stringify(tenant)}`);
     let workspace = this.open.get(tenant);
     if (!workspace) {
       workspace = Workspace.open(

@@ -2,25 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { constants as fsc, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { badRequest, conflict } from '../errors.js';
-import { cleanRelativePath } from './paths.js';
-
-export interface WorkspaceFile {
-  path: string;
-  data: Buffer;
-  mtime: Date;
-}
-
-/** What an execution did to the workspace, as read (and already filtered) from the container. */
-export interface WorkspaceChanges {
-  files: WorkspaceFile[];
-  dirs: string[];
-  deleted: string[];
-}
-
-export interface WorkspaceSnapshot {
-  files: WorkspaceFile[];
-  dirs: string[];
-}
+import { cleanRelativePath } from '../relative-path.js';
+import type { FileChanges, FileSet, SandboxFile } from '../sandbox/sandbox.js';
 
 export interface WorkspaceCaps {
   maxFiles: number;
@@ -45,9 +28,9 @@ export class Workspace {
   }
 
   /** Every regular file and directory, for streaming into a container. */
-  async snapshot(): Promise<WorkspaceSnapshot> {
+  async snapshot(): Promise<FileSet> {
     const { files, dirs } = await this.list();
-    const withData: WorkspaceFile[] = [];
+    const withData: SandboxFile[] = [];
     for (const f of files) {
       // One at a time: a workspace may hold thousands of files, and open descriptors are finite.
       withData.push({ path: f.path, data: await fs.readFile(path.join(this.root, f.path)), mtime: f.mtime });
@@ -103,7 +86,7 @@ export class Workspace {
    * first (a path may have turned from file into directory or back), then new directories (parents
    * first), then files. Paths were checked when read; they are checked again here.
    */
-  async apply(changes: WorkspaceChanges): Promise<void> {
+  async apply(changes: FileChanges): Promise<void> {
     for (const rel of [...changes.deleted].sort()) {
       const full = await this.resolve(rel).catch(() => null); // a parent already gone: nothing left to delete
       const existing = full ? await fs.lstat(full).catch(() => null) : null;

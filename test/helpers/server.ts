@@ -3,11 +3,12 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import Docker from 'dockerode';
-import { assemble, poolOptions, sandboxOptions, type Services } from '../../server/assemble.js';
-import { Metrics } from '../../server/metrics.js';
+import { createApp } from '../../server/app.js';
+import { buildService, type Service } from '../../server/build-service.js';
 import { loadConfig, type Config } from '../../server/config.js';
 import { createLogger } from '../../server/logger.js';
-import { DockerSandbox } from '../../server/sandbox/docker-sandbox.js';
+import { Metrics } from '../../server/metrics.js';
+import { DockerRuntime } from '../../server/sandbox/docker-runtime.js';
 
 export const docker = new Docker();
 
@@ -22,20 +23,13 @@ export async function removeVolumes(prefix: string): Promise<void> {
   await Promise.all(volumes.filter((v) => v.Name.startsWith(prefix)).map((v) => docker.getVolume(v.Name).remove()));
 }
 
-/** The real sandbox, counting the executions it was asked to run. */
-class CountingSandbox extends DockerSandbox {
-  runs = 0;
-  override run(job: Parameters<DockerSandbox['run']>[0]) {
-    this.runs += 1;
-    return super.run(job);
-  }
-}
-
 export interface TestServer {
   url: string;
   config: Config;
-  sandbox: CountingSandbox;
-  services: Services;
+  sandbox: Service['sandbox'];
+  services: Service;
+  /** How many jobs the sandbox was asked to run. */
+  runs(): number;
   post(route: string, body: unknown): Promise<{ status: number; body: Record<string, unknown> }>;
   get(route: string): Promise<{ status: number; body: Record<string, unknown>; text: string; headers: Headers }>;
   /** Waits for background removals; resolves to the containers of this server still present. */
@@ -58,9 +52,16 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
   });
   const logger = createLogger(config.logLevel);
   const metrics = new Metrics();
-  const sandbox = new CountingSandbox(engine, sandboxOptions(config), logger, poolOptions(config), metrics);
-  const { app, services } = assemble(config, logger, sandbox, metrics);
-  const server = app.listen(0, '127.0.0.1');
+  const services = buildService(config, { logger, metrics, engine: new DockerRuntime(engine) });
+  const { sandbox } = services;
+  let runs = 0;
+  const run = sandbox.run.bind(sandbox);
+  sandbox.run = (job) => {
+    runs += 1;
+    return run(job);
+  };
+  await services.start();
+  const server = createApp(services).listen(0, '127.0.0.1');
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
@@ -73,6 +74,7 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
     config,
     sandbox,
     services,
+    runs: () => runs,
     async post(route, body) {
       const res = await fetch(url + route, {
         method: 'POST',
@@ -94,9 +96,9 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
     },
     settle,
     async close() {
-      services.registry.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await services.stop(false);
       await settle();
       await removeVolumes(config.packagesVolumePrefix);
     },

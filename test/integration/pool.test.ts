@@ -23,12 +23,12 @@ describe('the warm pool', () => {
         });
         assert.equal(body.result, 'False', `execution ${i} saw another execution's /tmp`);
       }
-      assert.equal(server.sandbox.pool!.hits, 5, 'every execution should have come from the pool');
-      assert.equal(server.sandbox.pool!.misses, 0);
+      assert.equal(server.sandbox.pool!.stats().hits, 5, 'every execution should have come from the pool');
+      assert.equal(server.sandbox.pool!.stats().misses, 0);
     } finally {
       await server.close();
-      assert.deepEqual(await server.settle(), []);
     }
+    assert.deepEqual(await server.settle(), []);
   });
 
   it('a pool container killed from outside is replaced and never handed out', async () => {
@@ -42,14 +42,14 @@ describe('the warm pool', () => {
         const ids = (await ownContainers(server)).filter((c) => c.State === 'running').map((c) => c.Id);
         return server.sandbox.ready() === 2 && ids.length === 2 && !ids.some((id) => killed.includes(id));
       }, 'two new pool containers');
-      const hits = server.sandbox.pool!.hits;
+      const hits = server.sandbox.pool!.stats().hits;
       const { body } = await server.post('/execute', { code: 'print("fresh")' });
       assert.equal(body.result, 'fresh', String(body.error));
-      assert.equal(server.sandbox.pool!.hits, hits + 1);
+      assert.equal(server.sandbox.pool!.stats().hits, hits + 1);
     } finally {
       await server.close();
-      assert.deepEqual(await server.settle(), []);
     }
+    assert.deepEqual(await server.settle(), []);
   });
 
   it("with the pool on, each tenant still gets exactly its own memory limit", async () => {
@@ -74,11 +74,11 @@ describe('the warm pool', () => {
       assert.equal(await ask('large-key'), '512');
       assert.equal(await ask('large-key', { memory_mb: 64 }), '64');
       assert.equal(await ask('small-key'), '96');
-      assert.ok(server.sandbox.pool!.hits >= 2);
+      assert.ok(server.sandbox.pool!.stats().hits >= 2);
     } finally {
       await server.close();
-      assert.deepEqual(await server.settle(), []);
     }
+    assert.deepEqual(await server.settle(), []);
   });
 
   it('SIGTERM finishes the work in flight, then removes the pool', async () => {
@@ -166,7 +166,8 @@ describe('/metrics', () => {
       assert.equal(res.status, 200);
       assert.match(await res.text(), /rpc_executions_in_flight/);
     } finally {
-      assert.equal(await server.stop(), 0);
+      await server.stop();
     }
+    assert.equal(server.child.exitCode, 0);
   });
 });

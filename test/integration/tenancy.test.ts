@@ -148,8 +148,8 @@ describe('back-pressure', () => {
       assert.equal(server.services.admission.queued, 0);
     } finally {
       await server.close();
-      assert.deepEqual(await server.settle(), []);
     }
+    assert.deepEqual(await server.settle(), []);
   });
 });
 

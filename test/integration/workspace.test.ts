@@ -79,8 +79,8 @@ describe('the workspace follows what the code did', () => {
       assert.equal(await run('import os\nprint(sorted(os.listdir(".")))'), "['d']");
     } finally {
       await server.close();
-      assert.deepEqual(await server.settle(), []);
     }
+    assert.deepEqual(await server.settle(), []);
   });
 
   it('the file count is capped inside the container, not only on the server', async () => {

@@ -4,7 +4,8 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ConfigError, loadConfig, settingsTable } from '../../server/config.js';
 import { proxySettings } from '../../server/docker-proxy/settings.js';
-import { loadContract, projectRoot, serviceVersion } from '../../server/project.js';
+import { loadContract } from '../../server/contract/contract.js';
+import { projectRoot, serviceVersion } from '../../server/project.js';
 
 describe('settings', () => {
   it('have documented defaults', () => {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import tar from 'tar-stream';
 import { ChangesReader, packJob } from '../../server/sandbox/files-tar.js';
+import { ProtocolViolation } from '../../server/sandbox/protocol.js';
 
 type Entry = Parameters<ReturnType<typeof tar.pack>['entry']>[0] & { data?: string };
 
@@ -61,13 +62,13 @@ describe('ChangesReader: tar from a container is hostile input', () => {
   it('refuses garbage', async () => {
     const reader = new ChangesReader({ maxBytes: 1000, maxFiles: 10 });
     reader.write(Buffer.alloc(512, 0x41));
-    await assert.rejects(reader.finish());
+    await assert.rejects(reader.finish(), (err: Error) => err instanceof ProtocolViolation && /^bad files archive: /.test(err.message));
   });
 });
 
 describe('packJob', () => {
   it('puts job.json first, then the workspace', async () => {
-    const pack = packJob({ protocol: 1 }, {
+    const pack = packJob({ protocol: 1, mode: 'code', code: 'print(1)', timeout_s: 1, output_limit: 1024, result_limit: 1024 }, {
       dirs: ['d'],
       files: [{ path: 'd/x.py', data: Buffer.from('print(1)'), mtime: new Date(0) }],
     });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { cleanRelativePath, requireWorkspacePath } from '../../server/workspace/paths.js';
+import { cleanRelativePath } from '../../server/relative-path.js';
+import { requireWorkspacePath } from '../../server/workspace/paths.js';
 
 describe('workspace paths', () => {
   const good: [string, string][] = [

@@ -1,0 +1,86 @@
+import type { Config } from './config.js';
+import { ExecutionService, type RunDeps } from './execution/execution-service.js';
+import { HealthService } from './execution/health-service.js';
+import { ExecutionHistory } from './execution/history.js';
+import { limitsFor } from './execution/limits.js';
+import { Recorder } from './execution/recorder.js';
+import type { Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
+import { PackageService } from './packages/package-service.js';
+import { packagesVolume } from './packages/volume.js';
+import { dockerClient } from './sandbox/docker-client.js';
+import { DockerRuntime } from './sandbox/docker-runtime.js';
+import { DockerSandbox } from './sandbox/docker-sandbox.js';
+import type { ContainerRuntime } from './sandbox/runtime.js';
+import type { SandboxHealth } from './sandbox/sandbox.js';
+import { Admission } from './tenancy/admission.js';
+import { TenantRegistry } from './tenancy/tenant-registry.js';
+import { WorkspaceStore } from './workspace/workspace-store.js';
+
+export interface BuildOptions {
+  logger: Logger;
+  metrics?: Metrics;
+  /** The container engine; unless given, the Docker engine that DOCKER_HOST names. */
+  engine?: ContainerRuntime;
+}
+
+export type Service = ReturnType<typeof buildService>;
+
+/**
+ * The one place the service graph is built: the HTTP server, the stdio MCP bin and the tests all
+ * call it, and every face (REST routes, MCP) gets its services from here. Building has no side
+ * effects beyond reading the tenants and limits files (a bad one throws, naming the file and field:
+ * the server must not start); nothing touches the engine until `start()`.
+ */
+export function buildService(config: Config, { logger, metrics, engine = new DockerRuntime(dockerClient()) }: BuildOptions) {
+  const sandbox = new DockerSandbox(
+    engine,
+    { image: config.sandboxImage, runtime: config.sandboxRuntime, instanceId: config.instanceId },
+    logger,
+    { size: config.poolSize, maxProfiles: config.poolProfiles },
+    metrics,
+  );
+  const registry = new TenantRegistry(config, logger);
+  const admission = new Admission({
+    globalCap: config.maxConcurrent,
+    queueMax: config.queueMax,
+    queueTimeoutMs: config.queueTimeoutS * 1000,
+    onWait: (seconds) => metrics?.slotWait.observe(seconds),
+  });
+  metrics?.watch({ poolSize: () => sandbox.ready(), inFlight: () => admission.inFlight, queued: () => admission.queued });
+  const history = new ExecutionHistory(config.executionRetentionS, config.executionRetentionMb * 1024 * 1024);
+  const deps: RunDeps = { config, sandbox, registry, admission, recorder: new Recorder(logger, history, metrics), logger };
+  return {
+    config,
+    logger,
+    metrics,
+    sandbox,
+    registry,
+    admission,
+    history,
+    health: new HealthService(config, sandbox),
+    executions: new ExecutionService(deps, new WorkspaceStore(config.baseDir, { maxFiles: config.maxFiles })),
+    packages: new PackageService(deps),
+
+    /**
+     * Goes live: removes the containers a crashed predecessor of this instance left, warms the
+     * pool for the tenants known now (others warm on their first request), and watches the
+     * tenants and limits files. Resolves to the engine's health, which the caller reports.
+     */
+    async start(): Promise<SandboxHealth> {
+      const health = await sandbox.health();
+      if (health.reachable) await sandbox.reapStale(); // before the pool starts filling
+      for (const tenant of registry.all().slice(0, config.poolProfiles)) {
+        sandbox.warm({ limits: limitsFor(config, tenant.limits), packagesVolume: packagesVolume(config, tenant.id) });
+      }
+      registry.watch();
+      return health;
+    },
+
+    /** Stops watching and refilling, and waits for removals; `force` kills runs still in flight. */
+    async stop(force: boolean): Promise<void> {
+      registry.close();
+      await sandbox.shutdown(force);
+    },
+  };
+}

@@ -1,0 +1,233 @@
+import type { Logger } from '../logger.js';
+import { ChangesReader, packJob } from './files-tar.js';
+import { FrameDecoder, PROTOCOL_VERSION, ProtocolViolation, type RunnerJob, type RunnerReport } from './protocol.js';
+import type { Attachment, ContainerRuntime, ContainerState } from './runtime.js';
+import type { FileChanges, SandboxJob, SandboxOutcome } from './sandbox.js';
+import type { Prepared } from './warm-pool.js';
+
+/** A container created, attached and started (cold, or from the warm pool), waiting for its job. */
+export interface PreparedContainer extends Prepared {
+  io: Attachment;
+  createMs: number;
+  startMs: number;
+}
+
+/**
+ * The states of one job's run, in order:
+ * - `prepared`: the container waits for its job;
+ * - `streaming`: the job (job.json, workspace, wheelhouse) is being written to its stdin;
+ * - `collecting`: the whole job is in; frames are read until the runner says done, the container
+ *   ends, or the run is stopped (deadline, protocol violation);
+ * - `finishing`: the report and the changed files are checked, and, without a report, the
+ *   container's own end is asked about;
+ * - `finished`: the outcome is built. A run never goes back, and runs once.
+ */
+export type RunState = 'prepared' | 'streaming' | 'collecting' | 'finishing' | 'finished';
+
+/** Why collecting stopped: the done frame, the container's end, the server's deadline, or bad output. */
+export type StopCause = 'done' | 'exited' | 'deadline' | 'violation';
+
+export interface JobRunTimings {
+  /** Past the runner's own deadline, how long the server waits before it kills the container itself. */
+  backstopGraceMs: number;
+  /** How long to wait for a killed container to stop before reading its state anyway. */
+  finalWaitMs: number;
+}
+
+/** The runner's own stderr (its crash messages, not the user's) is kept for the log, this much. */
+const DIAGNOSTICS_BYTES = 16 * 1024;
+
+/** job.json for a sandbox job. */
+export function runnerJob(job: SandboxJob): RunnerJob {
+  const { limits } = job;
+  return {
+    protocol: PROTOCOL_VERSION,
+    mode: job.mode,
+    code: job.code,
+    file: job.file,
+    variable: job.variable,
+    requirement: job.install?.requirement,
+    upgrade: job.install?.upgrade,
+    pip_args: job.install?.pipArgs,
+    packages_max_bytes: job.install?.packagesMaxBytes,
+    timeout_s: limits.timeoutS,
+    output_limit: limits.outputBytes,
+    result_limit: limits.outputBytes,
+  };
+}
+
+/**
+ * One job's run in one prepared container, as a small state machine over the runtime seam:
+ * stream the job in, collect frames (hostile input: decoded within caps, refused on any
+ * violation), stop on done/exit/deadline/violation, and build the outcome. Removing the container
+ * is the driver's, whatever happens here.
+ */
+export class JobRun {
+  private state: RunState = 'prepared';
+  private violation: string | null = null;
+  private deadlinePassed = false;
+  private killed = false;
+  private diagnostics = '';
+  private stop!: (cause: StopCause) => void;
+  private readonly stopped = new Promise<StopCause>((resolve) => (this.stop = resolve));
+  private readonly changes: ChangesReader;
+  private readonly decoder: FrameDecoder;
+
+  constructor(
+    private readonly engine: ContainerRuntime,
+    private readonly container: PreparedContainer,
+    /** Whether the container came from the warm pool (for the phases of the log line). */
+    private readonly pooled: boolean,
+    private readonly job: SandboxJob,
+    private readonly timings: JobRunTimings,
+    private readonly logger: Logger,
+  ) {
+    const { limits } = job;
+    const workspaceBytes = limits.workspaceMb * 1024 * 1024;
+    this.changes = new ChangesReader({ maxBytes: workspaceBytes, maxFiles: limits.maxFiles });
+    this.decoder = new FrameDecoder(
+      {
+        outputBytes: limits.outputBytes,
+        filesBytes: workspaceBytes + (limits.maxFiles + 16) * 3 * 512,
+        reportBytes: 20 * limits.outputBytes + (limits.maxFiles + 1) * 1100,
+      },
+      { files: (chunk) => this.changes.write(chunk), overCap: () => this.kill(), done: () => this.stop('done') },
+    );
+  }
+
+  get current(): RunState {
+    return this.state;
+  }
+
+  async run(): Promise<SandboxOutcome> {
+    const started = Date.now();
+    this.advance('prepared', 'streaming');
+    const { io } = this.container;
+    const onStdout = (chunk: Buffer) => this.receive(chunk);
+    const onStderr = (chunk: Buffer) => {
+      if (this.diagnostics.length < DIAGNOSTICS_BYTES) this.diagnostics += chunk.toString('utf8', 0, DIAGNOSTICS_BYTES);
+    };
+    io.stdout.on('data', onStdout);
+    io.stderr.on('data', onStderr);
+    // The end of stdout, not of the connection: only then has every byte been read.
+    const outputEnded = new Promise<void>((resolve) => {
+      io.stdout.once('end', resolve);
+      io.stdout.once('close', resolve);
+      io.stdout.once('error', resolve);
+    });
+    void outputEnded.then(() => this.stop('exited'));
+
+    let abandon: NodeJS.Timeout | undefined;
+    const backstop = setTimeout(() => {
+      this.deadlinePassed = true;
+      this.kill();
+      this.stop('deadline');
+      // Should the kill or the stream's end never come, stop waiting on either.
+      abandon = setTimeout(() => io.destroy(), this.timings.backstopGraceMs);
+    }, this.job.limits.timeoutS * 1000 + this.timings.backstopGraceMs);
+
+    const input = packJob(runnerJob(this.job), this.job.workspace, this.job.wheelhouse);
+    input.on('error', () => undefined);
+    input.on('end', () => {
+      if (this.state === 'streaming') this.advance('streaming', 'collecting');
+    });
+    input.pipe(io.stdin);
+
+    const cause = await this.stopped;
+    clearTimeout(backstop);
+    if (cause === 'deadline') await outputEnded; // the killed container's last bytes, or the abandon timer
+    clearTimeout(abandon);
+    this.state = 'finishing';
+    const runMs = Date.now() - started;
+
+    try {
+      return await this.finish(cause, started, runMs);
+    } finally {
+      io.stdout.off('data', onStdout);
+      io.stderr.off('data', onStderr);
+      io.stdout.resume(); // whatever still comes is drained, never buffered
+      io.stderr.resume();
+      this.state = 'finished';
+    }
+  }
+
+  private async finish(cause: StopCause, started: number, runMs: number): Promise<SandboxOutcome> {
+    const t = Date.now();
+    let report: RunnerReport | null = null;
+    let files: FileChanges | null = null;
+    if (!this.violation) {
+      try {
+        report = this.decoder.finish();
+        if (report) {
+          files = { ...(await this.changes.finish()), deleted: report.deleted };
+          if (this.changes.dropped.length > 0) {
+            this.logger.warn('sandbox sent entries that were dropped', {
+              execution_id: this.job.executionId,
+              dropped: this.changes.dropped.slice(0, 20),
+            });
+          }
+        }
+      } catch (err) {
+        if (!(err instanceof ProtocolViolation)) throw err;
+        this.violation = err.message;
+        report = null;
+      }
+    }
+    const { violation } = this;
+    if (violation) this.logger.warn('sandbox protocol violation', { execution_id: this.job.executionId, violation });
+    // With a report the runner has said all there is; only without one is the container's end worth asking about.
+    const state: ContainerState = report ? { running: false, exitCode: report.exit_code, oomKilled: false } : await this.finalState();
+    if (!report && this.diagnostics) {
+      this.logger.warn('sandbox ended without a report', { execution_id: this.job.executionId, cause, diagnostics: this.diagnostics });
+    }
+    const { createMs, startMs } = this.container;
+    return {
+      stdout: this.decoder.stdout(),
+      stderr: this.decoder.stderr(),
+      report: violation ? null : report,
+      changes: violation ? null : files,
+      exitCode: report ? report.exit_code : this.deadlinePassed || violation ? null : state.exitCode,
+      timedOut: this.deadlinePassed || (report?.timed_out ?? false),
+      truncated: this.decoder.truncated || (report?.truncated ?? false) || (report?.result_truncated ?? false),
+      oomKilled: state.oomKilled || (report?.oom_killed ?? false),
+      violation,
+      durationMs: Date.now() - started,
+      phases: { ...(this.pooled ? { pool: 1 } : { create: createMs, start: startMs }), run: runMs, collect: Date.now() - t },
+    };
+  }
+
+  /** Frames from the container; the first violation stops the run and kills it. */
+  private receive(chunk: Buffer): void {
+    if (this.violation) return;
+    try {
+      this.decoder.push(chunk);
+    } catch (err) {
+      this.violation = (err as Error).message;
+      this.kill();
+      this.stop('violation');
+    }
+  }
+
+  /** Exit code and OOM flag of a container that has stopped (killing it first if it has not). */
+  private async finalState(): Promise<ContainerState> {
+    const { id } = this.container;
+    let state = await this.engine.inspect(id);
+    if (state.running) {
+      await this.engine.kill(id);
+      await Promise.race([this.engine.wait(id), new Promise((resolve) => setTimeout(resolve, this.timings.finalWaitMs))]);
+      state = await this.engine.inspect(id);
+    }
+    return state;
+  }
+
+  private kill(): void {
+    if (this.killed) return;
+    this.killed = true;
+    void this.engine.kill(this.container.id);
+  }
+
+  private advance(from: RunState, to: RunState): void {
+    if (this.state !== from) throw new Error(`job run: cannot go from ${this.state} to ${to}`);
+    this.state = to;
+  }
+}

@@ -1,0 +1,240 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import tar from 'tar-stream';
+import { toEnvelope } from '../../server/execution/envelope.js';
+import { createLogger, type Logger } from '../../server/logger.js';
+import { containerSpec } from '../../server/sandbox/container-spec.js';
+import { DockerSandbox, type PoolOptions } from '../../server/sandbox/docker-sandbox.js';
+import type { SandboxJob, SandboxLimits } from '../../server/sandbox/sandbox.js';
+import { FakeRuntime, filesFrame, frame, reportFrames, type Script } from '../helpers/fake-runtime.js';
+import { until } from '../helpers/until.js';
+
+/**
+ * The sandbox driver and one job's run (job-run.ts) on the recording fake: every lifecycle step,
+ * without an engine. Each case plays a scripted container and asserts the outcome and the exact calls.
+ */
+const limits: SandboxLimits = {
+  timeoutS: 5, memoryMb: 64, cpus: 1, pids: 64, outputBytes: 1024, workspaceMb: 1, tmpMb: 1, nofile: 64, maxFiles: 10,
+};
+const OPTIONS = { image: 'sandbox:test', runtime: '', instanceId: 'unit' };
+const TIMINGS = { backstopGraceMs: 20, finalWaitMs: 50, removeBackoffMs: 1 };
+
+function job(over: Partial<SandboxJob> = {}): SandboxJob {
+  return {
+    executionId: 'e1', mode: 'code', code: 'print("hi")', workspace: { files: [], dirs: [] }, packagesVolume: 'vol', limits, ...over,
+  };
+}
+
+function driver(script: (name: string) => Script, pool: PoolOptions = { size: 0, maxProfiles: 0 }) {
+  const engine = new FakeRuntime((spec) => script(spec.name ?? ''));
+  const logger = createLogger('error');
+  logger.silent = true;
+  return { engine, logger, sandbox: new DockerSandbox(engine, OPTIONS, logger, pool, undefined, TIMINGS) };
+}
+
+/** The messages the driver logs as errors, from now on. */
+function errorsOf(logger: Logger): string[] {
+  const errors: string[] = [];
+  logger.error = ((message: string) => (errors.push(message), logger)) as Logger['error'];
+  return errors;
+}
+
+describe('sandbox driver on the recording fake', () => {
+  it('a clean run: volume, create, attach, start, the job in, frames out until done, then removal', async () => {
+    const { engine, sandbox } = driver(() => ({ stdout: [frame('o', 'hi\n'), ...reportFrames()], then: 'hang' }));
+    const outcome = await sandbox.run(job());
+    await sandbox.shutdown(false);
+    assert.equal(outcome.stdout, 'hi\n');
+    assert.equal(outcome.report?.status, 'ok');
+    assert.deepEqual(outcome.changes, { files: [], dirs: [], deleted: [] });
+    assert.deepEqual(engine.calls, [
+      'volume vol', 'create run-python-code-e1', 'attach run-python-code-e1', 'start run-python-code-e1', 'remove run-python-code-e1',
+    ]);
+    assert.equal(toEnvelope('e1', outcome, limits).result, 'hi');
+  });
+
+  it('creates exactly the spec container-spec.ts makes: the caps, labels, user and network', async () => {
+    const { engine, sandbox } = driver(() => ({ stdout: reportFrames() }));
+    await sandbox.run(job());
+    await sandbox.shutdown(false);
+    const created = [...engine.containers.values()][0]!.spec;
+    assert.deepEqual(created, containerSpec({ ...OPTIONS, executionId: 'e1', limits, packagesVolume: 'vol' }));
+    assert.equal(created.HostConfig?.NetworkMode, 'none');
+    assert.equal(created.User, '10001:10001');
+  });
+
+  it('streams job.json first, with the protocol, the mode and the caps', async () => {
+    const { engine, sandbox } = driver(() => ({ stdout: reportFrames() }));
+    await sandbox.run(job({ workspace: { files: [{ path: 'a.txt', data: Buffer.from('A'), mtime: new Date(0) }], dirs: [] } }));
+    await sandbox.shutdown(false);
+    const entries: { name: string; body: string }[] = [];
+    const extract = tar.extract();
+    extract.on('entry', (header, stream, next) => {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c) => chunks.push(c as Buffer));
+      stream.on('end', () => (entries.push({ name: header.name, body: Buffer.concat(chunks).toString() }), next()));
+    });
+    const done = new Promise<void>((resolve) => extract.on('finish', () => resolve()));
+    extract.end([...engine.containers.values()][0]!.received);
+    await done;
+    assert.deepEqual(entries.map((e) => e.name), ['job.json', 'workspace/a.txt']);
+    const sent = JSON.parse(entries[0]!.body) as Record<string, unknown>;
+    assert.equal(sent.mode, 'code');
+    assert.equal(sent.code, 'print("hi")');
+    assert.equal(sent.timeout_s, 5);
+    assert.equal(sent.output_limit, 1024);
+  });
+
+  it('the timeout backstop: a runner silent past its deadline is killed, and the run says timed out', async () => {
+    const { engine, sandbox } = driver(() => ({ then: 'hang' }));
+    const outcome = await sandbox.run(job({ limits: { ...limits, timeoutS: 0.01 } }));
+    await sandbox.shutdown(false);
+    assert.equal(outcome.timedOut, true);
+    assert.equal(outcome.exitCode, null);
+    assert.equal(outcome.report, null);
+    assert.deepEqual(engine.callsOn('e1'), ['create', 'attach', 'start', 'kill', 'inspect', 'remove']);
+    assert.match(toEnvelope('e1', outcome, limits).error ?? '', /timed out after 5 s/);
+  });
+
+  it('the backstop stops waiting even when the kill never ends the stream', async () => {
+    const { engine, sandbox } = driver(() => ({ then: 'hang' }));
+    engine.kill = async (id) => void engine.calls.push(`kill ${id} (ignored)`); // an engine that never answers the kill
+    const outcome = await sandbox.run(job({ limits: { ...limits, timeoutS: 0.01 } }));
+    assert.equal(outcome.timedOut, true);
+    assert.ok(engine.calls.some((c) => c.endsWith('(ignored)')));
+  });
+
+  it('output past the cap: cut at the cap, the container killed, the run truncated', async () => {
+    const { engine, sandbox } = driver(() => ({ stdout: [frame('o', 'x'.repeat(2000))], then: 'hang' }));
+    const outcome = await sandbox.run(job());
+    await sandbox.shutdown(false);
+    assert.equal(outcome.truncated, true);
+    assert.equal(outcome.stdout.length, 1024);
+    assert.deepEqual(engine.callsOn('e1'), ['create', 'attach', 'start', 'kill', 'inspect', 'remove']);
+    assert.match(toEnvelope('e1', outcome, limits).error ?? '', /^Output limit exceeded/);
+  });
+
+  it('a forged frame kind is a protocol violation: killed, output discarded', async () => {
+    const { engine, sandbox } = driver(() => ({ stdout: [frame('o', 'fine\n'), frame('X', 'forged')], then: 'hang' }));
+    const outcome = await sandbox.run(job());
+    await sandbox.shutdown(false);
+    assert.equal(outcome.violation, 'unknown frame kind 0x58');
+    assert.equal(outcome.report, null);
+    assert.equal(outcome.changes, null);
+    assert.ok(engine.callsOn('e1').includes('kill'));
+    assert.match(toEnvelope('e1', outcome, limits).error ?? '', /broke the runner protocol \(unknown frame kind 0x58\)/);
+  });
+
+  it('an oversize frame is a protocol violation, refused from its header alone', async () => {
+    const header = Buffer.from([0x6f, 0, 1, 0x11, 0x70]); // 'o', 70000 bytes announced
+    const { sandbox } = driver(() => ({ stdout: [header], then: 'hang' }));
+    const outcome = await sandbox.run(job());
+    await sandbox.shutdown(false);
+    assert.equal(outcome.violation, 'frame of 70000 bytes is over the 65536 limit');
+  });
+
+  it('done before exit: the answer comes from the report, without waiting for the container', async () => {
+    const { engine, sandbox } = driver(() => ({ stdout: [frame('o', '42\n'), ...reportFrames()], then: 'hang' }));
+    const outcome = await sandbox.run(job());
+    await sandbox.shutdown(false);
+    assert.equal(outcome.exitCode, 0);
+    assert.equal(toEnvelope('e1', outcome, limits).result, '42');
+    assert.deepEqual(engine.callsOn('e1'), ['create', 'attach', 'start', 'remove'], 'no inspect, no kill');
+  });
+
+  it('exit before done: without a report, the container is asked how it ended', async () => {
+    const { engine, sandbox } = driver(() => ({ stderr: 'runner: bad job\n', then: { exit: 2 } }));
+    const outcome = await sandbox.run(job());
+    await sandbox.shutdown(false);
+    assert.equal(outcome.report, null);
+    assert.equal(outcome.exitCode, 2);
+    assert.deepEqual(engine.callsOn('e1'), ['create', 'attach', 'start', 'inspect', 'remove']);
+    assert.equal(toEnvelope('e1', outcome, limits).error, 'The sandbox stopped without a result (exit code 2)');
+  });
+
+  it('an OOM kill of the whole container reads as OOM', async () => {
+    const { sandbox } = driver(() => ({ stdout: [frame('o', 'allocating\n')], then: { exit: 137, oomKilled: true } }));
+    const outcome = await sandbox.run(job());
+    await sandbox.shutdown(false);
+    assert.equal(outcome.oomKilled, true);
+    assert.equal(toEnvelope('e1', outcome, limits).error, 'Memory limit exceeded: the container was OOM-killed (limit 64 MiB)');
+  });
+
+  it('a crash mid-frame is a protocol violation', async () => {
+    const { sandbox } = driver(() => ({ stdout: [frame('o', 'hello').subarray(0, 7)], then: { exit: 1 } }));
+    const outcome = await sandbox.run(job());
+    await sandbox.shutdown(false);
+    assert.equal(outcome.violation, 'stream ended inside a frame');
+  });
+
+  it('changed files come back through the tar filter', async () => {
+    const files = await filesFrame({ 'out.txt': 'written', '../escape.txt': 'no' });
+    const { sandbox } = driver(() => ({ stdout: [files, ...reportFrames({ deleted: ['old.txt'] })] }));
+    const outcome = await sandbox.run(job());
+    await sandbox.shutdown(false);
+    assert.deepEqual(outcome.changes?.files.map((f) => [f.path, f.data.toString()]), [['out.txt', 'written']]);
+    assert.deepEqual(outcome.changes?.deleted, ['old.txt']);
+  });
+
+  it('a removal refused as "already in progress" is retried until it works', async () => {
+    const { engine, sandbox, logger } = driver(() => ({ stdout: reportFrames(), removeFailures: 2 }));
+    const errors = errorsOf(logger);
+    await sandbox.run(job());
+    await sandbox.shutdown(false);
+    assert.deepEqual(engine.callsOn('e1').filter((c) => c === 'remove'), ['remove', 'remove', 'remove']);
+    assert.equal([...engine.containers.values()][0]!.removed, true);
+    assert.deepEqual(errors, []);
+  });
+
+  it('a removal that never works is given up after its attempts, and logged', async () => {
+    const { engine, sandbox, logger } = driver(() => ({ stdout: reportFrames(), removeFailures: 100 }));
+    const errors = errorsOf(logger);
+    await sandbox.run(job());
+    await sandbox.shutdown(false);
+    assert.equal(engine.callsOn('e1').filter((c) => c === 'remove').length, 8);
+    assert.deepEqual(errors, ['could not remove a sandbox container']);
+  });
+
+  it('shutdown with runs in flight kills them, and ends once they are removed', async () => {
+    const { engine, sandbox } = driver(() => ({ then: 'hang' }));
+    const running = sandbox.run(job({ limits: { ...limits, timeoutS: 60 } }));
+    await until(() => engine.callsOn('e1').includes('start'), 'the run to start', 1000, 2);
+    await sandbox.shutdown(true);
+    const outcome = await running;
+    assert.equal(outcome.exitCode, 137);
+    assert.equal(outcome.timedOut, false);
+    assert.deepEqual(engine.callsOn('e1'), ['create', 'attach', 'start', 'kill', 'inspect', 'remove']);
+    assert.equal([...engine.containers.values()][0]!.removed, true);
+  });
+
+  it('a container that dies while waiting in the pool is removed, replaced, and never handed out', async () => {
+    let made = 0;
+    const { engine, sandbox } = driver(
+      (name) => (name.includes('pool-') && ++made === 1 ? { diesAfterMs: 5 } : { stdout: reportFrames() }),
+      { size: 1, maxProfiles: 2, diedAtOnceMs: 0 },
+    );
+    sandbox.warm({ limits, packagesVolume: 'vol' });
+    await until(() => made === 2 && sandbox.ready() === 1, 'the pool to replace its dead container', 1000, 2);
+    const first = [...engine.containers.values()][0]!;
+    assert.equal(first.removed, true);
+    const outcome = await sandbox.run(job());
+    assert.deepEqual(outcome.phases.pool, 1, 'the run came from the pool');
+    assert.equal(outcome.report?.status, 'ok');
+    await sandbox.shutdown(false);
+    assert.ok([...engine.containers.values()].every((c) => c.removed), 'nothing left behind');
+  });
+
+  it('reaps the containers of its own instance, and only those', async () => {
+    const { engine, sandbox } = driver(() => ({ then: 'hang' }));
+    await engine.create({ name: 'mine', Labels: { 'run-python-code.instance': 'unit' } });
+    await engine.create({ name: 'theirs', Labels: { 'run-python-code.instance': 'other' } });
+    assert.equal(await sandbox.reapStale(), 1);
+    assert.deepEqual(engine.calls.filter((c) => c.startsWith('remove')), ['remove mine']);
+  });
+
+  it('an engine failure on create is an EngineError that names the cause, and nothing is left', async () => {
+    const { EngineError } = await import('../../server/sandbox/runtime.js');
+    const { sandbox } = driver(() => ({ createError: new EngineError('no_image', 'Sandbox image sandbox:test is missing') }));
+    await assert.rejects(sandbox.run(job()), (err: Error) => err instanceof EngineError && err.message === 'Sandbox image sandbox:test is missing');
+  });
+});
