@@ -250,7 +250,7 @@ def run_user_code(job, report_fd):
             with open(filename, "rb") as f:
                 source = f.read()
         except OSError as exc:
-            report({"status": "exception", "error": "FileNotFoundError: %s" % exc, "traceback": None}, 1)
+            report({"status": "exception", "error": "%s: %s" % (type(exc).__name__, exc), "traceback": None}, 1)
     else:
         filename = "<code>"
         source = job["code"].encode("utf-8")
@@ -457,8 +457,44 @@ def supervise(job, channel):
     }
 
 
-def send_changed_files(channel, manifest, workspace=WORKSPACE):
-    """Streams new or changed regular files and new directories as a tar; returns deleted paths."""
+MAX_WARNINGS = 20
+
+
+def restore_access(workspace):
+    """The code may have taken away its own access (chmod 000 on a file or a directory); the owner
+    can always give it back, so that the diff sees, and keeps, everything the code left."""
+    for root, dirs, files in os.walk(workspace, onerror=lambda _: None):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            try:
+                st = os.lstat(path)
+                if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o700 != 0o700:
+                    os.chmod(path, st.st_mode | 0o700)
+                elif stat.S_ISREG(st.st_mode) and not st.st_mode & 0o400:
+                    os.chmod(path, st.st_mode | 0o600)
+            except OSError:
+                pass
+
+
+def send_changed_files(channel, manifest, workspace=WORKSPACE, warnings=None):
+    """Streams new or changed regular files and new directories as a tar; returns deleted paths.
+    What cannot leave (links, fifos, devices, a file that still cannot be read) is named in
+    `warnings`, and a file that cannot be read is not reported deleted: the server keeps its copy."""
+    warnings = [] if warnings is None else warnings
+
+    def warn(rel, why):
+        if len(warnings) < MAX_WARNINGS:
+            warnings.append("%s: %s" % (rel, why))
+        elif len(warnings) == MAX_WARNINGS:
+            warnings.append("(more entries were not kept)")
+
+    try:
+        st = os.stat(workspace)
+        if st.st_mode & 0o700 != 0o700:
+            os.chmod(workspace, st.st_mode | 0o700)
+    except OSError:
+        pass
+    restore_access(workspace)
     seen = set()
     with tarfile.open(fileobj=FileFrames(channel), mode="w|", format=tarfile.PAX_FORMAT) as archive:
         for root, dirs, files in os.walk(workspace):
@@ -483,18 +519,21 @@ def send_changed_files(channel, manifest, workspace=WORKSPACE):
                         continue
                     try:
                         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-                    except OSError:
+                    except OSError as exc:
+                        warn(rel, "could not be read (%s), so it was not kept" % exc.strerror)
                         continue
                     with os.fdopen(fd, "rb") as f:
                         data = f.read()
                     info.size = len(data)
                     info.mode = 0o644
                     archive.addfile(info, io.BytesIO(data))
-                # links, fifos and devices never leave the sandbox
+                else:  # links, fifos, sockets and devices never leave the sandbox
+                    kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file or directory"
+                    warn(rel, "%s, so it was not kept (only regular files and directories are)" % kind)
     return sorted(rel for rel in manifest if rel not in seen)
 
 
-def build_report(outcome, job, deleted=(), run_ms=0, **extra):
+def build_report(outcome, job, deleted=(), run_ms=0, warnings=(), **extra):
     """The one report of a job: what supervise() saw, what the user's process said, within caps."""
     child = outcome.get("child", {})
     limit = job.get("result_limit", 0)
@@ -523,6 +562,7 @@ def build_report(outcome, job, deleted=(), run_ms=0, **extra):
         "result": text("result"),
         "result_truncated": child.get("result_truncated") is True,
         "deleted": list(deleted),
+        "warnings": list(warnings),
         "run_ms": run_ms,
         **extra,
     }
@@ -553,8 +593,9 @@ def run_code(job, channel, manifest):
     started = time.monotonic()
     outcome = supervise(job, channel)
     run_ms = int((time.monotonic() - started) * 1000)
-    deleted = send_changed_files(channel, manifest)
-    return build_report(outcome, job, deleted=deleted, run_ms=run_ms)
+    warnings = []
+    deleted = send_changed_files(channel, manifest, warnings=warnings)
+    return build_report(outcome, job, deleted=deleted, run_ms=run_ms, warnings=warnings)
 
 
 MODES = {"list-packages": run_list_packages, "install": run_install, "code": run_code, "file": run_code}

@@ -77,8 +77,8 @@ export function createApp(service: Service, contract: Record<string, unknown> = 
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const { kind, status, message, retryAfterS } = classify(err);
     const executionId = (res.locals.requestId as string | undefined) ?? uuidv4();
-    if (kind === 'internal') {
-      logger.error('request failed', { execution_id: executionId, path: req.path, error: String((err as Error)?.stack ?? err) });
+    if (kind === 'internal' || status >= 500) {
+      logger.error('request failed', { execution_id: executionId, path: req.path, status, error: String((err as Error)?.stack ?? err) });
     } else {
       logger.info('request refused', { execution_id: executionId, path: req.path, status, error: message });
     }

@@ -11,6 +11,7 @@ export type ErrorKind =
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'busy'
+  | 'client_closed'
   | 'method_not_allowed'
   | 'unavailable'
   | 'internal';
@@ -25,6 +26,8 @@ const statusOf: Record<ErrorKind, number> = {
   payload_too_large: 413,
   unsupported_media_type: 415,
   busy: 429,
+  // nginx's code for it: nobody reads this answer, but the log says what happened.
+  client_closed: 499,
   internal: 500,
   unavailable: 503,
 };
@@ -65,6 +68,26 @@ function fieldOf(p: string | undefined): string {
   return (p ?? '').replace(/^\//, '').replace(/\//g, '.') || 'request';
 }
 
+/**
+ * Faults of the machine, not of the request (a full disk, a read-only BASE_DIR, no descriptors
+ * left): 503s that tell the operator what to look at, without the paths (those go to the log).
+ */
+const SYSTEM_FAULTS: Record<string, string> = {
+  ENOSPC: "The server's disk is full: free space on the file system of BASE_DIR",
+  EDQUOT: "The server's disk quota is used up: raise it for the file system of BASE_DIR",
+  EROFS: 'The server cannot write its files: the file system of BASE_DIR is read-only',
+  EACCES: 'The server may not write its files: check who owns BASE_DIR and its contents',
+  EPERM: 'The server may not write its files: check who owns BASE_DIR and its contents',
+  EMFILE: 'The server has too many files open: raise its open-file limit (ulimit -n)',
+  ENFILE: 'The machine has too many files open: raise fs.file-max',
+  ENOMEM: 'The server is out of memory',
+};
+
+function systemFault(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && (err as { syscall?: unknown }).syscall !== undefined ? SYSTEM_FAULTS[code] : undefined;
+}
+
 const kindOfStatus = Object.fromEntries(Object.entries(statusOf).map(([k, s]) => [s, k])) as Record<number, ErrorKind>;
 
 /**
@@ -94,5 +117,7 @@ export function classify(err: unknown): { kind: ErrorKind; status: number; messa
     else message = err.message;
     return { kind, status, message };
   }
+  const fault = systemFault(err);
+  if (fault) return { kind: 'unavailable', status: 503, message: `${fault} (details in the server log under this execution_id)` };
   return { kind: 'internal', status: 500, message: 'Internal error: see the server log for this execution_id' };
 }

@@ -1,7 +1,14 @@
 import type { Response } from 'express';
 import type { ExecutionContext } from '../execution/execution-service.js';
 
-/** The request's id (also its execution_id) and tenant, as set by the first middlewares. */
+/**
+ * The request's id (also its execution_id) and tenant, as set by the first middlewares, and a
+ * signal that aborts when the client goes away before its answer: its run is then stopped.
+ */
 export function contextOf(res: Response, endpoint: string): ExecutionContext {
-  return { executionId: res.locals.requestId as string, endpoint, tenant: res.locals.tenant as string };
+  const gone = new AbortController();
+  res.once('close', () => {
+    if (!res.writableFinished) gone.abort();
+  });
+  return { executionId: res.locals.requestId as string, endpoint, tenant: res.locals.tenant as string, signal: gone.signal };
 }

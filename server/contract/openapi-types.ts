@@ -291,6 +291,12 @@ export interface components {
             oom_killed: boolean;
             /** @description Traceback of the user's exception, showing the user's lines only */
             traceback: string | null;
+            /**
+             * @description What could not be done for this execution without failing it, such as workspace entries
+             *     that were not kept (a symbolic link, a fifo: only regular files and directories leave the
+             *     sandbox). Empty when there is nothing to say.
+             */
+            warnings: string[];
         };
         InstallPackageRequest: {
             /** @description One PEP 508 requirement: a name, optional extras, optional version specifiers */

@@ -1,4 +1,4 @@
-import { LABEL, SANDBOX_USER } from '../sandbox/container-spec.js';
+import { LABEL, SANDBOX_USER, SECCOMP_PROFILE } from '../sandbox/container-spec.js';
 import { TENANT_ID_SOURCE } from '../tenancy/tenant-id.js';
 
 /**
@@ -270,7 +270,7 @@ function containerCreate(policy: ProxyPolicy): Check {
         NetworkMode: oneOf('none', policy.installNetwork),
         ReadonlyRootfs: is(true),
         CapDrop: exactly(['ALL']),
-        SecurityOpt: exactly(['no-new-privileges']),
+        SecurityOpt: exactly(['no-new-privileges', `seccomp=${SECCOMP_PROFILE}`]),
         Privileged: is(false),
         Memory: memory,
         MemorySwap: memory,

@@ -29,11 +29,13 @@ export function toEnvelope(executionId: string, outcome: SandboxOutcome, limits:
     truncated: outcome.truncated,
     oom_killed: outcome.oomKilled,
     traceback: cap(report?.traceback),
+    warnings: outcome.warnings,
   });
 
   if (outcome.violation) {
     return failure(`The sandbox broke the runner protocol (${outcome.violation}); its output was discarded`);
   }
+  if (outcome.aborted) return failure('The caller went away before the answer, so the execution was stopped');
   if (outcome.timedOut) return failure(`Execution timed out after ${limits.timeoutS} s and was stopped`);
   if (outcome.oomKilled) {
     return failure(`Memory limit exceeded: the container was OOM-killed (limit ${limits.memoryMb} MiB)`);

@@ -23,6 +23,8 @@ export interface ExecutionContext {
   endpoint: string;
   /** Whose workspace and packages this request uses. */
   tenant: string;
+  /** Aborts when the caller went away: a run waiting for a slot leaves the queue, a running one is stopped. */
+  signal?: AbortSignal;
 }
 
 /** What every sandbox-running service needs besides its own parts. */
@@ -87,10 +89,11 @@ export class ExecutionService {
         workspace: await workspace.snapshot(),
         limits,
         packagesVolume: packagesVolume(config, ctx.tenant),
+        signal: ctx.signal,
       });
       if (result.changes) await workspace.apply(result.changes);
       return result;
-    });
+    }, ctx.signal);
     const response = toEnvelope(ctx.executionId, outcome, limits);
     recorder.record(ctx, outcome, response);
     return response;

@@ -62,7 +62,8 @@ function toToolResult(envelope: ExecutionResponse): CallToolResult {
  */
 export function createMcpServer(services: McpServices, tenant: string): McpServer {
   const server = new McpServer({ name: serviceName, version: serviceVersion });
-  const context = (tool: string): ExecutionContext => ({ executionId: uuidv4(), endpoint: `mcp:${tool}`, tenant });
+  // The SDK aborts a tool call's signal when its client cancels it or goes away: the run stops too.
+  const context = (tool: string, signal: AbortSignal): ExecutionContext => ({ executionId: uuidv4(), endpoint: `mcp:${tool}`, tenant, signal });
   const call = async (run: () => Promise<ExecutionResponse>): Promise<CallToolResult> => {
     try {
       return toToolResult(await run());
@@ -80,7 +81,7 @@ export function createMcpServer(services: McpServices, tenant: string): McpServe
       description: `Execute Python code and return what it printed (stripped stdout). ${SANDBOX} On failure the result is an error with the exception and its traceback.`,
       inputSchema: { code: z.string().min(1).describe('The Python code to execute'), timeout: timeout.optional() },
     },
-    ({ code, timeout }) => call(() => services.executions.execute({ code, timeout }, context('run_python_code'))),
+    ({ code, timeout }, { signal }) => call(() => services.executions.execute({ code, timeout }, context('run_python_code', signal))),
   );
 
   server.registerTool(
@@ -95,11 +96,11 @@ export function createMcpServer(services: McpServices, tenant: string): McpServe
         overwrite: z.boolean().optional().describe('Overwrite the file if it exists (default true)'),
       },
     },
-    ({ file_name, code, variable_to_return, overwrite }) =>
+    ({ file_name, code, variable_to_return, overwrite }, { signal }) =>
       call(() =>
         services.executions.saveAndExecute(
           { file_name, code, variable_to_return, overwrite: overwrite ?? true },
-          context('save_to_file_and_run'),
+          context('save_to_file_and_run', signal),
         ),
       ),
   );
@@ -117,8 +118,8 @@ export function createMcpServer(services: McpServices, tenant: string): McpServe
         upgrade: z.boolean().optional().describe('Upgrade the package if it is already installed (default false)'),
       },
     },
-    ({ package_name, upgrade }) =>
-      call(() => services.packages.install({ package_name, upgrade: upgrade ?? false }, context('pip_install_package'))),
+    ({ package_name, upgrade }, { signal }) =>
+      call(() => services.packages.install({ package_name, upgrade: upgrade ?? false }, context('pip_install_package', signal))),
   );
 
   server.registerTool(
@@ -128,8 +129,8 @@ export function createMcpServer(services: McpServices, tenant: string): McpServe
       description: `Run a Python file that exists in the workspace and return the value of variable_to_return (or the stripped stdout). ${SANDBOX}`,
       inputSchema: { file_name: fileName, variable_to_return: variable.optional() },
     },
-    ({ file_name, variable_to_return }) =>
-      call(() => services.executions.runFile({ file_name, variable_to_return }, context('run_python_file'))),
+    ({ file_name, variable_to_return }, { signal }) =>
+      call(() => services.executions.runFile({ file_name, variable_to_return }, context('run_python_file', signal))),
   );
 
   return server;

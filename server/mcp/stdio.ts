@@ -12,9 +12,24 @@ import { createMcpServer } from './mcp-server.js';
  * `mcp-run-python-code`: the MCP tools over stdio, for a local client (Claude Desktop, Cursor).
  * stdout is the protocol, so logs go to stderr. Same settings and sandboxes as the HTTP server.
  */
+/** The instance id of the stdio bin with process id `pid` on this host. */
+const stdioInstance = (pid: number) => `${os.hostname()}-stdio-${pid}`.slice(0, 64);
+
+/** Whether `instance` is the id of a stdio bin of this host whose process is gone (killed, say). */
+function deadStdio(instance: string): boolean {
+  const pid = Number(/-stdio-(\d+)$/.exec(instance)?.[1]);
+  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || stdioInstance(pid) !== instance) return false;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
 async function main(): Promise<void> {
   // Its own instance id, so an HTTP server on this host never reaps this process's containers.
-  const config = loadConfig({ INSTANCE_ID: `${os.hostname()}-stdio-${process.pid}`.slice(0, 64), ...process.env });
+  const config = loadConfig({ INSTANCE_ID: stdioInstance(process.pid), ...process.env });
   const logger = createLogger(config.logLevel, 'stderr');
   const service = buildService(config, { logger });
   // Every setting is checked before any container starts.
@@ -26,6 +41,8 @@ async function main(): Promise<void> {
   }
   const health = await service.start();
   if (health.error) logger.warn('sandboxes are not ready; tools will report the problem', { error: health.error });
+  // Each stdio process has an instance of its own, so no restart would reap a killed one's containers: this does.
+  else await service.sandbox.reapOrphans(deadStdio);
   const server = createMcpServer(service, tenant);
   const stop = async () => {
     await server.close();

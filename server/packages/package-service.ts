@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config.js';
 import type { InstallPackageRequest, InstallPackageResponse, PackagesResponse } from '../contract/contract.js';
-import { forbidden } from '../errors.js';
+import { forbidden, unavailable } from '../errors.js';
 import { toEnvelope } from '../execution/envelope.js';
 import { limitsFor } from '../execution/limits.js';
 import type { ExecutionContext, RunDeps } from '../execution/execution-service.js';
@@ -61,10 +61,13 @@ export class PackageService {
         workspace: { files: [], dirs: [] },
         packagesVolume: packagesVolume(config, ctx.tenant),
         limits,
+        signal: ctx.signal,
       }),
+      ctx.signal,
     );
     if (!outcome.report?.packages) {
-      throw new Error(`listing packages failed: ${outcome.violation ?? outcome.stderr.slice(0, 500)}`);
+      this.deps.logger.error('listing packages failed', { execution_id: ctx.executionId, violation: outcome.violation, stderr: outcome.stderr.slice(0, 500) });
+      throw unavailable('Listing the packages failed: the sandbox gave no list (details in the server log under this execution_id)');
     }
     return { packages: toList(outcome.report.packages) };
   }
@@ -78,6 +81,8 @@ export class PackageService {
     const tenant = registry.get(ctx.tenant).limits;
     const wheelhouse = c.wheelhouseDir ? await readWheelhouse(c.wheelhouseDir) : undefined;
     const limits = { ...limitsFor(c, tenant), timeoutS: c.installTimeoutS };
+    // A caller that leaves takes its install out of the queue, but one that started runs to its end:
+    // a finished install is worth more than a half-written one.
     const outcome = await admission.run(ctx.tenant, tenant.max_concurrent, () => sandbox.run({
       executionId: ctx.executionId,
       mode: 'install',
@@ -93,7 +98,7 @@ export class PackageService {
       packagesWritable: true,
       network: wheelhouse ? 'none' : c.installNetwork,
       limits,
-    }));
+    }), ctx.signal);
     const envelope = toEnvelope(ctx.executionId, outcome, limits);
     const packages = outcome.report?.packages ?? {};
     const version = packages[requirement.name];

@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import type Docker from 'dockerode';
+import { projectRoot } from '../project.js';
 import type { SandboxLimits } from './sandbox.js';
 
 /** uid:gid of the `sandbox` user baked into the image (sandbox-image/Dockerfile). */
@@ -6,6 +9,14 @@ export const SANDBOX_USER = '10001:10001';
 export const LABEL = 'run-python-code';
 export const INSTANCE_LABEL = 'run-python-code.instance';
 export const EXECUTION_LABEL = 'run-python-code.execution';
+
+/**
+ * The seccomp profile of every sandbox (sandbox-image/seccomp.json): an allowlist that leaves out
+ * what Docker 20.10's default allows but neither the runner nor the scientific stack needs (io_uring
+ * first), and namespaces, mounts, tracing and the kernel's own controls. Sent inline, like the CLI does.
+ */
+export const SECCOMP_PROFILE = JSON.stringify(JSON.parse(readFileSync(path.join(projectRoot, 'sandbox-image', 'seccomp.json'), 'utf8')));
+const SECURITY_OPT = ['no-new-privileges', `seccomp=${SECCOMP_PROFILE}`];
 
 export interface SpecInput {
   image: string;
@@ -53,7 +64,7 @@ export function containerSpec(input: SpecInput): Docker.ContainerCreateOptions {
       NetworkMode: network,
       ReadonlyRootfs: true,
       CapDrop: ['ALL'],
-      SecurityOpt: ['no-new-privileges'],
+      SecurityOpt: [...SECURITY_OPT],
       Privileged: false,
       Memory: memory,
       MemorySwap: memory,

@@ -72,10 +72,10 @@ export class DockerRuntime implements ContainerRuntime {
     });
   }
 
-  listByLabel(label: string): Promise<string[]> {
+  listByLabel(label: string): Promise<{ id: string; labels: Record<string, string> }[]> {
     return this.call(async () => {
       const found = await this.docker.listContainers({ all: true, filters: { label: [label] } });
-      return found.map((c) => c.Id);
+      return found.map((c) => ({ id: c.Id, labels: c.Labels ?? {} }));
     });
   }
 

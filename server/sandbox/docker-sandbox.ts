@@ -4,6 +4,7 @@ import { containerSpec, INSTANCE_LABEL, LABEL, type SpecInput } from './containe
 import { JobRun, type JobRunTimings, type PreparedContainer } from './job-run.js';
 import { PROTOCOL_VERSION } from './protocol.js';
 import { EngineError, type ContainerRuntime } from './runtime.js';
+import { unavailable } from '../errors.js';
 import type { Sandbox, SandboxHealth, SandboxJob, SandboxOutcome } from './sandbox.js';
 import { WarmPool } from './warm-pool.js';
 
@@ -40,7 +41,11 @@ const TIMINGS: DriverTimings = { backstopGraceMs: 2000, finalWaitMs: 10_000, rem
  */
 export class DockerSandbox implements Sandbox {
   private readonly removals = new Set<Promise<void>>();
+  /** Runs from the moment they are asked for (before their container exists) until they are answered. */
+  private readonly inFlight = new Set<Promise<unknown>>();
+  /** Containers of the runs in flight, by execution id. */
   private readonly running = new Map<string, string>();
+  private closing = false;
   private readonly volumes = new Set<string>();
   private readonly timings: DriverTimings;
 
@@ -95,7 +100,15 @@ export class DockerSandbox implements Sandbox {
     return this.pool?.size ?? 0;
   }
 
-  async run(job: SandboxJob): Promise<SandboxOutcome> {
+  run(job: SandboxJob): Promise<SandboxOutcome> {
+    if (this.closing) return Promise.reject(unavailable('The server is shutting down; retry on another instance or later'));
+    const run = this.runOnce(job);
+    const tracked = run.catch(() => undefined).finally(() => this.inFlight.delete(tracked));
+    this.inFlight.add(tracked);
+    return run;
+  }
+
+  private async runOnce(job: SandboxJob): Promise<SandboxOutcome> {
     const spec: SpecInput = {
       ...this.options,
       executionId: job.executionId,
@@ -184,16 +197,24 @@ export class DockerSandbox implements Sandbox {
     }
   }
 
-  async reapStale(): Promise<number> {
-    const stale = await this.engine.listByLabel(`${INSTANCE_LABEL}=${this.options.instanceId}`);
-    await Promise.all(stale.map((id) => this.engine.remove(id).catch(() => undefined)));
+  reapStale(): Promise<number> {
+    return this.reapOrphans((instance) => instance === this.options.instanceId);
+  }
+
+  async reapOrphans(isOrphan: (instance: string) => boolean): Promise<number> {
+    const ours = await this.engine.listByLabel(INSTANCE_LABEL);
+    const stale = ours.filter((c) => isOrphan(c.labels[INSTANCE_LABEL] ?? ''));
+    await Promise.all(stale.map((c) => this.engine.remove(c.id).catch(() => undefined)));
     if (stale.length > 0) this.logger.warn('removed stale sandbox containers', { count: stale.length });
     return stale.length;
   }
 
   async shutdown(force: boolean): Promise<void> {
+    this.closing = true;
     await this.pool?.close();
     if (force) await Promise.all([...this.running.values()].map((id) => this.engine.kill(id)));
-    while (this.removals.size > 0) await Promise.allSettled([...this.removals]);
+    while (this.inFlight.size > 0 || this.removals.size > 0) await Promise.allSettled([...this.inFlight, ...this.removals]);
+    // A removal given up on, or a container whose create answered after its run failed: none is left.
+    await this.reapStale().catch(() => 0);
   }
 }

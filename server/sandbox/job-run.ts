@@ -24,8 +24,8 @@ export interface PreparedContainer extends Prepared {
  */
 export type RunState = 'prepared' | 'streaming' | 'collecting' | 'finishing' | 'finished';
 
-/** Why collecting stopped: the done frame, the container's end, the server's deadline, or bad output. */
-export type StopCause = 'done' | 'exited' | 'deadline' | 'violation';
+/** Why collecting stopped: the done frame, the container's end, the server's deadline, bad output, or the caller leaving. */
+export type StopCause = 'done' | 'exited' | 'deadline' | 'violation' | 'aborted';
 
 export interface JobRunTimings {
   /** Past the runner's own deadline, how long the server waits before it kills the container itself. */
@@ -116,6 +116,12 @@ export class JobRun {
       io.stdout.once('error', resolve);
     });
     void outputEnded.then(() => this.stop('exited'));
+    const abort = () => {
+      this.kill();
+      this.stop('aborted');
+    };
+    if (this.job.signal?.aborted) abort();
+    this.job.signal?.addEventListener('abort', abort, { once: true });
 
     let abandon: NodeJS.Timeout | undefined;
     const backstop = setTimeout(() => {
@@ -135,7 +141,9 @@ export class JobRun {
 
     const cause = await this.stopped;
     clearTimeout(backstop);
-    if (cause === 'deadline') await outputEnded; // the killed container's last bytes, or the abandon timer
+    this.job.signal?.removeEventListener('abort', abort);
+    // A killed container's last bytes, or the abandon timer; an abandoned run's kill is the same.
+    if (cause === 'deadline' || cause === 'aborted') await outputEnded;
     clearTimeout(abandon);
     this.state = 'finishing';
     const runMs = Date.now() - started;
@@ -155,16 +163,20 @@ export class JobRun {
     const t = Date.now();
     let report: RunnerReport | null = null;
     let files: FileChanges | null = null;
-    if (!this.violation) {
+    const warnings: string[] = [];
+    if (!this.violation && cause !== 'aborted') {
       try {
         report = this.decoder.finish();
         if (report) {
           files = { ...(await this.changes.finish()), deleted: report.deleted };
+          warnings.push(...report.warnings);
           if (this.changes.dropped.length > 0) {
+            // The runner sends only what may leave; anything else is a runner's fault, or a hostile one.
             this.logger.warn('sandbox sent entries that were dropped', {
               execution_id: this.job.executionId,
               dropped: this.changes.dropped.slice(0, 20),
             });
+            warnings.push(`${this.changes.dropped.length} entries the sandbox sent were not kept (not plain files or directories with clean names)`);
           }
         }
       } catch (err) {
@@ -191,6 +203,8 @@ export class JobRun {
       truncated: this.decoder.truncated || (report?.truncated ?? false) || (report?.result_truncated ?? false),
       oomKilled: state.oomKilled || (report?.oom_killed ?? false),
       violation,
+      aborted: cause === 'aborted',
+      warnings: violation ? [] : warnings,
       durationMs: Date.now() - started,
       phases: { ...(this.pooled ? { pool: 1 } : { create: createMs, start: startMs }), run: runMs, collect: Date.now() - t },
     };

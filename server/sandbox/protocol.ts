@@ -56,6 +56,8 @@ export interface RunnerReport {
   result: string | null;
   result_truncated: boolean;
   deleted: string[];
+  /** What the runner could not do for this run without failing it (entries it could not keep). */
+  warnings: string[];
   run_ms: number;
   /** Install and list jobs: the tenant's packages, {normalized name: version}. */
   packages?: Record<string, string>;
@@ -67,7 +69,7 @@ const reportSchema = {
   type: 'object',
   additionalProperties: false,
   required: ['protocol', 'exit_code', 'timed_out', 'truncated', 'oom_killed', 'status', 'error', 'traceback',
-    'result', 'result_truncated', 'deleted', 'run_ms'],
+    'result', 'result_truncated', 'deleted', 'warnings', 'run_ms'],
   properties: {
     protocol: { type: 'integer', const: PROTOCOL_VERSION },
     exit_code: { type: 'integer', minimum: 0, maximum: 255 },
@@ -80,6 +82,7 @@ const reportSchema = {
     result: { type: 'string', nullable: true },
     result_truncated: { type: 'boolean' },
     deleted: { type: 'array', items: { type: 'string', maxLength: 1024 }, maxItems: 1_000_000 },
+    warnings: { type: 'array', items: { type: 'string', maxLength: 2048 }, maxItems: 21 },
     run_ms: { type: 'number', minimum: 0 },
     packages: {
       type: 'object',

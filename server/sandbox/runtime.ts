@@ -40,8 +40,8 @@ export interface ContainerRuntime {
   /** Forced removal, with its anonymous volumes. */
   remove(id: string): Promise<void>;
   inspect(id: string): Promise<ContainerState>;
-  /** Ids of every container (running or not) carrying `label` (`key=value`). */
-  listByLabel(label: string): Promise<string[]>;
+  /** Every container (running or not) carrying `label` (`key` or `key=value`), with its labels. */
+  listByLabel(label: string): Promise<{ id: string; labels: Record<string, string> }[]>;
   /** Creates a named volume; an existing one is left as it is. */
   createVolume(name: string, labels: Record<string, string>): Promise<void>;
   /** The engine's version; the cheapest call that proves it answers. */

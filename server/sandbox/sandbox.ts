@@ -51,6 +51,8 @@ export interface SandboxJob {
   /** Docker network for the container; executions always get `none`. */
   network?: string;
   limits: SandboxLimits;
+  /** Aborted when nobody waits for the answer any more (the client went away): the run is stopped. */
+  signal?: AbortSignal;
 }
 
 /** Everything that came out of one container, already capped and validated. */
@@ -67,6 +69,10 @@ export interface SandboxOutcome {
   oomKilled: boolean;
   /** Why the container's output was refused (protocol violation, files over the caps), if it was. */
   violation: string | null;
+  /** The run was stopped because its caller went away. */
+  aborted: boolean;
+  /** What could not be done for this run without failing it: entries of the workspace not kept. */
+  warnings: string[];
   durationMs: number;
   phases: Record<string, number>;
 }
@@ -84,7 +90,12 @@ export interface Sandbox {
   health(): Promise<SandboxHealth>;
   /** Removes containers this server instance left behind (after a crash, say). */
   reapStale(): Promise<number>;
-  /** Waits for background removals; kills and removes whatever still runs when `force`. */
+  /** Removes the containers of other instances that `isOrphan` says are gone (a crashed stdio bin's, say). */
+  reapOrphans(isOrphan: (instance: string) => boolean): Promise<number>;
+  /**
+   * Refuses new runs, waits for those in flight (killing them when `force`) and for every removal,
+   * then removes anything of this instance still there: it ends with no container of this instance.
+   */
   shutdown(force: boolean): Promise<void>;
   /** Starts keeping containers ready for jobs like this one (no-op without a pool). */
   warm(job: Pick<SandboxJob, 'limits' | 'packagesVolume'>): void;

@@ -1,5 +1,7 @@
 import { ServiceError } from '../errors.js';
 
+const callerGone = () => new ServiceError('client_closed', 'The caller went away while the request waited for a slot');
+
 interface Waiter {
   tenant: string;
   cap: number;
@@ -40,10 +42,13 @@ export class Admission {
     return this.queue.length;
   }
 
-  /** Runs `task` in a slot: take it (waiting if need be), run, release, whatever happens. */
-  async run<T>(tenant: string, cap: number, task: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `task` in a slot: take it (waiting if need be), run, release, whatever happens. A caller
+   * whose `signal` aborts while it waits leaves the queue at once.
+   */
+  async run<T>(tenant: string, cap: number, task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     const asked = Date.now();
-    await this.acquire(tenant, cap);
+    await this.acquire(tenant, cap, signal);
     const started = Date.now();
     this.options.onWait?.((started - asked) / 1000);
     try {
@@ -63,23 +68,32 @@ export class Admission {
     this.perTenant.set(tenant, (this.perTenant.get(tenant) ?? 0) + 1);
   }
 
-  private acquire(tenant: string, cap: number): Promise<void> {
+  private acquire(tenant: string, cap: number, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return Promise.reject(callerGone());
     if (this.canStart(tenant, cap)) {
       this.take(tenant);
       return Promise.resolve();
     }
     if (this.queue.length >= this.options.queueMax) return Promise.reject(this.busy('the queue is full'));
     return new Promise((resolve, reject) => {
+      const leave = (err: Error) => {
+        this.queue.splice(this.queue.indexOf(waiter), 1);
+        clearTimeout(waiter.timer);
+        signal?.removeEventListener('abort', onAbort);
+        reject(err);
+      };
+      const onAbort = () => leave(callerGone());
       const waiter: Waiter = {
         tenant,
         cap,
-        start: resolve,
+        start: () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        },
         refuse: reject,
-        timer: setTimeout(() => {
-          this.queue.splice(this.queue.indexOf(waiter), 1);
-          reject(this.busy(`no slot within ${+(this.options.queueTimeoutMs / 1000).toFixed(1)} s`));
-        }, this.options.queueTimeoutMs),
+        timer: setTimeout(() => leave(this.busy(`no slot within ${+(this.options.queueTimeoutMs / 1000).toFixed(1)} s`)), this.options.queueTimeoutMs),
       };
+      signal?.addEventListener('abort', onAbort, { once: true });
       this.queue.push(waiter);
     });
   }

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Ajv } from 'ajv';
 import { parse } from 'yaml';
 import type { Config } from '../config.js';
+import { ServiceError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { DEFAULT_TENANT, TENANT_ID_PATTERN } from './tenant-id.js';
 import { defaultLimits, limitsSchema, type TenantLimits } from './limits.js';
@@ -76,6 +77,12 @@ function readFile<T>(file: string, validate: typeof validateTenantsFile): T {
     const e = validate.errors![0]!;
     const where = e.instancePath.replace(/^\//, '').replace(/\//g, '.') || '(top level)';
     const extra = e.keyword === 'additionalProperties' ? ` (${(e.params as { additionalProperty: string }).additionalProperty})` : '';
+    if (e.propertyName !== undefined) {
+      throw new RegistryError(
+        `${file}: ${where}: tenant name ${JSON.stringify(e.propertyName)} is not allowed: it must start with a letter or a ` +
+          'digit and hold only A-Z a-z 0-9 _ . - (64 at most)',
+      );
+    }
     throw new RegistryError(`${file}: ${where}: ${e.message}${extra}`);
   }
   return data as T;
@@ -148,7 +155,8 @@ export class TenantRegistry {
 
   get(id: string): Tenant {
     const tenant = this.tenants.get(id);
-    if (!tenant) throw new Error(`unknown tenant ${id}`);
+    // A key authenticated just before a reload that removed its tenant.
+    if (!tenant) throw new ServiceError('unauthorized', 'The tenant of this API key is no longer configured');
     return tenant;
   }
 

@@ -154,10 +154,12 @@ export class FakeRuntime implements ContainerRuntime {
     return { running: c.running, exitCode: c.exitCode, oomKilled: c.oomKilled };
   }
 
-  async listByLabel(label: string): Promise<string[]> {
+  async listByLabel(label: string): Promise<{ id: string; labels: Record<string, string> }[]> {
     this.record(`list ${label}`);
     const [key, value] = label.split('=');
-    return [...this.containers.entries()].filter(([, c]) => !c.removed && c.spec.Labels?.[key!] === value).map(([id]) => id);
+    return [...this.containers.entries()]
+      .filter(([, c]) => !c.removed && c.spec.Labels?.[key!] !== undefined && (value === undefined || c.spec.Labels[key!] === value))
+      .map(([id, c]) => ({ id, labels: c.spec.Labels ?? {} }));
   }
 
   async createVolume(name: string): Promise<void> {
@@ -186,7 +188,7 @@ export function frame(kind: string, payload: Buffer | string = Buffer.alloc(0)):
 export function reportFrames(over: Partial<RunnerReport> = {}): Buffer[] {
   const report: RunnerReport = {
     protocol: PROTOCOL_VERSION, exit_code: 0, timed_out: false, truncated: false, oom_killed: false, status: 'ok',
-    error: null, traceback: null, result: null, result_truncated: false, deleted: [], run_ms: 1, ...over,
+    error: null, traceback: null, result: null, result_truncated: false, deleted: [], warnings: [], run_ms: 1, ...over,
   };
   return [frame('r', JSON.stringify(report)), frame('z')];
 }

@@ -98,6 +98,32 @@ describe('hostile code', () => {
     assert.deepEqual(await server.settle(), []);
   });
 
+  it('the seccomp profile refuses io_uring and new namespaces with EPERM; threads and processes still work', () =>
+    hostile(
+      [
+        'import ctypes, multiprocessing, threading',
+        'libc = ctypes.CDLL(None, use_errno=True)',
+        'def errno_of(r): return ctypes.get_errno() if r == -1 else 0',
+        'uring = errno_of(libc.syscall(425, 1, 0))  # io_uring_setup',
+        'userns = errno_of(libc.unshare(0x10000000))  # CLONE_NEWUSER, which needs no capability',
+        't = threading.Thread(target=lambda: None); t.start(); t.join()',
+        'with multiprocessing.Pool(2) as pool: squares = pool.map(abs, [-1, -2])',
+        'print(uring, userns, squares)',
+      ].join('\n'),
+      (body) => {
+        assert.equal(body.success, true, String(body.error));
+        assert.equal(body.result, '1 1 [1, 2]'); // EPERM twice; Docker's default profile lets io_uring_setup reach the kernel (EFAULT)
+      },
+    ));
+
+  it("a report forged on the runner's pipe cannot undo the exit status", () =>
+    hostile('import os\nos.write(3, b\'{"status": "ok", "result": "forged"}\')\nos._exit(3)', (body) => {
+      assert.equal(body.success, false);
+      assert.equal(body.exit_code, 3);
+      assert.equal(body.result, null);
+      assert.equal(body.error, 'The code exited with status 3');
+    }));
+
   it('sys.exit(3) is a failure with exit code 3', () =>
     hostile('import sys\nprint("bye")\nsys.exit(3)', (body) => {
       assert.equal(body.success, false);

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,6 +11,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { projectRoot } from '../../server/project.js';
 import { containersOf, removeVolumes, startServer, type TestServer } from '../helpers/server.js';
+import { until } from '../helpers/until.js';
 
 const text = (result: CallToolResult) => (result.content[0] as { text: string }).text;
 
@@ -129,6 +132,36 @@ toolSuite(
     await removeVolumes(`rpc-${stdioInstance}-`);
   },
 );
+
+describe('stdio: a process that was killed', () => {
+  it('leaves containers that the next stdio process on this host removes', async () => {
+    const prefix = `rpc-test-orphan-${process.pid}-`;
+    const base = mkdtempSync(path.join(os.tmpdir(), 'rpc-mcp-'));
+    const env = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined));
+    delete env.INSTANCE_ID; // each stdio process names its own instance after its pid
+    const stdio = () =>
+      spawn(process.execPath, [path.join(projectRoot, 'dist/server/mcp/stdio.js')], {
+        env: { ...env, POOL_SIZE: '1', BASE_DIR: base, PACKAGES_VOLUME_PREFIX: prefix, LOG_LEVEL: 'error' },
+        stdio: ['pipe', 'ignore', 'inherit'],
+      });
+    const instanceOf = (pid: number | undefined) => `${os.hostname()}-stdio-${pid}`.slice(0, 64);
+    const first = stdio();
+    const orphaned = instanceOf(first.pid);
+    await until(async () => (await containersOf(orphaned)).length >= 1, "the first process's pool");
+    first.kill('SIGKILL');
+    await once(first, 'exit');
+    assert.ok((await containersOf(orphaned)).length >= 1, 'a killed process could not have removed its containers');
+    const second = stdio();
+    try {
+      await until(async () => (await containersOf(orphaned)).length === 0, "the next process to remove the killed one's containers");
+    } finally {
+      second.stdin!.end(); // its client went away: it stops, and removes its own
+      await once(second, 'exit');
+    }
+    await until(async () => (await containersOf(instanceOf(second.pid))).length === 0, "the second process's own containers");
+    await removeVolumes(prefix);
+  });
+});
 
 describe('API keys: REST and /mcp', () => {
   let server: TestServer;

@@ -36,6 +36,32 @@ describe('the workspace persists across executions', () => {
     assert.equal(await run('import os\nprint(os.path.exists("b.txt"), open("a.txt").read())'), 'False 11');
   });
 
+  it('what the code made unreadable is kept all the same; what cannot leave is named in warnings', async () => {
+    const { body } = await server.post('/execute', {
+      code: [
+        'import os',
+        'open("locked.txt", "w").write("secret bytes")',
+        'os.makedirs("closed/inner", exist_ok=True)',
+        'open("closed/inner/kept.txt", "w").write("inside")',
+        'os.chmod("locked.txt", 0)',
+        'os.chmod("closed/inner", 0)',
+        'os.chmod("closed", 0)',
+        'os.symlink("/etc/passwd", "passwd-link")',
+        'os.mkfifo("a-fifo")',
+      ].join('\n'),
+    });
+    assert.equal(body.success, true, String(body.error));
+    assert.deepEqual(body.warnings, [
+      'a-fifo: not a regular file or directory, so it was not kept (only regular files and directories are)',
+      'passwd-link: a symbolic link, so it was not kept (only regular files and directories are)',
+    ]);
+    assert.equal(readFileSync(path.join(root, 'locked.txt'), 'utf8'), 'secret bytes');
+    assert.equal(await run('print(open("locked.txt").read(), open("closed/inner/kept.txt").read())'), 'secret bytes inside');
+    // A later run that changes nothing keeps them too: a 000 directory's files are never taken for deleted.
+    await run('import os\nos.chmod("closed", 0)');
+    assert.equal(readFileSync(path.join(root, 'closed/inner/kept.txt'), 'utf8'), 'inside');
+  });
+
   it('a saved module can be imported by later code', async () => {
     const saved = await server.post('/save-and-execute', { file_name: 'lib/util.py', code: 'def triple(x):\n    return 3 * x\n' });
     assert.equal(saved.body.success, true);

@@ -129,7 +129,7 @@ class Report(unittest.TestCase):
         self.assertEqual(report["deleted"], ["a"])
         self.assertEqual(report["run_ms"], 3)
         self.assertEqual(set(report), {"protocol", "exit_code", "timed_out", "truncated", "oom_killed", "status", "error",
-                                       "traceback", "result", "result_truncated", "deleted", "run_ms"})
+                                       "traceback", "result", "result_truncated", "deleted", "warnings", "run_ms"})
 
     def test_no_word_from_the_child_is_killed_or_exit(self):
         killed = runner.build_report({"exit_code": 137, "signaled": True, "child": {}}, self.job)
@@ -153,6 +153,25 @@ class Report(unittest.TestCase):
         report = runner.build_report({"exit_code": 0, "child": {"status": "ok"}}, self.job, packages={"a": "1"}, changed=[])
         self.assertEqual(report["packages"], {"a": "1"})
         self.assertEqual(report["changed"], [])
+
+
+class FileMode(InTempWorkspace):
+    def test_a_file_that_cannot_be_opened_is_reported_with_its_real_error(self):
+        os.mkdir(os.path.join(runner.WORKSPACE, "not-a-file.py"))
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # run_user_code ends its process, as it does in the sandbox
+            try:
+                os.close(r)
+                runner.run_user_code({"mode": "file", "file": "not-a-file.py", "result_limit": 1000}, w)
+            finally:
+                os._exit(99)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            report = json.loads(f.read())
+        os.waitpid(pid, 0)
+        self.assertEqual(report["status"], "exception")
+        self.assertTrue(report["error"].startswith("IsADirectoryError: "), report["error"])
 
 
 class Frames(unittest.TestCase):

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { containerSpec } from '../../server/sandbox/container-spec.js';
+import { containerSpec, SECCOMP_PROFILE } from '../../server/sandbox/container-spec.js';
 
 const limits = { timeoutS: 5, memoryMb: 256, cpus: 0.5, pids: 64, outputBytes: 1000, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10 };
 
@@ -22,7 +22,13 @@ describe('containerSpec: the caps of every sandbox container', () => {
     assert.equal(host.ReadonlyRootfs, true);
     assert.deepEqual(host.CapDrop, ['ALL']);
     assert.equal(host.CapAdd, undefined);
-    assert.deepEqual(host.SecurityOpt, ['no-new-privileges']);
+    assert.deepEqual(host.SecurityOpt, ['no-new-privileges', `seccomp=${SECCOMP_PROFILE}`]);
+    const profile = JSON.parse(SECCOMP_PROFILE) as { defaultAction: string; syscalls: { names: string[]; action: string }[] };
+    assert.equal(profile.defaultAction, 'SCMP_ACT_ERRNO', 'an allowlist: what is not named is refused');
+    const allowed = profile.syscalls.filter((s) => s.action === 'SCMP_ACT_ALLOW').flatMap((s) => s.names);
+    for (const name of ['io_uring_setup', 'io_uring_enter', 'io_uring_register', 'unshare', 'setns', 'mount', 'ptrace', 'bpf', 'keyctl', 'userfaultfd', 'perf_event_open']) {
+      assert.ok(!allowed.includes(name), `${name} must not be allowed`);
+    }
     assert.equal(host.Privileged, false);
     assert.equal(host.Binds, undefined);
     assert.deepEqual(host.Mounts, [{ Type: 'volume', Source: 'pkgs-default', Target: '/opt/packages', ReadOnly: true }]);

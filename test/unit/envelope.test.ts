@@ -1,17 +1,19 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { capString, toEnvelope } from '../../server/execution/envelope.js';
-import type { RunnerReport } from '../../server/sandbox/protocol.js';
+import { classify } from '../../server/errors.js';
+import { EngineError } from '../../server/sandbox/runtime.js';
+import { PROTOCOL_VERSION, type RunnerReport } from '../../server/sandbox/protocol.js';
 import type { SandboxOutcome } from '../../server/sandbox/sandbox.js';
 
 const limits = { timeoutS: 5, memoryMb: 256, cpus: 1, pids: 64, outputBytes: 10, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10 };
 const report = (over: Partial<RunnerReport> = {}): RunnerReport => ({
-  protocol: 3, exit_code: 0, timed_out: false, truncated: false, oom_killed: false, status: 'ok',
-  error: null, traceback: null, result: null, result_truncated: false, deleted: [], run_ms: 1, ...over,
+  protocol: PROTOCOL_VERSION, exit_code: 0, timed_out: false, truncated: false, oom_killed: false, status: 'ok',
+  error: null, traceback: null, result: null, result_truncated: false, deleted: [], warnings: [], run_ms: 1, ...over,
 });
 const outcome = (over: Partial<SandboxOutcome> = {}): SandboxOutcome => ({
   stdout: ' 42\n', stderr: '', report: report(), changes: null, exitCode: 0, timedOut: false, truncated: false,
-  oomKilled: false, violation: null, durationMs: 5, phases: {}, ...over,
+  oomKilled: false, violation: null, aborted: false, warnings: [], durationMs: 5, phases: {}, ...over,
 });
 
 describe('toEnvelope', () => {
@@ -54,5 +56,26 @@ describe('toEnvelope', () => {
   it('capString never splits a character', () => {
     assert.deepEqual(capString('aé', 2), { text: 'a', cut: true });
     assert.deepEqual(capString('ab', 2), { text: 'ab', cut: false });
+  });
+});
+
+describe('classify: every error to one status and message', () => {
+  it('a fault of the machine is a 503 that names it, without the path', async () => {
+    const full = await import('node:fs/promises').then((fs) => fs.writeFile('/dev/full', 'x').then(() => null, (e: unknown) => e));
+    const { kind, status, message } = classify(full);
+    assert.deepEqual({ kind, status }, { kind: 'unavailable', status: 503 });
+    assert.match(message, /^The server's disk is full/);
+    assert.doesNotMatch(message, /\/dev\/full/);
+  });
+
+  it('a plain Error is internal, with a message that says nothing of it', () => {
+    assert.deepEqual(classify(new Error('/srv/secret/path exploded')), {
+      kind: 'internal', status: 500, message: 'Internal error: see the server log for this execution_id',
+    });
+  });
+
+  it('an engine failure keeps its message for the operator', () => {
+    const err = new EngineError('unreachable', 'Docker engine is not reachable at /var/run/docker.sock (ECONNREFUSED): start it');
+    assert.deepEqual(classify(err), { kind: 'unavailable', status: 503, message: err.message, retryAfterS: undefined });
   });
 });

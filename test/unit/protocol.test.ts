@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { FrameDecoder, ProtocolViolation } from '../../server/sandbox/protocol.js';
+import { FrameDecoder, PROTOCOL_VERSION, ProtocolViolation } from '../../server/sandbox/protocol.js';
 
 const frame = (kind: string, payload: Buffer | string) => {
   const body = Buffer.from(payload);
@@ -11,8 +11,8 @@ const frame = (kind: string, payload: Buffer | string) => {
 };
 
 const goodReport = {
-  protocol: 3, exit_code: 0, timed_out: false, truncated: false, oom_killed: false, status: 'ok',
-  error: null, traceback: null, result: '42', result_truncated: false, deleted: [], run_ms: 3,
+  protocol: PROTOCOL_VERSION, exit_code: 0, timed_out: false, truncated: false, oom_killed: false, status: 'ok',
+  error: null, traceback: null, result: '42', result_truncated: false, deleted: [], warnings: [], run_ms: 3,
 };
 
 function decoder(outputBytes = 100) {

@@ -49,6 +49,7 @@ describe('sandbox driver on the recording fake', () => {
     assert.deepEqual(outcome.changes, { files: [], dirs: [], deleted: [] });
     assert.deepEqual(engine.calls, [
       'volume vol', 'create run-python-code-e1', 'attach run-python-code-e1', 'start run-python-code-e1', 'remove run-python-code-e1',
+      'list run-python-code.instance', // shutdown's last sweep: nothing of this instance may be left
     ]);
     assert.equal(toEnvelope('e1', outcome, limits).result, 'hi');
   });
@@ -191,7 +192,8 @@ describe('sandbox driver on the recording fake', () => {
     const errors = errorsOf(logger);
     await sandbox.run(job());
     await sandbox.shutdown(false);
-    assert.equal(engine.callsOn('e1').filter((c) => c === 'remove').length, 8);
+    // Eight tries, then the one of shutdown's last sweep.
+    assert.equal(engine.callsOn('e1').filter((c) => c === 'remove').length, 9);
     assert.deepEqual(errors, ['could not remove a sandbox container']);
   });
 
@@ -205,6 +207,15 @@ describe('sandbox driver on the recording fake', () => {
     assert.equal(outcome.timedOut, false);
     assert.deepEqual(engine.callsOn('e1'), ['create', 'attach', 'start', 'kill', 'inspect', 'remove']);
     assert.equal([...engine.containers.values()][0]!.removed, true);
+  });
+
+  it('shutdown refuses new runs, and sweeps away what a run left that its removal did not', async () => {
+    const { engine, sandbox } = driver(() => ({ stdout: reportFrames(), removeFailures: 8 }));
+    await sandbox.run(job());
+    await sandbox.shutdown(false);
+    assert.equal([...engine.containers.values()][0]!.removed, true, 'the sweep removed it');
+    await assert.rejects(sandbox.run(job({ executionId: 'late' })), /shutting down/);
+    assert.deepEqual(engine.callsOn('late'), [], 'no container for a run after shutdown');
   });
 
   it('a container that dies while waiting in the pool is removed, replaced, and never handed out', async () => {

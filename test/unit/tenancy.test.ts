@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -8,6 +8,7 @@ import { ServiceError } from '../../server/errors.js';
 import { projectRoot } from '../../server/project.js';
 import { Admission } from '../../server/tenancy/admission.js';
 import { loadTenants, RegistryError } from '../../server/tenancy/tenant-registry.js';
+import { WorkspaceStore } from '../../server/workspace/workspace-store.js';
 
 const readme = readFileSync(path.join(projectRoot, 'README.md'), 'utf8');
 const block = (name: string) => {
@@ -47,12 +48,29 @@ describe('tenants and limits files', () => {
     ['broken YAML', 'tenants: [\n', undefined, /tenants\.yaml: /],
     ['an empty file (which must not open the server)', '', undefined, /tenants\.yaml: no tenants with keys/],
     ['a file whose tenants are all commented out', '# tenants:\n#   alice: ...\n', undefined, /no tenants with keys/],
+    ...['.', '..', '-x', '_x', '.hidden'].map((name): [string, string, string | undefined, RegExp] => [
+      `a tenant named ${name} (its folder would not be its own)`,
+      `tenants:\n  '${name}':\n    keys: ["${'a'.repeat(64)}"]\n`, undefined, new RegExp(`tenants\\.yaml: tenants: tenant name "${name.replace(/\./g, '\\.')}" is not allowed: it must start with a letter or a digit`),
+    ]),
+    ['the same in the limits file', 'tenants: {}\n', "tenants:\n  '..':\n    cpus: 1\n", /limits\.yaml: tenants: tenant name "\.\." is not allowed/],
   ];
   for (const [name, tenants, limits, message] of bad) {
     it(`refuses ${name}, naming the field`, () => {
       assert.throws(() => loadTenants(files(tenants, limits)), (err: Error) => err instanceof RegistryError && message.test(err.message));
     });
   }
+});
+
+describe('WorkspaceStore', () => {
+  it('opens only direct children of the workspaces folder, and retries an open that failed', async () => {
+    const base = mkdtempSync(path.join(os.tmpdir(), 'rpc-ws-'));
+    const store = new WorkspaceStore(base, { maxFiles: 10 });
+    for (const name of ['.', '..', 'a/b', '']) assert.throws(() => store.for(name), /unsafe tenant id/);
+    writeFileSync(path.join(base, 'workspaces'), 'a file where the folder should be');
+    await assert.rejects(store.for('t1'), /EEXIST|ENOTDIR/);
+    rmSync(path.join(base, 'workspaces'));
+    assert.equal(path.basename((await store.for('t1')).root), 't1', 'the failure was not remembered');
+  });
 });
 
 describe('Admission', () => {
