@@ -20,6 +20,8 @@ import type { TenantRegistry } from './tenancy/tenant-registry.js';
 import { tenantRoutes } from './api/tenant-routes.js';
 import { metricsRoutes } from './api/metrics-routes.js';
 import type { Metrics } from './metrics.js';
+import { jsonBody } from './http/json-body.js';
+import { ReceiveBudget } from './http/receive-budget.js';
 import { rateLimit } from 'express-rate-limit';
 
 export interface AppDeps {
@@ -70,7 +72,7 @@ export function createApp({ config, logger, contract, sandbox, executions, packa
       },
     }),
   );
-  app.use(express.json({ limit: config.maxBodyBytes }));
+  app.use(jsonBody(config, new ReceiveBudget(config.receivingMaxBytes, config.tenantReceivingMaxBytes)));
   app.use(docsRoutes(contract, config.redocScriptUrl));
   app.use(
     OpenApiValidator.middleware({

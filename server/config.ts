@@ -240,6 +240,38 @@ export const settings = {
     default: 2 * MiB,
     parse: integer(1024, 1024 * MiB),
   },
+  receivingMaxBytes: {
+    env: 'RECEIVING_MAX_BYTES',
+    description: 'Request body bytes being received at once, all tenants together (a body counts its Content-Length, or MAX_BODY_BYTES without one); past it: 429 with Retry-After',
+    default: 0, // 0: derived from MAX_BODY_BYTES in loadConfig
+    parse: integer(1024, 1024 * 1024 * MiB),
+    show: '32 × MAX_BODY_BYTES',
+  },
+  tenantReceivingMaxBytes: {
+    env: 'TENANT_RECEIVING_MAX_BYTES',
+    description: "Request body bytes being received at once for one tenant, counted like RECEIVING_MAX_BYTES; past it: 429 with Retry-After (other tenants' uploads go on)",
+    default: 0, // 0: derived from MAX_BODY_BYTES in loadConfig
+    parse: integer(1024, 1024 * 1024 * MiB),
+    show: '8 × MAX_BODY_BYTES',
+  },
+  bodyTimeoutS: {
+    env: 'BODY_TIMEOUT_S',
+    description: 'Longest time a request body may take to arrive once its headers are in; then 408 and the connection is closed',
+    default: 10,
+    parse: integer(1, 3600),
+  },
+  headersTimeoutS: {
+    env: 'HEADERS_TIMEOUT_S',
+    description: "Longest time a client may take to send a request's headers; then 408 and the connection is closed",
+    default: 30,
+    parse: integer(1, 3600),
+  },
+  maxConnections: {
+    env: 'MAX_CONNECTIONS',
+    description: 'Open HTTP connections at once; past it a new connection is closed as soon as it is accepted (it has sent no request to answer yet)',
+    default: 512,
+    parse: integer(1, 1_000_000),
+  },
   installTimeoutS: {
     env: 'INSTALL_TIMEOUT_S',
     description: 'Timeout of one package install',
@@ -381,6 +413,15 @@ export function readSettings<S extends Declared>(declared: S, env: NodeJS.Proces
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const result = readSettings(settings, env);
   result.instanceId ||= `${os.hostname()}-${result.port}`.replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 64);
+  // A body in flight holds up to its size in memory; these bound the sum, per tenant and in all.
+  result.tenantReceivingMaxBytes ||= 8 * result.maxBodyBytes;
+  result.receivingMaxBytes ||= Math.max(32 * result.maxBodyBytes, result.tenantReceivingMaxBytes);
+  if (result.tenantReceivingMaxBytes < result.maxBodyBytes) {
+    throw new ConfigError(`TENANT_RECEIVING_MAX_BYTES (${result.tenantReceivingMaxBytes}) is below MAX_BODY_BYTES (${result.maxBodyBytes}): a body of the largest size could never be received`);
+  }
+  if (result.receivingMaxBytes < result.tenantReceivingMaxBytes) {
+    throw new ConfigError(`RECEIVING_MAX_BYTES (${result.receivingMaxBytes}) is below TENANT_RECEIVING_MAX_BYTES (${result.tenantReceivingMaxBytes})`);
+  }
   if (result.defaultTimeoutS > result.maxTimeoutS) {
     throw new ConfigError(`DEFAULT_TIMEOUT_S (${result.defaultTimeoutS}) is above MAX_TIMEOUT_S (${result.maxTimeoutS})`);
   }

@@ -420,7 +420,11 @@ export interface components {
                 "application/json": components["schemas"]["ErrorResponse"];
             };
         };
-        /** @description Too many executions in progress, or the tenant's requests_per_minute is used up; see Retry-After */
+        /**
+         * @description Too many executions in progress (the queue, or this tenant's share of it, is full), the
+         *     tenant's requests_per_minute is used up, or too many request bytes are being received at
+         *     once for this tenant or this server; `error` says which. See Retry-After.
+         */
         TooManyRequests: {
             headers: {
                 /** @description Seconds to wait before trying again */
@@ -460,6 +464,15 @@ export interface components {
         };
         /** @description The request body is larger than `MAX_BODY_BYTES`, or the code than the tenant's `max_code_bytes` */
         PayloadTooLarge: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorResponse"];
+            };
+        };
+        /** @description The request body did not arrive within `BODY_TIMEOUT_S`; the connection is closed */
+        RequestTimeout: {
             headers: {
                 [name: string]: unknown;
             };
@@ -573,6 +586,7 @@ export interface operations {
             200: components["responses"]["Execution"];
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            408: components["responses"]["RequestTimeout"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             429: components["responses"]["TooManyRequests"];
@@ -604,6 +618,7 @@ export interface operations {
             200: components["responses"]["Execution"];
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            408: components["responses"]["RequestTimeout"];
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
@@ -635,6 +650,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["NotFound"];
+            408: components["responses"]["RequestTimeout"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             429: components["responses"]["TooManyRequests"];
@@ -673,6 +689,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            408: components["responses"]["RequestTimeout"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             429: components["responses"]["TooManyRequests"];
@@ -799,6 +816,9 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             405: components["responses"]["MethodNotAllowed"];
+            408: components["responses"]["RequestTimeout"];
+            413: components["responses"]["PayloadTooLarge"];
+            429: components["responses"]["TooManyRequests"];
         };
     };
 }

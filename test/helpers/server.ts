@@ -6,6 +6,7 @@ import Docker from 'dockerode';
 import { assemble, poolOptions, sandboxOptions, type Services } from '../../server/assemble.js';
 import { Metrics } from '../../server/metrics.js';
 import { loadConfig, type Config } from '../../server/config.js';
+import { createHttpServer } from '../../server/http/http-server.js';
 import { createLogger } from '../../server/logger.js';
 import { DockerSandbox } from '../../server/sandbox/docker-sandbox.js';
 
@@ -60,7 +61,7 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
   const metrics = new Metrics();
   const sandbox = new CountingSandbox(engine, sandboxOptions(config), logger, poolOptions(config), metrics);
   const { app, services } = assemble(config, logger, sandbox, metrics);
-  const server = app.listen(0, '127.0.0.1');
+  const server = createHttpServer(app, config).listen(0, '127.0.0.1');
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
