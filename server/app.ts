@@ -10,7 +10,7 @@ import { serviceRoutes } from './api/service-routes.js';
 import type { components } from './api/openapi-types.js';
 import { authenticate } from './auth.js';
 import type { Config } from './config.js';
-import { classify, notFound, ServiceError } from './errors.js';
+import { classify, notFound } from './errors.js';
 import type { ExecutionService } from './execution/execution-service.js';
 import type { Logger } from './logger.js';
 import type { PackageService } from './packages/package-service.js';
@@ -22,7 +22,6 @@ import { metricsRoutes } from './api/metrics-routes.js';
 import type { Metrics } from './metrics.js';
 import { jsonBody } from './http/json-body.js';
 import { ReceiveBudget } from './http/receive-budget.js';
-import { rateLimit } from 'express-rate-limit';
 
 export interface AppDeps {
   config: Config;
@@ -55,23 +54,6 @@ export function createApp({ config, logger, contract, sandbox, executions, packa
   });
   app.use(cors({ origin: config.corsOrigins.includes('*') ? '*' : config.corsOrigins }));
   app.use(authenticate(registry));
-  app.use(
-    rateLimit({
-      windowMs: 60_000,
-      limit: (_req, res) => registry.get(res.locals.tenant as string).limits.requests_per_minute,
-      skip: (_req, res) => !res.locals.tenant || registry.get(res.locals.tenant as string).limits.requests_per_minute === 0,
-      keyGenerator: (_req, res) => res.locals.tenant as string,
-      standardHeaders: 'draft-7',
-      legacyHeaders: false,
-      validate: false, // keyed by tenant, not by IP: the proxy checks do not apply
-      handler: (req, res, next) => {
-        const reset = (req as { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime;
-        const wait = reset ? Math.max(1, Math.ceil((reset.getTime() - Date.now()) / 1000)) : 60;
-        const limit = registry.get(res.locals.tenant as string).limits.requests_per_minute;
-        next(new ServiceError('busy', `Rate limit reached: ${limit} requests per minute for this tenant (requests_per_minute)`, wait));
-      },
-    }),
-  );
   app.use(jsonBody(config, new ReceiveBudget(config.receivingMaxBytes, config.tenantReceivingMaxBytes)));
   app.use(docsRoutes(contract, config.redocScriptUrl));
   app.use(

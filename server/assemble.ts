@@ -38,6 +38,7 @@ export function createServices(config: Config, logger: Logger, sandbox: Sandbox,
     queueMax: config.queueMax,
     queueTimeoutMs: config.queueTimeoutS * 1000,
     onWait: (seconds) => metrics?.slotWait.observe(seconds),
+    perMinute: (tenant) => registry.get(tenant).limits.requests_per_minute,
   });
   metrics?.watch({ poolSize: () => sandbox.ready(), inFlight: () => admission.inFlight, queued: () => admission.queued });
   const history = new ExecutionHistory(config.executionRetentionS, config.executionRetentionMb * 1024 * 1024);

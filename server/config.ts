@@ -112,7 +112,7 @@ export const settings = {
   },
   queueMax: {
     env: 'QUEUE_MAX',
-    description: 'Requests that may wait for a slot, all tenants together; beyond it: 429 with Retry-After',
+    description: 'Requests that may wait for a slot, all tenants together, each tenant waiting sure of QUEUE_MAX / (tenants waiting) of them; beyond it: 429 with Retry-After',
     default: 64,
     parse: integer(0, 1000000),
   },
@@ -353,7 +353,7 @@ export const settings = {
   },
   rateLimitPerMinute: {
     env: 'RATE_LIMIT_PER_MINUTE',
-    description: 'Default requests_per_minute of a tenant; 0 turns the rate limit off',
+    description: 'Default requests_per_minute of a tenant: sandbox runs it may start per minute, however they arrive (REST, MCP, batches); 0 turns the rate limit off',
     default: 0,
     parse: integer(0, 1000000),
   },

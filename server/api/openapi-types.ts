@@ -209,7 +209,9 @@ export interface paths {
          * @description The same four tools as the stdio server (`run_python_code`, `save_to_file_and_run`,
          *     `pip_install_package`, `run_python_file`), stateless: every POST carries its own JSON-RPC
          *     message(s). Send `Accept: application/json, text/event-stream`. The body is validated by
-         *     the MCP SDK, not by this contract. GET and DELETE answer 405.
+         *     the MCP SDK, not by this contract. GET and DELETE answer 405. Every tool call that runs a
+         *     sandbox counts against the tenant's requests_per_minute, one by one, also within a batch;
+         *     a call past it is a tool result with `isError: true` saying when to retry.
          */
         post: operations["mcp"];
         delete?: never;
@@ -336,7 +338,7 @@ export interface components {
             workspace_mb: number;
             /** @description This tenant's sandboxes running at once */
             max_concurrent: number;
-            /** @description Requests per minute; 0 means no rate limit */
+            /** @description Sandbox runs (executions, installs, package listings) the tenant may start per minute, each tool call of an MCP batch included; 0 means no rate limit */
             requests_per_minute: number;
             /** @description Largest code a request may send */
             max_code_bytes: number;
