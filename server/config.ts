@@ -150,7 +150,7 @@ export const settings = {
   },
   executionRetentionMb: {
     env: 'EXECUTION_RETENTION_MB',
-    description: 'Memory kept for past results; the oldest go first',
+    description: 'Memory kept for past results; when it is full, the oldest result of the tenant holding the most goes first, so each tenant keeps its share',
     default: 128,
     parse: integer(0, 1024 * 1024),
   },
