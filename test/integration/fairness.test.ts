@@ -1,31 +1,11 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startServer, type TestServer } from '../helpers/server.js';
+import { asTenant, tenantsFile } from '../helpers/tenants.js';
 import { until } from '../helpers/until.js';
 
-const hash = (key: string) => `sha256:${createHash('sha256').update(key).digest('hex')}`;
-
-/** A tenants file naming each tenant (key: `<name>-key`) with its own limits. */
-function tenantsFile(tenants: Record<string, string>): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'rpc-fairness-'));
-  const file = path.join(dir, 'tenants.yaml');
-  const entries = Object.entries(tenants).map(([name, limits]) => `  ${name}:\n    keys: ["${hash(`${name}-key`)}"]\n${limits ? `    limits: ${limits}\n` : ''}`);
-  writeFileSync(file, `tenants:\n${entries.join('')}`);
-  return file;
-}
-
-function client(server: TestServer) {
-  return (tenant: string, route: string, body?: unknown) =>
-    fetch(server.url + route, {
-      method: body === undefined ? 'GET' : 'POST',
-      headers: { authorization: `Bearer ${tenant}-key`, 'content-type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    }).then(async (res) => ({ status: res.status, body: (await res.json()) as Record<string, unknown> }));
-}
+const client = (server: TestServer) => (tenant: string, route: string, body?: unknown) =>
+  asTenant(server.url, `${tenant}-key`, route, body);
 
 describe('fairness between tenants: execution history', () => {
   let server: TestServer;

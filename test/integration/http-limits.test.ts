@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,20 +7,12 @@ import { after, before, describe, it } from 'node:test';
 import { memoryOf, spawnServer, type ServerProcess } from '../helpers/process.js';
 import { containersOf, removeVolumes, startServer, type TestServer } from '../helpers/server.js';
 import { slowBodies, type SlowBody } from '../helpers/slow-bodies.js';
+import { asTenant as call, tenantsFile } from '../helpers/tenants.js';
 import { until } from '../helpers/until.js';
 
 const MiB = 1024 * 1024;
-const hash = (key: string) => `sha256:${createHash('sha256').update(key).digest('hex')}`;
 const dir = () => mkdtempSync(path.join(os.tmpdir(), 'rpc-http-limits-'));
 const SEED = { code: 'x = 10\ny = 20\nz = x + y\nprint(z)' };
-
-function call(url: string, key: string, route: string, body: unknown) {
-  return fetch(url + route, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-    body: typeof body === 'string' ? body : JSON.stringify(body),
-  }).then(async (res) => ({ status: res.status, headers: res.headers, body: (await res.json()) as Record<string, unknown> }));
-}
 
 /** The envelope a raw socket got back. */
 function envelopeOf(body: SlowBody): Record<string, unknown> {
@@ -32,13 +23,8 @@ describe('slow bodies against the real server process', () => {
   let server: ServerProcess;
   const instance = `test-slow-${process.pid}`;
   before(async () => {
-    const files = dir();
-    writeFileSync(
-      path.join(files, 'tenants.yaml'),
-      `tenants:\n  mallory:\n    keys: ["${hash('mallory-key')}"]\n  alice:\n    keys: ["${hash('alice-key')}"]\n`,
-    );
     server = await spawnServer({
-      TENANTS_FILE: path.join(files, 'tenants.yaml'),
+      TENANTS_FILE: tenantsFile({ mallory: '', alice: '' }),
       BASE_DIR: dir(),
       INSTANCE_ID: instance,
       PACKAGES_VOLUME_PREFIX: `rpc-${instance}-`,

@@ -1,15 +1,11 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { startServer, type TestServer } from '../helpers/server.js';
+import { asTenant, tenantsFile } from '../helpers/tenants.js';
 
-const hash = (key: string) => `sha256:${createHash('sha256').update(key).digest('hex')}`;
 const TENANTS = ['rest', 'batch', 'single', 'mixed'];
 const REFUSED = /^Rate limit reached: 2 executions per minute for this tenant \(requests_per_minute\); retry in (\d+) s$/;
 const text = (result: CallToolResult) => (result.content[0] as { text: string }).text;
@@ -17,22 +13,15 @@ const text = (result: CallToolResult) => (result.content[0] as { text: string })
 describe('requests_per_minute counts executions, over REST and MCP alike', () => {
   let server: TestServer;
   before(async () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'rpc-rate-'));
-    const tenants = TENANTS.map((t) => `  ${t}:\n    keys: ["${hash(`${t}-key`)}"]\n`).join('');
-    writeFileSync(path.join(dir, 'tenants.yaml'), `tenants:\n${tenants}`);
-    server = await startServer({ TENANTS_FILE: path.join(dir, 'tenants.yaml'), RATE_LIMIT_PER_MINUTE: '2' });
+    const tenants = tenantsFile(Object.fromEntries(TENANTS.map((t) => [t, ''])));
+    server = await startServer({ TENANTS_FILE: tenants, RATE_LIMIT_PER_MINUTE: '2' });
   });
   after(async () => {
     await server.close();
     assert.deepEqual(await server.settle(), []);
   });
 
-  const rest = (tenant: string, route: string, body?: unknown) =>
-    fetch(server.url + route, {
-      method: body === undefined ? 'GET' : 'POST',
-      headers: { authorization: `Bearer ${tenant}-key`, 'content-type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    }).then(async (res) => ({ status: res.status, headers: res.headers, body: (await res.json()) as Record<string, unknown> }));
+  const rest = (tenant: string, route: string, body?: unknown) => asTenant(server.url, `${tenant}-key`, route, body);
 
   async function mcpClient(tenant: string): Promise<Client> {
     const client = new Client({ name: 'test', version: '1.0.0' });
