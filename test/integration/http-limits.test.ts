@@ -46,6 +46,7 @@ describe('slow bodies against the real server process', () => {
     // Each declares 2 MiB (MAX_BODY_BYTES) and sends 1.9 MiB of it. mallory's share of bytes being
     // received is 8 x MAX_BODY_BYTES (TENANT_RECEIVING_MAX_BYTES): exactly 8 are taken in.
     const attack = slowBodies(server.url, { count: 200, declared: 2 * MiB, send: Math.floor(1.9 * MiB), key: 'mallory-key' });
+    t.after(() => attack.destroy()); // only matters when an assertion fails: the server closes them all
     await attack.sent;
     await until(() => attack.bodies.filter((b) => b.status === 429).length === 192, '192 refusals', 30000);
 
@@ -110,9 +111,10 @@ describe('connections and header time on the real server process', () => {
     assert.deepEqual(await containersOf(instance), []);
   });
 
-  it('past MAX_CONNECTIONS a connection is closed at once; silent ones are answered 408 after HEADERS_TIMEOUT_S; then the server answers again', async () => {
+  it('past MAX_CONNECTIONS a connection is closed at once; silent ones are answered 408 after HEADERS_TIMEOUT_S; then the server answers again', async (t) => {
     const { port } = new URL(server.url);
     const sockets: { socket: net.Socket; closed: Promise<void>; data: string }[] = [];
+    t.after(() => sockets.forEach((s) => s.socket.destroy()));
     for (let i = 0; i < 30; i++) {
       const socket = net.connect(Number(port), '127.0.0.1');
       const entry = { socket, data: '', closed: new Promise<void>((resolve) => socket.once('close', () => resolve())) };
@@ -146,8 +148,9 @@ describe('body refusals are envelope errors (in-process server)', () => {
     assert.deepEqual(await server.settle(), []);
   });
 
-  it('a body that stops arriving gets 408 at BODY_TIMEOUT_S; one past the server-wide budget gets 429 naming RECEIVING_MAX_BYTES', async () => {
+  it('a body that stops arriving gets 408 at BODY_TIMEOUT_S; one past the server-wide budget gets 429 naming RECEIVING_MAX_BYTES', async (t) => {
     const held = slowBodies(server.url, { count: 2, declared: MiB, send: 1000, key: 'key-one' });
+    t.after(() => held.destroy());
     await held.sent;
     // Both bodies of key-one reserve 1 MiB each, which is all of RECEIVING_MAX_BYTES.
     const other = await call(server.url, 'key-two', '/execute', SEED);
