@@ -57,7 +57,8 @@ export class Admission {
     const perMinute = this.options.perMinute?.(tenant) ?? 0;
     const wait = this.rate.take(tenant, perMinute);
     if (wait > 0) {
-      throw new ServiceError('busy', `Rate limit reached: ${perMinute} executions per minute for this tenant (requests_per_minute); retry in ${wait} s`, wait);
+      const runs = `${perMinute} execution${perMinute === 1 ? '' : 's'}`;
+      throw new ServiceError('busy', `Rate limit reached: ${runs} per minute for this tenant (requests_per_minute); retry in ${wait} s`, wait);
     }
     const asked = Date.now();
     await this.acquire(tenant, cap);

@@ -41,6 +41,9 @@ describe('requests_per_minute counts executions, over REST and MCP alike', () =>
     const wait = Number(REFUSED.exec(String(third.body.error))?.[1]);
     assert.ok(wait >= 1 && wait <= 60, String(third.body.error));
     assert.equal(third.headers.get('retry-after'), String(wait));
+    const listing = await rest('rest', '/packages');
+    assert.equal(listing.status, 429, 'listing packages runs a sandbox: it counts');
+    assert.match(String(listing.body.error), REFUSED);
     assert.equal(server.sandbox.runs - runs, 2);
     for (let i = 0; i < 5; i++) assert.equal((await rest('rest', '/limits')).status, 200);
     assert.equal((await rest('rest', `/executions/${String(first.body.execution_id)}`)).body.result, '1');
