@@ -7,13 +7,14 @@ import { executionRoutes } from './api/execution-routes.js';
 import { mcpRoutes } from './api/mcp-routes.js';
 import { packageRoutes } from './api/package-routes.js';
 import { serviceRoutes } from './api/service-routes.js';
-import { rateLimit } from 'express-rate-limit';
 import { metricsRoutes } from './api/metrics-routes.js';
 import { tenantRoutes } from './api/tenant-routes.js';
 import { authenticate } from './auth.js';
 import type { Service } from './build-service.js';
 import { loadContract, type ErrorResponse } from './contract/contract.js';
-import { classify, notFound, ServiceError } from './errors.js';
+import { classify, notFound } from './errors.js';
+import { jsonBody } from './http/json-body.js';
+import { ReceiveBudget } from './http/receive-budget.js';
 
 /** The HTTP app: middleware in order, the routes, and the one error handler. No listen() here. */
 export function createApp(service: Service, contract: Record<string, unknown> = loadContract()): express.Express {
@@ -33,24 +34,7 @@ export function createApp(service: Service, contract: Record<string, unknown> = 
   });
   app.use(cors({ origin: config.corsOrigins.includes('*') ? '*' : config.corsOrigins }));
   app.use(authenticate(registry));
-  app.use(
-    rateLimit({
-      windowMs: 60_000,
-      limit: (_req, res) => registry.get(res.locals.tenant as string).limits.requests_per_minute,
-      skip: (_req, res) => !res.locals.tenant || registry.get(res.locals.tenant as string).limits.requests_per_minute === 0,
-      keyGenerator: (_req, res) => res.locals.tenant as string,
-      standardHeaders: 'draft-7',
-      legacyHeaders: false,
-      validate: false, // keyed by tenant, not by IP: the proxy checks do not apply
-      handler: (req, res, next) => {
-        const reset = (req as { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime;
-        const wait = reset ? Math.max(1, Math.ceil((reset.getTime() - Date.now()) / 1000)) : 60;
-        const limit = registry.get(res.locals.tenant as string).limits.requests_per_minute;
-        next(new ServiceError('busy', `Rate limit reached: ${limit} requests per minute for this tenant (requests_per_minute)`, wait));
-      },
-    }),
-  );
-  app.use(express.json({ limit: config.maxBodyBytes }));
+  app.use(jsonBody(config, new ReceiveBudget(config.receivingMaxBytes, config.tenantReceivingMaxBytes)));
   app.use(docsRoutes(contract, config.redocScriptUrl));
   app.use(
     OpenApiValidator.middleware({

@@ -141,7 +141,7 @@ export const settings = {
   },
   queueMax: {
     env: 'QUEUE_MAX',
-    description: 'Requests that may wait for a slot, all tenants together; beyond it: 429 with Retry-After',
+    description: 'Requests that may wait for a slot, all tenants together, each tenant waiting sure of QUEUE_MAX / (tenants waiting) of them; beyond it: 429 with Retry-After',
     default: 64,
     parse: integer(0, 1000000),
   },
@@ -179,7 +179,7 @@ export const settings = {
   },
   executionRetentionMb: {
     env: 'EXECUTION_RETENTION_MB',
-    description: 'Memory kept for past results; the oldest go first',
+    description: 'Memory kept for past results; when it is full, the oldest result of the tenant holding the most goes first, so each tenant keeps its share',
     default: 128,
     parse: integer(0, 1024 * 1024),
   },
@@ -265,6 +265,38 @@ export const settings = {
     default: 2 * MiB,
     parse: integer(1024, 1024 * MiB),
   },
+  receivingMaxBytes: {
+    env: 'RECEIVING_MAX_BYTES',
+    description: 'Request body bytes being received at once, all tenants together (a body counts its Content-Length, or MAX_BODY_BYTES without one); past it: 429 with Retry-After',
+    default: 0, // 0: derived from MAX_BODY_BYTES in loadConfig
+    parse: integer(1024, 1024 * 1024 * MiB),
+    show: '32 × MAX_BODY_BYTES',
+  },
+  tenantReceivingMaxBytes: {
+    env: 'TENANT_RECEIVING_MAX_BYTES',
+    description: "Request body bytes being received at once for one tenant, counted like RECEIVING_MAX_BYTES; past it: 429 with Retry-After (other tenants' uploads go on)",
+    default: 0, // 0: derived from MAX_BODY_BYTES in loadConfig
+    parse: integer(1024, 1024 * 1024 * MiB),
+    show: '8 × MAX_BODY_BYTES',
+  },
+  bodyTimeoutS: {
+    env: 'BODY_TIMEOUT_S',
+    description: 'Longest time a request body may take to arrive once its headers are in; then 408 and the connection is closed',
+    default: 10,
+    parse: integer(1, 3600),
+  },
+  headersTimeoutS: {
+    env: 'HEADERS_TIMEOUT_S',
+    description: "Longest time a client may take to send a request's headers; then 408 and the connection is closed",
+    default: 30,
+    parse: integer(1, 3600),
+  },
+  maxConnections: {
+    env: 'MAX_CONNECTIONS',
+    description: 'Open HTTP connections at once; past it a new connection is closed as soon as it is accepted (it has sent no request to answer yet)',
+    default: 512,
+    parse: integer(1, 1_000_000),
+  },
   installTimeoutS: {
     env: 'INSTALL_TIMEOUT_S',
     description: 'Timeout of one package install',
@@ -345,7 +377,7 @@ export const settings = {
   }, { type: 'integer', minimum: 1, maximum: 10000 }),
   rateLimitPerMinute: limitSetting<number>('requests_per_minute', {
     env: 'RATE_LIMIT_PER_MINUTE',
-    description: 'Default requests_per_minute of a tenant; 0 turns the rate limit off',
+    description: 'Default requests_per_minute of a tenant: sandbox runs it may start per minute, however they arrive (REST, MCP, batches); 0 turns the rate limit off',
     default: 0,
   }, { type: 'integer', minimum: 0, maximum: 1000000 }),
   maxCodeBytes: limitSetting<number>('max_code_bytes', {
@@ -399,6 +431,15 @@ export function readSettings<S extends Declared>(declared: S, env: NodeJS.Proces
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const result = readSettings(settings, env);
   result.instanceId ||= `${os.hostname()}-${result.port}`.replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 64);
+  // A body in flight holds up to its size in memory; these bound the sum, per tenant and in all.
+  result.tenantReceivingMaxBytes ||= 8 * result.maxBodyBytes;
+  result.receivingMaxBytes ||= Math.max(32 * result.maxBodyBytes, result.tenantReceivingMaxBytes);
+  if (result.tenantReceivingMaxBytes < result.maxBodyBytes) {
+    throw new ConfigError(`TENANT_RECEIVING_MAX_BYTES (${result.tenantReceivingMaxBytes}) is below MAX_BODY_BYTES (${result.maxBodyBytes}): a body of the largest size could never be received`);
+  }
+  if (result.receivingMaxBytes < result.tenantReceivingMaxBytes) {
+    throw new ConfigError(`RECEIVING_MAX_BYTES (${result.receivingMaxBytes}) is below TENANT_RECEIVING_MAX_BYTES (${result.tenantReceivingMaxBytes})`);
+  }
   if (result.defaultTimeoutS > result.maxTimeoutS) {
     throw new ConfigError(`DEFAULT_TIMEOUT_S (${result.defaultTimeoutS}) is above MAX_TIMEOUT_S (${result.maxTimeoutS})`);
   }

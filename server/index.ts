@@ -3,6 +3,7 @@ import { metricsRoutes } from './api/metrics-routes.js';
 import { createApp } from './app.js';
 import { buildService } from './build-service.js';
 import { ConfigError, loadConfig } from './config.js';
+import { createHttpServer } from './http/http-server.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { serviceVersion } from './project.js';
@@ -32,7 +33,7 @@ async function main(): Promise<void> {
   }
   if (health.error) logger.warn('sandboxes are not ready; executions will answer 503 until this is fixed', { error: health.error });
 
-  const server = app.listen(config.port, config.host, () => {
+  const server = createHttpServer(app, config).listen(config.port, config.host, () => {
     logger.info('listening', { url: `http://${config.host}:${config.port}`, version: serviceVersion, base_dir: config.baseDir });
   });
   server.on('error', (err) => {

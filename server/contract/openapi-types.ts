@@ -209,7 +209,9 @@ export interface paths {
          * @description The same four tools as the stdio server (`run_python_code`, `save_to_file_and_run`,
          *     `pip_install_package`, `run_python_file`), stateless: every POST carries its own JSON-RPC
          *     message(s). Send `Accept: application/json, text/event-stream`. The body is validated by
-         *     the MCP SDK, not by this contract. GET and DELETE answer 405.
+         *     the MCP SDK, not by this contract. GET and DELETE answer 405. Every tool call that runs a
+         *     sandbox counts against the tenant's requests_per_minute, one by one, also within a batch;
+         *     a call past it is a tool result with `isError: true` saying when to retry.
          */
         post: operations["mcp"];
         delete?: never;
@@ -342,7 +344,7 @@ export interface components {
             workspace_mb: number;
             /** @description This tenant's sandboxes running at once */
             max_concurrent: number;
-            /** @description Requests per minute; 0 means no rate limit */
+            /** @description Sandbox runs (executions, installs, package listings) the tenant may start per minute, each tool call of an MCP batch included; 0 means no rate limit */
             requests_per_minute: number;
             /** @description Largest code a request may send */
             max_code_bytes: number;
@@ -426,7 +428,11 @@ export interface components {
                 "application/json": components["schemas"]["ErrorResponse"];
             };
         };
-        /** @description Too many executions in progress, or the tenant's requests_per_minute is used up; see Retry-After */
+        /**
+         * @description Too many executions in progress (the queue, or this tenant's share of it, is full), the
+         *     tenant's requests_per_minute is used up, or too many request bytes are being received at
+         *     once for this tenant or this server; `error` says which. See Retry-After.
+         */
         TooManyRequests: {
             headers: {
                 /** @description Seconds to wait before trying again */
@@ -466,6 +472,15 @@ export interface components {
         };
         /** @description The request body is larger than `MAX_BODY_BYTES`, or the code than the tenant's `max_code_bytes` */
         PayloadTooLarge: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorResponse"];
+            };
+        };
+        /** @description The request body did not arrive within `BODY_TIMEOUT_S`; the connection is closed */
+        RequestTimeout: {
             headers: {
                 [name: string]: unknown;
             };
@@ -579,6 +594,7 @@ export interface operations {
             200: components["responses"]["Execution"];
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            408: components["responses"]["RequestTimeout"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             429: components["responses"]["TooManyRequests"];
@@ -610,6 +626,7 @@ export interface operations {
             200: components["responses"]["Execution"];
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            408: components["responses"]["RequestTimeout"];
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
@@ -641,6 +658,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["NotFound"];
+            408: components["responses"]["RequestTimeout"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             429: components["responses"]["TooManyRequests"];
@@ -679,6 +697,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            408: components["responses"]["RequestTimeout"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             429: components["responses"]["TooManyRequests"];
@@ -705,6 +724,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
         };
@@ -805,6 +825,9 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             405: components["responses"]["MethodNotAllowed"];
+            408: components["responses"]["RequestTimeout"];
+            413: components["responses"]["PayloadTooLarge"];
+            429: components["responses"]["TooManyRequests"];
         };
     };
 }

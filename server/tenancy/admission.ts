@@ -1,4 +1,5 @@
 import { ServiceError } from '../errors.js';
+import { RateLimit } from './rate-limit.js';
 
 const callerGone = () => new ServiceError('client_closed', 'The caller went away while the request waited for a slot');
 
@@ -19,20 +20,31 @@ export interface AdmissionOptions {
   queueTimeoutMs: number;
   /** Told how long each admitted request waited, in seconds. */
   onWait?(seconds: number): void;
+  /** A tenant's runs per minute as it is now (requests_per_minute; 0: no limit). */
+  perMinute?(tenant: string): number;
+  /** The clock of the rate limit (tests set it). */
+  now?(): number;
 }
 
 /**
- * Back-pressure: at most `globalCap` sandboxes at once and at most a tenant's own cap for each
- * tenant; the rest wait in one bounded FIFO queue (a waiter whose tenant is at its cap does not
- * hold up another tenant's); beyond the queue, or after waiting too long, a 429 with Retry-After.
+ * The one gate every sandbox run passes, whatever brought it (REST, MCP, a batch of either):
+ * first the tenant's rate limit, which counts runs, not HTTP requests; then back-pressure: at
+ * most `globalCap` sandboxes at once and at most a tenant's own cap for each tenant; the rest
+ * wait in one bounded FIFO queue (a waiter whose tenant is at its cap does not hold up another
+ * tenant's). Each tenant waiting is sure of queueMax / (tenants waiting) places: when the queue
+ * is full, a newcomer under that share takes the place of the newest waiter of the tenant most
+ * over it. Refusals are 429s with Retry-After.
  */
 export class Admission {
   private running = 0;
   private readonly perTenant = new Map<string, number>();
   private readonly queue: Waiter[] = [];
   private averageMs = 500;
+  private readonly rate: RateLimit;
 
-  constructor(private readonly options: AdmissionOptions) {}
+  constructor(private readonly options: AdmissionOptions) {
+    this.rate = new RateLimit(options.now);
+  }
 
   get inFlight(): number {
     return this.running;
@@ -47,6 +59,12 @@ export class Admission {
    * whose `signal` aborts while it waits leaves the queue at once.
    */
   async run<T>(tenant: string, cap: number, task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const perMinute = this.options.perMinute?.(tenant) ?? 0;
+    const wait = this.rate.take(tenant, perMinute);
+    if (wait > 0) {
+      const runs = `${perMinute} execution${perMinute === 1 ? '' : 's'}`;
+      throw new ServiceError('busy', `Rate limit reached: ${runs} per minute for this tenant (requests_per_minute); retry in ${wait} s`, wait);
+    }
     const asked = Date.now();
     await this.acquire(tenant, cap, signal);
     const started = Date.now();
@@ -74,23 +92,33 @@ export class Admission {
       this.take(tenant);
       return Promise.resolve();
     }
-    if (this.queue.length >= this.options.queueMax) return Promise.reject(this.busy('the queue is full'));
+    if (this.queue.length >= this.options.queueMax) {
+      const refusal = this.makeRoom(tenant);
+      if (refusal) return Promise.reject(this.busy(refusal));
+    }
     return new Promise((resolve, reject) => {
-      const leave = (err: Error) => {
-        this.queue.splice(this.queue.indexOf(waiter), 1);
+      // Whichever way a waiter leaves (a slot, a refusal, its timer, its caller going), it leaves once.
+      const settle = () => {
         clearTimeout(waiter.timer);
         signal?.removeEventListener('abort', onAbort);
-        reject(err);
+      };
+      const leave = (err: Error) => {
+        const at = this.queue.indexOf(waiter);
+        if (at >= 0) this.queue.splice(at, 1);
+        waiter.refuse(err);
       };
       const onAbort = () => leave(callerGone());
       const waiter: Waiter = {
         tenant,
         cap,
         start: () => {
-          signal?.removeEventListener('abort', onAbort);
+          settle();
           resolve();
         },
-        refuse: reject,
+        refuse: (err) => {
+          settle();
+          reject(err);
+        },
         timer: setTimeout(() => leave(this.busy(`no slot within ${+(this.options.queueTimeoutMs / 1000).toFixed(1)} s`)), this.options.queueTimeoutMs),
       };
       signal?.addEventListener('abort', onAbort, { once: true });
@@ -107,13 +135,32 @@ export class Admission {
       const waiter = this.queue[i]!;
       if (this.canStart(waiter.tenant, waiter.cap)) {
         this.queue.splice(i, 1);
-        clearTimeout(waiter.timer);
         this.take(waiter.tenant);
         waiter.start();
       } else {
         i += 1;
       }
     }
+  }
+
+  /**
+   * The queue is full: refuses the newest waiter of the tenant most over its share, if `tenant`
+   * is under its own. Returns why `tenant` must be refused instead, or null once there is room.
+   */
+  private makeRoom(tenant: string): string | null {
+    const waiting = new Map<string, number>([[tenant, 0]]);
+    for (const w of this.queue) waiting.set(w.tenant, (waiting.get(w.tenant) ?? 0) + 1);
+    const share = Math.max(1, Math.floor(this.options.queueMax / waiting.size));
+    const places = (n: number) => `${n} place${n === 1 ? '' : 's'}`;
+    if (waiting.get(tenant)! >= share) {
+      return `the queue is full and this tenant holds its share of it, ${places(share)} of QUEUE_MAX ${this.options.queueMax}`;
+    }
+    const [most, count] = [...waiting].reduce((a, b) => (b[1] > a[1] ? b : a));
+    if (count <= share) return 'the queue is full';
+    const index = this.queue.findLastIndex((w) => w.tenant === most);
+    const [victim] = this.queue.splice(index, 1);
+    victim!.refuse(this.busy(`another tenant took this place in the full queue: this tenant held more than its share, ${places(share)} of QUEUE_MAX ${this.options.queueMax}`));
+    return null;
   }
 
   private busy(why: string): ServiceError {

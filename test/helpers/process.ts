@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { projectRoot } from '../../server/project.js';
 
@@ -65,4 +66,11 @@ export async function failedStart(env: Record<string, string>): Promise<{ code: 
     });
   });
   return { code, output };
+}
+
+/** Resident memory of a process now and at its peak (VmRSS, VmHWM), in bytes; Linux /proc. */
+export async function memoryOf(pid: number): Promise<{ rss: number; peak: number }> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
+  return { rss: kb('VmRSS'), peak: kb('VmHWM') };
 }

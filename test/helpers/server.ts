@@ -6,6 +6,7 @@ import Docker from 'dockerode';
 import { createApp } from '../../server/app.js';
 import { buildService, type Service } from '../../server/build-service.js';
 import { loadConfig, type Config } from '../../server/config.js';
+import { createHttpServer } from '../../server/http/http-server.js';
 import { createLogger } from '../../server/logger.js';
 import { Metrics } from '../../server/metrics.js';
 import { DockerRuntime } from '../../server/sandbox/docker-runtime.js';
@@ -61,7 +62,7 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
     return run(job);
   };
   await services.start();
-  const server = createApp(services).listen(0, '127.0.0.1');
+  const server = createHttpServer(createApp(services), config).listen(0, '127.0.0.1');
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 

@@ -37,10 +37,11 @@ describe('settings', () => {
     });
   }
 
-  it('every setting, the Docker proxy ones too, is documented in the README with its default', () => {
+  it('every setting, the Docker proxy ones too, is documented in the README with its default and description', () => {
     const readme = readFileSync(path.join(projectRoot, 'README.md'), 'utf8');
     for (const row of [...settingsTable(), ...settingsTable(proxySettings)]) {
-      assert.ok(readme.includes(`| \`${row.env}\` | ${row.default} |`), `README lacks the row for ${row.env} (default ${row.default})`);
+      const line = `| \`${row.env}\` | ${row.default} | ${row.description} |`;
+      assert.ok(readme.includes(line), `README lacks the row for ${row.env} as config.ts declares it:\n${line}`);
     }
   });
 
