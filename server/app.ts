@@ -9,6 +9,7 @@ import { packageRoutes } from './api/package-routes.js';
 import { serviceRoutes } from './api/service-routes.js';
 import type { components } from './api/openapi-types.js';
 import { authenticate } from './auth.js';
+import { guardHostAndOrigin, originsInForce, type HostOriginPolicy } from './host-origin.js';
 import type { Config } from './config.js';
 import { classify, notFound, ServiceError } from './errors.js';
 import type { ExecutionService } from './execution/execution-service.js';
@@ -51,7 +52,10 @@ export function createApp({ config, logger, contract, sandbox, executions, packa
     }
     next();
   });
-  app.use(cors({ origin: config.corsOrigins.includes('*') ? '*' : config.corsOrigins }));
+  const policy = hostOriginPolicy(config, registry);
+  app.use(guardHostAndOrigin(policy));
+  // Only origins the guard let through get here: each is answered as itself (or * when all are).
+  app.use(cors({ origin: (_origin, done) => done(null, policy.origins().includes('*') ? '*' : true) }));
   app.use(authenticate(registry));
   app.use(
     rateLimit({
@@ -71,7 +75,7 @@ export function createApp({ config, logger, contract, sandbox, executions, packa
     }),
   );
   app.use(express.json({ limit: config.maxBodyBytes }));
-  app.use(docsRoutes(contract, config.redocScriptUrl));
+  app.use(docsRoutes(contract));
   app.use(
     OpenApiValidator.middleware({
       apiSpec: structuredClone(contract) as never,
@@ -93,8 +97,28 @@ export function createApp({ config, logger, contract, sandbox, executions, packa
     throw notFound(`Not found: ${req.method} ${req.path}`); // paths the validator does not cover
   });
 
-  // The one place where errors become responses: the seed's envelope with a clear message.
-  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+  app.use(errorHandler(logger));
+  return app;
+}
+
+/** /metrics on a port of its own (METRICS_PORT): no keys, but the same Host and Origin checks. */
+export function createMetricsApp({ config, logger, registry, metrics }: Pick<AppDeps, 'config' | 'logger' | 'registry'> & { metrics: Metrics }): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.use(guardHostAndOrigin(hostOriginPolicy(config, registry)));
+  app.use(metricsRoutes(metrics));
+  app.use(errorHandler(logger));
+  return app;
+}
+
+/** ALLOWED_HOSTS, and CORS_ORIGINS as in force now (a reload may add or drop the keys). */
+function hostOriginPolicy(config: Config, registry: TenantRegistry): HostOriginPolicy {
+  return { allowedHosts: config.allowedHosts, origins: () => originsInForce(config.corsOrigins, registry.keysRequired) };
+}
+
+/** The one place where errors become responses: the seed's envelope with a clear message. */
+function errorHandler(logger: Logger) {
+  return (err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const { kind, status, message, retryAfterS } = classify(err);
     const executionId = (res.locals.requestId as string | undefined) ?? uuidv4();
     if (kind === 'internal') {
@@ -106,6 +130,5 @@ export function createApp({ config, logger, contract, sandbox, executions, packa
     if (res.headersSent) return;
     if (retryAfterS !== undefined) res.setHeader('Retry-After', String(retryAfterS));
     res.status(status).json(body);
-  });
-  return app;
+  };
 }

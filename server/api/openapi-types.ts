@@ -431,7 +431,12 @@ export interface components {
                 "application/json": components["schemas"]["ErrorResponse"];
             };
         };
-        /** @description The operator's allow-list or deny-list refuses this package, or the tenant may not install */
+        /**
+         * @description The request's Host is not a loopback name nor listed in `ALLOWED_HOSTS`, or its Origin is
+         *     not a loopback origin, the server's own, nor listed in `CORS_ORIGINS` (no CORS headers are
+         *     sent); on /install-package also: the operator's allow-list or deny-list refuses this
+         *     package, or the tenant may not install
+         */
         Forbidden: {
             headers: {
                 [name: string]: unknown;
@@ -520,6 +525,7 @@ export interface operations {
                     "application/json": components["schemas"]["RootResponse"];
                 };
             };
+            403: components["responses"]["Forbidden"];
         };
     };
     getHealth: {
@@ -540,6 +546,7 @@ export interface operations {
                     "application/json": components["schemas"]["HealthResponse"];
                 };
             };
+            403: components["responses"]["Forbidden"];
             /** @description Unhealthy (Docker does not answer, or the sandbox image is missing) */
             503: {
                 headers: {
@@ -573,6 +580,7 @@ export interface operations {
             200: components["responses"]["Execution"];
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             429: components["responses"]["TooManyRequests"];
@@ -604,6 +612,7 @@ export interface operations {
             200: components["responses"]["Execution"];
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
@@ -634,6 +643,7 @@ export interface operations {
             200: components["responses"]["Execution"];
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
@@ -699,6 +709,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
         };
@@ -722,6 +733,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
         };
     };
     getExecution: {
@@ -746,6 +758,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
         };
     };
@@ -768,6 +781,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
         };
     };
     mcp: {
@@ -798,6 +812,7 @@ export interface operations {
                 content?: never;
             };
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             405: components["responses"]["MethodNotAllowed"];
         };
     };

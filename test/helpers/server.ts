@@ -60,7 +60,7 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
   const metrics = new Metrics();
   const sandbox = new CountingSandbox(engine, sandboxOptions(config), logger, poolOptions(config), metrics);
   const { app, services } = assemble(config, logger, sandbox, metrics);
-  const server = app.listen(0, '127.0.0.1');
+  const server = app.listen(config.port, '127.0.0.1'); // 0 (any free port) unless the test names one
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
