@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ConfigError, loadConfig } from '../../server/config.js';
+import { ConfigError, loadConfig, readSettings } from '../../server/config.js';
+import { proxySettings } from '../../server/docker-proxy/settings.js';
 import { hostAllowed, hostName, originAllowed, parseHostList, parseOriginList } from '../../server/host-origin.js';
 
 describe('Host header check', () => {
@@ -61,5 +62,15 @@ describe('Origin header check', () => {
     assert.throws(() => parseOriginList('*,https://app.example'), /list nothing beside it/);
     assert.equal(loadConfig({ BASE_DIR: '/tmp/x' }).corsOrigins, null);
     assert.deepEqual(loadConfig({ BASE_DIR: '/tmp/x', CORS_ORIGINS: '*' }).corsOrigins, ['*']);
+  });
+});
+
+describe('the Docker proxy answers', () => {
+  it("loopback names and docker-compose.yml's service name by default", () => {
+    const { allowedHosts } = readSettings(proxySettings, {});
+    assert.deepEqual(allowedHosts, ['docker-proxy']);
+    assert.ok(hostAllowed('docker-proxy:2375', allowedHosts));
+    assert.ok(hostAllowed('localhost', allowedHosts));
+    assert.ok(!hostAllowed('evil.test:2375', allowedHosts));
   });
 });
