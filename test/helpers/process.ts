@@ -44,7 +44,12 @@ export async function spawnNode(script: string, env: Record<string, string>, rea
       return exited;
     },
   };
-  await waitForLog(ready);
+  try {
+    await waitForLog(ready);
+  } catch (err) {
+    child.kill('SIGKILL'); // never ready: not left running
+    throw err;
+  }
   return started;
 }
 

@@ -11,7 +11,7 @@ import { loadConfig } from '../../server/config.js';
 import { createDockerProxy } from '../../server/docker-proxy/proxy.js';
 import { createLogger } from '../../server/logger.js';
 import { containerSpec } from '../../server/sandbox/container-spec.js';
-import { spawnNode } from '../helpers/process.js';
+import { spawnNode, type NodeProcess } from '../helpers/process.js';
 import { rawRequest } from '../helpers/raw-http.js';
 import { docker, startServer } from '../helpers/server.js';
 import { READ_MEMORY_CAP } from '../helpers/snippets.js';
@@ -205,12 +205,13 @@ describe('the Docker API proxy, in front of the real engine', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'rpc-proxy-sock-'));
     const socket = path.join(dir, 'docker-proxy.sock');
     const tcpPort = 30000 + Math.floor(Math.random() * 10000);
-    const proxyProcess = await spawnNode(
-      'dist/server/docker-proxy/main.js',
-      { DOCKER_PROXY_LISTEN_SOCKET: socket, DOCKER_PROXY_HOST: '127.0.0.1', DOCKER_PROXY_PORT: String(tcpPort), PACKAGES_VOLUME_PREFIX: 'rpc-test-' },
-      /docker proxy listening|cannot listen|bad setting/,
-    );
+    let proxyProcess: NodeProcess | undefined;
     try {
+      proxyProcess = await spawnNode(
+        'dist/server/docker-proxy/main.js',
+        { DOCKER_PROXY_LISTEN_SOCKET: socket, DOCKER_PROXY_HOST: '127.0.0.1', DOCKER_PROXY_PORT: String(tcpPort), PACKAGES_VOLUME_PREFIX: 'rpc-test-' },
+        /docker proxy listening|cannot listen|bad setting/,
+      );
       const info = statSync(socket);
       assert.ok(info.isSocket());
       assert.equal(info.mode & 0o777, 0o660);
@@ -223,11 +224,12 @@ describe('the Docker API proxy, in front of the real engine', () => {
         await server.close();
       }
       assert.deepEqual(await server.settle(), []);
-    } finally {
       assert.equal(await proxyProcess.stop(), 0);
+      assert.equal(existsSync(socket), false, 'the socket file goes when the proxy stops');
+    } finally {
+      await proxyProcess?.stop();
+      rmSync(dir, { recursive: true, force: true });
     }
-    assert.equal(existsSync(socket), false, 'the socket file goes when the proxy stops');
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('takes no body on attach beyond an empty one', async () => {
