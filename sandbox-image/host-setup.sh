@@ -3,6 +3,7 @@
 # Installs docker.io and docker-compose (and mmdebstrap, for the offline image build) with apt when they are missing
 # and we are root, starts dockerd when it is installed but not running, builds the image if it is
 # missing or older than sandbox-image/. Idempotent: on a ready host it only checks.
+# --test (npm test): also what the tests need beyond Docker, i.e. Debian's chromium for the browser checks.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -16,7 +17,8 @@ apt_install() {
   if [ ! -f /var/lib/apt/.run-python-code-updated ]; then
     apt-get update -qq && touch /var/lib/apt/.run-python-code-updated
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  # Waits for another apt run (a colleague's, an unattended upgrade) instead of failing at once.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "$@" >/dev/null
 }
 
 docker_answers() { timeout 10 docker info >/dev/null 2>&1; }
@@ -27,6 +29,10 @@ fi
 # For docker-compose.yml (and its test): Debian's v1 when the v2 plugin is not there.
 if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
   apt_install docker-compose || log "docker-compose is missing; the compose test will say so"
+fi
+
+if [ "${1:-}" = --test ] && ! command -v chromium >/dev/null; then
+  apt_install chromium || log "chromium is missing; the browser test will say so"
 fi
 
 if ! docker_answers; then

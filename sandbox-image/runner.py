@@ -199,16 +199,37 @@ def run_pip(job):
     os.execv(sys.executable, args)
 
 
+def user_place(filename, lineno):
+    """' (line 3)' for the submitted code, ' (lib/x.py, line 3)' for a workspace file, else ''."""
+    if not isinstance(lineno, int) or lineno < 1:
+        return ""
+    if filename == "<code>":
+        return " (line %d)" % lineno
+    if isinstance(filename, str) and filename.startswith(WORKSPACE + "/"):
+        return " (%s, line %d)" % (filename[len(WORKSPACE) + 1:], lineno)
+    return ""
+
+
 def user_traceback(exc):
-    """Formats an exception without the runner's own frames."""
+    """Formats an exception without the runner's own frames; the summary names the user's line."""
     import traceback
 
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename == RUNNER_FILE:
         tb = tb.tb_next
     lines = traceback.format_exception(type(exc), exc, tb)
-    summary = traceback.format_exception_only(type(exc), exc)[-1].strip()
-    return summary, "".join(lines)
+    only = traceback.TracebackException(type(exc), exc, None)
+    only.__notes__ = None  # notes (add_note) follow the message: the summary is the message's line
+    summary = list(only.format_exception_only())[-1].strip()
+    # A client that reads only `error` still learns where: a SyntaxError's own line when it is in
+    # the user's code, else the innermost frame of the user's code (not of a library it called).
+    place = ""
+    if isinstance(exc, SyntaxError):
+        place = user_place(exc.filename, exc.lineno)
+    if not place:
+        for frame, lineno in traceback.walk_tb(tb):  # outermost first: the innermost one wins
+            place = user_place(frame.f_code.co_filename, lineno) or place
+    return summary + place, "".join(lines)
 
 
 def run_user_code(job, report_fd):

@@ -7,14 +7,19 @@ import { executionRoutes } from './api/execution-routes.js';
 import { mcpRoutes } from './api/mcp-routes.js';
 import { packageRoutes } from './api/package-routes.js';
 import { serviceRoutes } from './api/service-routes.js';
+import { guardHostAndOrigin, originsInForce, type HostOriginPolicy } from './host-origin.js';
 import { metricsRoutes } from './api/metrics-routes.js';
 import { tenantRoutes } from './api/tenant-routes.js';
 import { authenticate } from './auth.js';
 import type { Service } from './build-service.js';
+import type { Config } from './config.js';
 import { loadContract, type ErrorResponse } from './contract/contract.js';
 import { classify, notFound } from './errors.js';
 import { jsonBody } from './http/json-body.js';
 import { ReceiveBudget } from './http/receive-budget.js';
+import type { Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
+import type { TenantRegistry } from './tenancy/tenant-registry.js';
 
 /** The HTTP app: middleware in order, the routes, and the one error handler. No listen() here. */
 export function createApp(service: Service, contract: Record<string, unknown> = loadContract()): express.Express {
@@ -32,10 +37,13 @@ export function createApp(service: Service, contract: Record<string, unknown> = 
     }
     next();
   });
-  app.use(cors({ origin: config.corsOrigins.includes('*') ? '*' : config.corsOrigins }));
+  const policy = hostOriginPolicy(config, registry);
+  app.use(guardHostAndOrigin(policy));
+  // Only origins the guard let through get here: each is answered as itself (or * when all are).
+  app.use(cors({ origin: (_origin, done) => done(null, policy.origins().includes('*') ? '*' : true) }));
   app.use(authenticate(registry));
   app.use(jsonBody(config, new ReceiveBudget(config.receivingMaxBytes, config.tenantReceivingMaxBytes)));
-  app.use(docsRoutes(contract, config.redocScriptUrl));
+  app.use(docsRoutes(contract));
   app.use(
     OpenApiValidator.middleware({
       apiSpec: structuredClone(contract) as never,
@@ -57,8 +65,28 @@ export function createApp(service: Service, contract: Record<string, unknown> = 
     throw notFound(`Not found: ${req.method} ${req.path}`); // paths the validator does not cover
   });
 
-  // The one place where errors become responses: the seed's envelope with a clear message.
-  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+  app.use(errorHandler(logger));
+  return app;
+}
+
+/** /metrics on a port of its own (METRICS_PORT): no keys, but the same Host and Origin checks. */
+export function createMetricsApp({ config, logger, registry, metrics }: Pick<Service, 'config' | 'logger' | 'registry'> & { metrics: Metrics }): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.use(guardHostAndOrigin(hostOriginPolicy(config, registry)));
+  app.use(metricsRoutes(metrics));
+  app.use(errorHandler(logger));
+  return app;
+}
+
+/** ALLOWED_HOSTS, and CORS_ORIGINS as in force now (a reload may add or drop the keys). */
+function hostOriginPolicy(config: Config, registry: TenantRegistry): HostOriginPolicy {
+  return { allowedHosts: config.allowedHosts, origins: () => originsInForce(config.corsOrigins, registry.keysRequired) };
+}
+
+/** The one place where errors become responses: the seed's envelope with a clear message. */
+function errorHandler(logger: Logger) {
+  return (err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const { kind, status, message, retryAfterS } = classify(err);
     const executionId = (res.locals.requestId as string | undefined) ?? uuidv4();
     if (kind === 'internal' || status >= 500) {
@@ -70,6 +98,5 @@ export function createApp(service: Service, contract: Record<string, unknown> = 
     if (res.headersSent) return;
     if (retryAfterS !== undefined) res.setHeader('Retry-After', String(retryAfterS));
     res.status(status).json(body);
-  });
-  return app;
+  };
 }

@@ -4,7 +4,7 @@ import { DEFAULT_TENANT } from './tenancy/tenant-id.js';
 import type { TenantRegistry } from './tenancy/tenant-registry.js';
 
 /** Paths anyone may read: the service's name, its health and its documentation. */
-const PUBLIC = /^\/(health|openapi\.json|redoc|docs(\/.*)?)?$/;
+const PUBLIC = /^\/(health|openapi\.json|redoc(\/redoc\.standalone\.js)?|docs(\/.*)?)?$/;
 
 /**
  * Sets `res.locals.tenant`. With no keys anywhere everyone is the default tenant; with keys,

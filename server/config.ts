@@ -1,6 +1,7 @@
 import { mkdtempSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { parseHostList, parseOriginList } from './host-origin.js';
 
 /**
  * Every setting, declared once: environment variable, description, default and a parser that
@@ -183,12 +184,21 @@ export const settings = {
     default: 128,
     parse: integer(0, 1024 * 1024),
   },
+  allowedHosts: {
+    env: 'ALLOWED_HOSTS',
+    description:
+      'Comma-separated host names (the Host header, any port) answered beside localhost, 127.0.0.1 and [::1]; others get 403. * turns the check off, which without API keys lets any web page in through DNS rebinding',
+    default: [] as string[],
+    parse: parseHostList,
+    show: '(none: loopback names only)',
+  },
   corsOrigins: {
     env: 'CORS_ORIGINS',
-    description: 'Comma-separated origins allowed by CORS; * allows all',
-    default: ['*'],
-    parse: list,
-    show: '*',
+    description:
+      "Comma-separated origins (https://app.example) whose pages may call the API, beside loopback ones and the server's own; others get 403. * allows any, the default once API keys are configured",
+    default: null as string[] | null,
+    parse: parseOriginList,
+    show: '(none without keys; * with keys)',
   },
   sandboxImage: {
     env: 'SANDBOX_IMAGE',
@@ -395,12 +405,6 @@ export const settings = {
     description: 'error, warn, info or debug (user code appears in logs only at debug)',
     default: 'info' as const,
     parse: oneOf('error', 'warn', 'info', 'debug'),
-  },
-  redocScriptUrl: {
-    env: 'REDOC_SCRIPT_URL',
-    description: 'Where the browser loads ReDoc from for /redoc (FastAPI uses the same CDN)',
-    default: 'https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js',
-    parse: text,
   },
 } satisfies Record<string, Setting<unknown>>;
 

@@ -1,10 +1,9 @@
-import express from 'express';
-import { metricsRoutes } from './api/metrics-routes.js';
-import { createApp } from './app.js';
+import { createApp, createMetricsApp } from './app.js';
 import { buildService } from './build-service.js';
-import { ConfigError, loadConfig } from './config.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
+import { LOOPBACK_HOSTS, originsInForce } from './host-origin.js';
 import { createHttpServer } from './http/http-server.js';
-import { createLogger } from './logger.js';
+import { createLogger, type Logger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { serviceVersion } from './project.js';
 import { RegistryError } from './tenancy/tenant-registry.js';
@@ -31,6 +30,7 @@ async function main(): Promise<void> {
   if (!service.registry.keysRequired) {
     logger.warn('no API keys configured (API_KEYS or TENANTS_FILE): every caller is the one default tenant; set keys before exposing this server', { host: config.host });
   }
+  logAcceptedHosts(config, service.registry.keysRequired, logger);
   if (health.error) logger.warn('sandboxes are not ready; executions will answer 503 until this is fixed', { error: health.error });
 
   const server = createHttpServer(app, config).listen(config.port, config.host, () => {
@@ -42,7 +42,7 @@ async function main(): Promise<void> {
   });
   const metricsServer =
     config.metricsPort > 0
-      ? express().use(metricsRoutes(metrics)).listen(config.metricsPort, config.host, () => {
+      ? createMetricsApp({ config, logger, registry: service.registry, metrics }).listen(config.metricsPort, config.host, () => {
           logger.info('metrics listening', { url: `http://${config.host}:${config.metricsPort}/metrics` });
         })
       : null;
@@ -69,6 +69,23 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+}
+
+/** Which Host names and Origins the server answers, and a warning where that lets web pages in. */
+function logAcceptedHosts(config: Config, keysRequired: boolean, logger: Logger): void {
+  const hosts = config.allowedHosts.includes('*') ? ['*'] : [...LOOPBACK_HOSTS, ...config.allowedHosts];
+  const listed = originsInForce(config.corsOrigins, keysRequired);
+  const origins = listed.includes('*') ? ['*'] : ['loopback', 'its own', ...listed];
+  logger.info('answering these Host names (ALLOWED_HOSTS) and pages of these origins (CORS_ORIGINS)', { hosts, origins });
+  if (!keysRequired && hosts.includes('*')) {
+    logger.warn('ALLOWED_HOSTS=* without API keys: any web page a user of this machine opens can run code here through DNS rebinding');
+  }
+  if (!keysRequired && origins.includes('*')) {
+    logger.warn('CORS_ORIGINS=* without API keys: any web page a user of this machine opens can run code here');
+  }
+  if (!/^(127\.|localhost$|::1$)/.test(config.host) && config.allowedHosts.length === 0) {
+    logger.info('HOST listens beyond loopback: clients that use another name or address than a loopback one need it in ALLOWED_HOSTS', { host: config.host });
+  }
 }
 
 main().catch((err) => {

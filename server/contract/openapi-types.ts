@@ -443,7 +443,12 @@ export interface components {
                 "application/json": components["schemas"]["ErrorResponse"];
             };
         };
-        /** @description The operator's allow-list or deny-list refuses this package, or the tenant may not install */
+        /**
+         * @description The request's Host is not a loopback name nor listed in `ALLOWED_HOSTS`, or its Origin is
+         *     not a loopback origin, the server's own, nor listed in `CORS_ORIGINS` (no CORS headers are
+         *     sent); on /install-package also: the operator's allow-list or deny-list refuses this
+         *     package, or the tenant may not install
+         */
         Forbidden: {
             headers: {
                 [name: string]: unknown;
@@ -541,6 +546,7 @@ export interface operations {
                     "application/json": components["schemas"]["RootResponse"];
                 };
             };
+            403: components["responses"]["Forbidden"];
         };
     };
     getHealth: {
@@ -561,6 +567,7 @@ export interface operations {
                     "application/json": components["schemas"]["HealthResponse"];
                 };
             };
+            403: components["responses"]["Forbidden"];
             /** @description Unhealthy (Docker does not answer, or the sandbox image is missing) */
             503: {
                 headers: {
@@ -594,6 +601,7 @@ export interface operations {
             200: components["responses"]["Execution"];
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             408: components["responses"]["RequestTimeout"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
@@ -626,6 +634,7 @@ export interface operations {
             200: components["responses"]["Execution"];
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             408: components["responses"]["RequestTimeout"];
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
@@ -657,6 +666,7 @@ export interface operations {
             200: components["responses"]["Execution"];
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             408: components["responses"]["RequestTimeout"];
             413: components["responses"]["PayloadTooLarge"];
@@ -724,6 +734,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
@@ -748,6 +759,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
         };
     };
     getExecution: {
@@ -772,6 +784,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
         };
     };
@@ -794,6 +807,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
         };
     };
     mcp: {
@@ -824,6 +838,7 @@ export interface operations {
                 content?: never;
             };
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             405: components["responses"]["MethodNotAllowed"];
             408: components["responses"]["RequestTimeout"];
             413: components["responses"]["PayloadTooLarge"];

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import { pipeline, type Duplex } from 'node:stream';
 import type { Logger } from '../logger.js';
+import { hostAllowed } from '../host-origin.js';
 import { LABEL } from '../sandbox/container-spec.js';
 import { checkContainerCreate, checkVolumeCreate, routeRequest, type Admitted, type ProxyPolicy } from './policy.js';
 
@@ -8,6 +9,8 @@ export interface DockerProxyOptions {
   /** The engine's socket, the only way to it. */
   upstream: string;
   policy: ProxyPolicy;
+  /** Host names answered beside the loopback ones (DOCKER_PROXY_ALLOWED_HOSTS). */
+  allowedHosts: readonly string[];
   logger: Logger;
 }
 
@@ -34,7 +37,7 @@ class Refused extends Error {
  * (the connection is hijacked after a 101, and bytes are relayed both ways, half-closes too).
  */
 export function createDockerProxy(options: DockerProxyOptions): http.Server {
-  const { upstream, policy, logger } = options;
+  const { upstream, policy, allowedHosts, logger } = options;
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   const sandboxes = new SandboxIds(upstream, agent);
 
@@ -45,6 +48,7 @@ export function createDockerProxy(options: DockerProxyOptions): http.Server {
    */
   const admit = async (req: http.IncomingMessage, route: Admitted): Promise<Buffer> => {
     const body = await readBody(req);
+    if (body.length > 0 && !isJson(req)) throw notJson(req);
     switch (route.kind) {
       case 'container':
         await sandboxes.mustBeSandbox(route.id);
@@ -80,6 +84,7 @@ export function createDockerProxy(options: DockerProxyOptions): http.Server {
   const server = http.createServer((req, res) => {
     const route = routeRequest(req.method ?? '', req.url ?? '', policy);
     void (async () => {
+      fromTheServer(req, allowedHosts);
       if (route.kind === 'refuse') throw new Refused(403, route.reason);
       // The server attaches only by upgrading; a plain attach would hijack a pooled connection.
       if (route.kind === 'container' && route.attach) throw new Refused(403, 'attach must be an upgrade');
@@ -129,6 +134,7 @@ export function createDockerProxy(options: DockerProxyOptions): http.Server {
     client.on('error', () => client.destroy());
     const route = routeRequest(req.method ?? '', req.url ?? '', policy);
     void (async () => {
+      fromTheServer(req, allowedHosts);
       if (route.kind === 'refuse') throw new Refused(403, route.reason);
       if (route.kind !== 'container' || !route.attach) throw new Refused(403, 'only attach is upgraded');
       await sandboxes.mustBeSandbox(route.id);
@@ -213,6 +219,26 @@ class SandboxIds {
   }
 }
 
+/**
+ * What a web page could not have sent: a page's request carries an Origin (any cross-origin
+ * request but a simple GET does), and after DNS rebinding its Host is the page's own name.
+ */
+function fromTheServer(req: http.IncomingMessage, allowedHosts: readonly string[]): void {
+  if (req.headers.origin !== undefined) throw new Refused(403, 'requests from web pages (with an Origin header) are refused');
+  if (!hostAllowed(req.headers.host, allowedHosts)) {
+    throw new Refused(403, `Host ${JSON.stringify(req.headers.host ?? '')} is not a loopback name nor listed in DOCKER_PROXY_ALLOWED_HOSTS`);
+  }
+}
+
+/** Bodies must be JSON, as the server sends them: a page can send text/plain or a form without a preflight, never JSON. */
+function isJson(req: http.IncomingMessage): boolean {
+  return /^application\/json\s*(;|$)/i.test(req.headers['content-type'] ?? '');
+}
+
+function notJson(req: http.IncomingMessage): Refused {
+  return new Refused(415, `a body must be application/json, not ${JSON.stringify(req.headers['content-type'] ?? '')}`);
+}
+
 function pathOf(req: http.IncomingMessage): string {
   return (req.url ?? '').split('?')[0]!;
 }
@@ -231,6 +257,7 @@ function afterBody(req: http.IncomingMessage, client: Duplex, head: Buffer): Pro
   if (!Number.isSafeInteger(length) || length < 0 || length > MAX_BODY_BYTES) {
     return Promise.reject(new Refused(400, 'the attach body must be small'));
   }
+  if (!chunked && length > 0 && !isJson(req)) return Promise.reject(notJson(req));
   return new Promise((resolve, reject) => {
     let got = head;
     const settle = () => {

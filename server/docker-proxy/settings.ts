@@ -1,4 +1,6 @@
+import path from 'node:path';
 import { integer, settings, text, type Setting } from '../config.js';
+import { parseHostList } from '../host-origin.js';
 
 /**
  * The Docker API proxy's settings: where it listens and which socket it guards, plus the server's
@@ -12,6 +14,19 @@ export const proxySettings = {
     parse: text,
   },
   port: { env: 'DOCKER_PROXY_PORT', description: 'TCP port of the Docker API proxy', default: 2375, parse: integer(0, 65535) },
+  listenSocket: {
+    env: 'DOCKER_PROXY_LISTEN_SOCKET',
+    description: "A unix socket (made mode 0660) to listen on instead of TCP, so that only its owner and group reach the proxy; point the server's DOCKER_HOST at unix:// and this path",
+    default: '',
+    parse: (raw: string) => path.resolve(text(raw)),
+    show: '(none: TCP)',
+  },
+  allowedHosts: {
+    env: 'DOCKER_PROXY_ALLOWED_HOSTS',
+    description: "Comma-separated host names the proxy answers (the Host header) beside loopback ones: docker-compose.yml's service name by default",
+    default: ['docker-proxy'],
+    parse: parseHostList,
+  },
   socket: {
     env: 'DOCKER_PROXY_SOCKET',
     description: "The engine's socket, to which the proxy forwards the calls it allows",

@@ -3,21 +3,23 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { projectRoot } from '../../server/project.js';
 
-export interface ServerProcess {
-  url: string;
+export interface NodeProcess {
   child: ChildProcess;
-  /** Everything the server logged so far (JSON lines). */
+  /** Everything the process logged so far (JSON lines). */
   logs(): string;
   /** Resolves when a log line matches. */
   waitForLog(pattern: RegExp, timeoutMs?: number): Promise<string>;
   stop(): Promise<number | null>;
 }
 
-/** The real server (`node dist/server/index.js`) on a free loopback port, for signals and files. */
-export async function spawnServer(env: Record<string, string>): Promise<ServerProcess> {
-  const port = 20000 + Math.floor(Math.random() * 20000);
-  const child = spawn(process.execPath, [path.join(projectRoot, 'dist/server/index.js')], {
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
+export interface ServerProcess extends NodeProcess {
+  url: string;
+}
+
+/** One of our programs (a path under the project root) run with `env`, once a log line matches `ready`. */
+export async function spawnNode(script: string, env: Record<string, string>, ready: RegExp): Promise<NodeProcess> {
+  const child = spawn(process.execPath, [path.join(projectRoot, script)], {
+    env: { ...process.env, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -34,9 +36,7 @@ export async function spawnServer(env: Record<string, string>): Promise<ServerPr
     }
     throw new Error(`no log line matching ${pattern}; output:\n${output.slice(-3000)}`);
   };
-  const url = `http://127.0.0.1:${port}`;
-  const server: ServerProcess = {
-    url,
+  const started: NodeProcess = {
     child,
     logs: () => output,
     waitForLog,
@@ -45,8 +45,20 @@ export async function spawnServer(env: Record<string, string>): Promise<ServerPr
       return exited;
     },
   };
-  await waitForLog(/"message":"listening"|failed to start|bad setting/);
-  return server;
+  try {
+    await waitForLog(ready);
+  } catch (err) {
+    child.kill('SIGKILL'); // never ready: not left running
+    throw err;
+  }
+  return started;
+}
+
+/** The real server (`node dist/server/index.js`) on a free loopback port, for signals and files. */
+export async function spawnServer(env: Record<string, string>): Promise<ServerProcess> {
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const started = await spawnNode('dist/server/index.js', { PORT: String(port), HOST: '127.0.0.1', ...env }, /"message":"listening"|failed to start|bad setting/);
+  return { ...started, url: `http://127.0.0.1:${port}` };
 }
 
 /** Exit code and output of a server that is expected not to start. */

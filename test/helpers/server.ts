@@ -62,7 +62,7 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
     return run(job);
   };
   await services.start();
-  const server = createHttpServer(createApp(services), config).listen(0, '127.0.0.1');
+  const server = createHttpServer(createApp(services), config).listen(config.port, '127.0.0.1'); // 0 (any free port) unless the test names one
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 

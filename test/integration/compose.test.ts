@@ -153,6 +153,11 @@ describe('docker-compose: the API, its Docker proxy and the sandbox image, built
       assert.equal(mcp.status, 200);
       assert.match(await mcp.text(), /"name":"run_python_code"/);
 
+      // The docs need no internet: ReDoc's bundle is in the image.
+      const redoc = await fetch(`${url}/redoc/redoc.standalone.js`);
+      assert.equal(redoc.status, 200);
+      assert.ok((await redoc.text()).length > 100_000, 'the whole of ReDoc');
+
       // The API holds no socket and has no way to one but the proxy.
       const api = (await composeRun('ps', '-q', 'fastapi-server')).stdout.trim();
       const apiInfo = await docker.getContainer(api).inspect();

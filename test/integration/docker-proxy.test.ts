@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import net from 'node:net';
@@ -11,11 +11,15 @@ import { loadConfig } from '../../server/config.js';
 import { createDockerProxy } from '../../server/docker-proxy/proxy.js';
 import { createLogger } from '../../server/logger.js';
 import { containerSpec } from '../../server/sandbox/container-spec.js';
+import { spawnNode, type NodeProcess } from '../helpers/process.js';
+import { rawRequest } from '../helpers/raw-http.js';
 import { docker, startServer } from '../helpers/server.js';
 import { READ_MEMORY_CAP } from '../helpers/snippets.js';
 import { makeWheel } from '../helpers/wheels.js';
 
 const SANDBOX_IMAGE = loadConfig({ ...process.env, BASE_DIR: os.tmpdir() }).sandboxImage;
+// Test servers name their package volumes rpc-test-….
+const POLICY = { sandboxImage: SANDBOX_IMAGE, sandboxRuntime: '', packagesVolumePrefix: 'rpc-test-', installNetwork: 'bridge', maxMemoryMb: 16384, maxPids: 4096 };
 
 describe('the Docker API proxy, in front of the real engine', () => {
   let proxy: http.Server;
@@ -36,8 +40,8 @@ describe('the Docker API proxy, in front of the real engine', () => {
   before(async () => {
     proxy = createDockerProxy({
       upstream: '/var/run/docker.sock',
-      // Test servers name their package volumes rpc-test-….
-      policy: { sandboxImage: SANDBOX_IMAGE, sandboxRuntime: '', packagesVolumePrefix: 'rpc-test-', installNetwork: 'bridge', maxMemoryMb: 16384, maxPids: 4096 },
+      policy: POLICY,
+      allowedHosts: ['docker-proxy'],
       logger: createLogger('error'),
     });
     proxy.listen(0, '127.0.0.1');
@@ -89,14 +93,7 @@ describe('the Docker API proxy, in front of the real engine', () => {
   });
 
   it('sends the engine the body it checked: a duplicate key cannot slip a privileged HostConfig past it', async () => {
-    const spec = containerSpec({
-      image: SANDBOX_IMAGE,
-      runtime: '',
-      instanceId: `test-proxy-${process.pid}`,
-      executionId: `dup-${process.pid}`,
-      limits: { timeoutS: 5, memoryMb: 64, cpus: 0.5, pids: 16, outputBytes: 1000, workspaceMb: 1, tmpMb: 1, nofile: 64, maxFiles: 10 },
-      packagesVolume: `rpc-test-proxy-${process.pid}`,
-    });
+    const spec = sandboxSpec(`dup-${process.pid}`, `rpc-test-proxy-${process.pid}`);
     // JSON.parse keeps the last "HostConfig"; Go's decoder would merge the first one into it.
     const { HostConfig, ...rest } = spec;
     const raw = JSON.stringify(rest).slice(0, -1) + `,"HostConfig":{"Privileged":true,"Binds":["/:/host"]},"HostConfig":${JSON.stringify(HostConfig)}}`;
@@ -125,7 +122,7 @@ describe('the Docker API proxy, in front of the real engine', () => {
       assert.match(text, /is not a sandbox/);
     }
     // attach is an upgrade: refused before the engine sees it.
-    const attach = await rawExchange(port, `POST /containers/${victim.id}/attach?stream=1&stdin=1 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n`);
+    const attach = await rawExchange(port, `POST /containers/${victim.id}/attach?stream=1&stdin=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n`);
     assert.match(attach, /^HTTP\/1\.1 403 /);
     const info = await victim.inspect();
     assert.equal(info.State.Status, 'created', 'the container was touched');
@@ -154,10 +151,85 @@ describe('the Docker API proxy, in front of the real engine', () => {
   it('checks every request of a pipelined connection on its own', async () => {
     const answer = await rawExchange(
       port,
-      'GET /info HTTP/1.1\r\nHost: x\r\n\r\n' + `DELETE /containers/${victim.id}?force=true HTTP/1.1\r\nHost: x\r\n\r\n`,
+      'GET /info HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n' + `DELETE /containers/${victim.id}?force=true HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`,
     );
     assert.match(answer, /^HTTP\/1\.1 403 /);
     await victim.inspect(); // still there
+  });
+
+  it('refuses what a web page can send: a body that is not JSON, an Origin, a foreign Host; nothing is created', async () => {
+    const spec = sandboxSpec(`web-${process.pid}`, `rpc-test-proxy-web-${process.pid}`);
+    const volume = { Name: `rpc-test-proxy-web-${process.pid}`, Labels: { 'run-python-code': '1' } };
+    const host = `127.0.0.1:${port}`;
+    const cases: [string, Record<string, string>, number, RegExp][] = [
+      // What a no-cors fetch or a form can send with no preflight.
+      ['text/plain', { host, 'content-type': 'text/plain;charset=UTF-8' }, 415, /a body must be application\/json, not "text\/plain;charset=UTF-8"/],
+      ['no content type', { host }, 415, /a body must be application\/json/],
+      ['an Origin', { host, 'content-type': 'application/json', origin: 'https://evil.example' }, 403, /requests from web pages \(with an Origin header\) are refused/],
+      // DNS rebinding: the page's own name as Host.
+      ['a foreign Host', { host: `evil.example:${port}`, 'content-type': 'application/json' }, 403, /Host "evil\.example:\d+" is not a loopback name nor listed in DOCKER_PROXY_ALLOWED_HOSTS/],
+    ];
+    const created = async () => ({
+      containers: await docker.listContainers({ all: true, filters: { name: [spec.name!] } }),
+      volumes: ((await docker.listVolumes()).Volumes ?? []).filter((v) => v.Name === volume.Name),
+    });
+    try {
+      for (const [what, headers, status, message] of cases) {
+        for (const [route, body] of [[`/containers/create?name=${spec.name}`, spec], ['/volumes/create', volume]] as const) {
+          const res = await rawRequest(base + route, { method: 'POST', headers, body: JSON.stringify(body) });
+          assert.equal(res.status, status, `${what} ${route}: ${res.text}`);
+          assert.match(JSON.parse(res.text).message, message);
+        }
+      }
+      assert.deepEqual(await created(), { containers: [], volumes: [] });
+    } finally {
+      const left = await created(); // only if a refusal failed
+      for (const c of left.containers) await docker.getContainer(c.Id).remove({ force: true });
+      for (const v of left.volumes) await docker.getVolume(v.Name).remove();
+    }
+
+    // Nor can a rebound page list, stop or remove sandboxes, or attach to one.
+    const list = `/containers/json?filters=${encodeURIComponent(JSON.stringify({ label: ['run-python-code=1'] }))}`;
+    assert.equal((await rawRequest(base + list, { headers: { host: `evil.example:${port}` } })).status, 403);
+    assert.equal((await rawRequest(base + list, { headers: { host, origin: 'http://evil.example' } })).status, 403);
+    assert.equal((await rawRequest(base + `/containers/${victim.id}/kill`, { method: 'POST', headers: { host: 'evil.example' } })).status, 403);
+    const attach = await rawExchange(port, `POST /containers/${victim.id}/attach?stream=1&stdin=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n`);
+    assert.match(attach, /^HTTP\/1\.1 403 [\s\S]*with an Origin header/);
+    // The names it does answer: loopback ones, and the compose service's (DOCKER_PROXY_ALLOWED_HOSTS).
+    for (const name of ['localhost', `[::1]:${port}`, 'docker-proxy:2375']) {
+      assert.equal((await rawRequest(base + list, { headers: { host: name } })).status, 200, name);
+    }
+  });
+
+  it('listens on a unix socket of mode 0660 instead of TCP, and the server works through it', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'rpc-proxy-sock-'));
+    const socket = path.join(dir, 'docker-proxy.sock');
+    const tcpPort = 30000 + Math.floor(Math.random() * 10000);
+    let proxyProcess: NodeProcess | undefined;
+    try {
+      proxyProcess = await spawnNode(
+        'dist/server/docker-proxy/main.js',
+        { DOCKER_PROXY_LISTEN_SOCKET: socket, DOCKER_PROXY_HOST: '127.0.0.1', DOCKER_PROXY_PORT: String(tcpPort), PACKAGES_VOLUME_PREFIX: 'rpc-test-' },
+        /docker proxy listening|cannot listen|bad setting/,
+      );
+      const info = statSync(socket);
+      assert.ok(info.isSocket());
+      assert.equal(info.mode & 0o777, 0o660);
+      await assert.rejects(rawRequest(`http://127.0.0.1:${tcpPort}/_ping`), /ECONNREFUSED/, 'no TCP listener');
+      const server = await startServer({}, new Docker({ socketPath: socket }));
+      try {
+        const run = await server.post('/execute', { code: 'print(6 * 7)' });
+        assert.equal(run.body.result, '42', JSON.stringify(run.body));
+      } finally {
+        await server.close();
+      }
+      assert.deepEqual(await server.settle(), []);
+      assert.equal(await proxyProcess.stop(), 0);
+      assert.equal(existsSync(socket), false, 'the socket file goes when the proxy stops');
+    } finally {
+      await proxyProcess?.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('takes no body on attach beyond an empty one', async () => {
@@ -165,7 +237,7 @@ describe('the Docker API proxy, in front of the real engine', () => {
     try {
       const answer = await rawExchange(
         port,
-        `POST /containers/${sandbox.id}/attach?stream=1&stdin=1 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nTransfer-Encoding: chunked\r\n\r\n` +
+        `POST /containers/${sandbox.id}/attach?stream=1&stdin=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nTransfer-Encoding: chunked\r\n\r\n` +
           `4\r\nabcd\r\n0\r\n\r\n`,
       );
       assert.match(answer, /^HTTP\/1\.1 400 .*\r\n[\s\S]*a chunked attach body must be empty/);
@@ -174,6 +246,18 @@ describe('the Docker API proxy, in front of the real engine', () => {
     }
   });
 });
+
+/** A create body exactly as the server would send it for a small sandbox. */
+function sandboxSpec(executionId: string, packagesVolume: string) {
+  return containerSpec({
+    image: SANDBOX_IMAGE,
+    runtime: '',
+    instanceId: `test-proxy-${process.pid}`,
+    executionId,
+    limits: { timeoutS: 5, memoryMb: 64, cpus: 0.5, pids: 16, outputBytes: 1000, workspaceMb: 1, tmpMb: 1, nofile: 64, maxFiles: 10 },
+    packagesVolume,
+  });
+}
 
 /** Sends raw bytes on one connection; resolves to everything answered before the proxy closed it. */
 function rawExchange(port: number, request: string): Promise<string> {

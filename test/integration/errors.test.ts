@@ -22,17 +22,40 @@ describe('errors of user code: HTTP 200, success false, a clear error', () => {
     assert.deepEqual(await server.settle(), []);
   });
 
-  it('syntax error', async () => {
-    const { status, body } = await server.post('/execute', { code: 'x = (1,\nprint(x' });
+  it('syntax error: the error names its line', async () => {
+    const { status, body } = await server.post('/execute', { code: 'x = 1\nif x\n    y = (1,\n' });
     assert.equal(status, 200);
-    assertFailure(body, /^SyntaxError: /);
+    assertFailure(body, /^SyntaxError: expected ':' \(line 2\)$/);
     assert.equal(body.exit_code, 1);
+    assert.match(String(body.traceback), /File "<code>", line 2\n/);
+  });
+
+  it('the error names the line of the user\'s code: NameError on line 3 (the issue\'s example)', async () => {
+    const { body } = await server.post('/execute', { code: 'x = 1\ny = 2\nz = undefined_name + 1\n' });
+    assertFailure(body, /^NameError: name 'undefined_name' is not defined \(line 3\)$/);
+    assert.equal(body.error, "NameError: name 'undefined_name' is not defined (line 3)");
+    assert.match(String(body.traceback), /^Traceback \(most recent call last\):\n {2}File "<code>", line 3, in <module>\n/);
+  });
+
+  it('a workspace file: the error names the file and the line; a library\'s frames do not count', async () => {
+    const saved = await server.post('/save-and-execute', {
+      file_name: 'fibonacci.py',
+      code: 'def fibonacci(n):\n    if n <= 1:\n        return undefined_name\n    return fibonacci(n - 1) + fibonacci(n - 2)\n\nresult = fibonacci(3)\n',
+      variable_to_return: 'result',
+    });
+    assert.equal(saved.body.error, "NameError: name 'undefined_name' is not defined (fibonacci.py, line 3)");
+    const ran = await server.post('/run-python-file', { file_name: 'fibonacci.py', variable_to_return: 'result' });
+    assert.equal(ran.body.error, "NameError: name 'undefined_name' is not defined (fibonacci.py, line 3)");
+    const library = await server.post('/execute', { code: 'import json\n\njson.loads("{")\n' });
+    assert.match(String(library.body.error), /^json\.decoder\.JSONDecodeError: .* \(line 3\)$/);
+    const syntax = await server.post('/save-and-execute', { file_name: 'lib/broken.py', code: 'def f():\n    x = 1\n      y = 2\n' });
+    assert.equal(syntax.body.error, 'IndentationError: unexpected indent (lib/broken.py, line 3)');
   });
 
   it('exception: Type: message, and a traceback with the user\'s lines only', async () => {
     const { status, body } = await server.post('/execute', { code: 'def f():\n    return 1 / 0\n\nf()' });
     assert.equal(status, 200);
-    assertFailure(body, /^ZeroDivisionError: division by zero$/);
+    assertFailure(body, /^ZeroDivisionError: division by zero \(line 2\)$/);
     const tb = String(body.traceback);
     assert.match(tb, /File "<code>", line 4, in <module>/);
     assert.match(tb, /File "<code>", line 2, in f\n\s+return 1 \/ 0/);
@@ -45,14 +68,14 @@ describe('errors of user code: HTTP 200, success false, a clear error', () => {
       file_name: 'boom.py',
       code: 'def g():\n    raise ValueError("boom")\ng()\n',
     });
-    assertFailure(body, /^ValueError: boom$/);
+    assertFailure(body, /^ValueError: boom \(boom\.py, line 2\)$/);
     assert.match(String(body.traceback), /boom\.py", line 2, in g\n\s+raise ValueError\("boom"\)/);
     assert.doesNotMatch(String(body.traceback), /runner\.py/);
   });
 
   it('import error', async () => {
     const { body } = await server.post('/execute', { code: 'import no_such_module_here' });
-    assertFailure(body, /^ModuleNotFoundError: No module named 'no_such_module_here'$/);
+    assertFailure(body, /^ModuleNotFoundError: No module named 'no_such_module_here' \(line 1\)$/);
   });
 
   it('variable not found', async () => {

@@ -212,7 +212,7 @@ describe('hostile code', () => {
       (body) => {
         assert.equal(body.success, false);
         assert.equal(body.result, null);
-        assert.equal(body.error, 'RuntimeError: the real error');
+        assert.equal(body.error, 'RuntimeError: the real error (line 8)');
         assert.match(String(body.stdout), /"result": "forged"/);
       },
     ));

@@ -51,7 +51,7 @@ function toolSuite(name: string, connect: () => Promise<Client>, cleanup: () => 
     it('an exception comes back with isError and the traceback', async () => {
       const result = await call('run_python_code', { code: 'def f():\n    raise ValueError("nope")\nf()' });
       assert.equal(result.isError, true);
-      assert.match(text(result), /^ValueError: nope\n\nTraceback \(most recent call last\):/);
+      assert.match(text(result), /^ValueError: nope \(line 2\)\n\nTraceback \(most recent call last\):/);
       assert.match(text(result), /line 2, in f/);
       assert.equal(result.structuredContent?.success, false);
     });

@@ -14,7 +14,8 @@ describe('settings', () => {
     assert.equal(config.host, '127.0.0.1');
     assert.equal(config.defaultTimeoutS, 90);
     assert.equal(config.memoryMb, 512);
-    assert.deepEqual(config.corsOrigins, ['*']);
+    assert.equal(config.corsOrigins, null); // none without keys, * with keys (app.ts)
+    assert.deepEqual(config.allowedHosts, []);
   });
 
   it('read values from the environment', () => {
