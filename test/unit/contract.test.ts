@@ -58,6 +58,15 @@ describe('declared once, said the same everywhere', () => {
     }
   });
 
+  it('every operation answers an unforeseen status in the error envelope, so response validation never turns it into a 500', () => {
+    const paths = (loadContract() as { paths: Record<string, Record<string, { responses: Record<string, { $ref?: string }> }>> }).paths;
+    for (const [route, operations] of Object.entries(paths)) {
+      for (const [method, operation] of Object.entries(operations)) {
+        assert.equal(operation.responses.default?.$ref, '#/components/responses/Error', `${method.toUpperCase()} ${route}`);
+      }
+    }
+  });
+
   it('the runner protocol is declared once, in the sandbox Dockerfile, and labelled and handed to the runner from there', () => {
     const dockerfile = readFileSync(path.join(projectRoot, 'sandbox-image', 'Dockerfile'), 'utf8');
     assert.match(dockerfile, new RegExp(`^ARG RUNNER_PROTOCOL=${PROTOCOL_VERSION}$`, 'm'));
