@@ -1,25 +1,32 @@
+import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { isTenantId } from '../tenancy/tenant-id.js';
-import { Workspace, type WorkspaceCaps } from './workspace.js';
+import { Workspace } from './workspace.js';
 
-/** One workspace per tenant, under BASE_DIR/workspaces/<tenant>, opened once. */
+/** One workspace per tenant, under BASE_DIR/workspaces/<tenant>, opened once; staging under BASE_DIR/staging. */
 export class WorkspaceStore {
   private readonly open = new Map<string, Promise<Workspace>>();
 
-  constructor(
-    private readonly baseDir: string,
-    private readonly caps: WorkspaceCaps,
-  ) {}
+  constructor(private readonly baseDir: string) {}
+
+  private get staging(): string {
+    return path.join(this.baseDir, 'staging');
+  }
+
+  /**
+   * Empties BASE_DIR/staging, at start: what a crashed or killed server left there was never
+   * merged, and no cap counts it. A BASE_DIR belongs to one server process.
+   */
+  async clearStaging(): Promise<void> {
+    await fs.rm(this.staging, { recursive: true, force: true });
+    await fs.mkdir(this.staging, { recursive: true, mode: 0o700 });
+  }
 
   for(tenant: string): Promise<Workspace> {
     if (!isTenantId(tenant)) throw new Error(`unsafe tenant id ${JSON.stringify(tenant)}`);
     let workspace = this.open.get(tenant);
     if (!workspace) {
-      workspace = Workspace.open(
-        path.join(this.baseDir, 'workspaces', tenant),
-        path.join(this.baseDir, 'staging'),
-        this.caps,
-      );
+      workspace = Workspace.open(path.join(this.baseDir, 'workspaces', tenant), this.staging);
       this.open.set(tenant, workspace);
     }
     return workspace;
