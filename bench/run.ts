@@ -1,13 +1,14 @@
 /**
  * The benchmark harness: `npm run bench` (full run, writes docs/benchmarks.md), `-- --quick`
- * (tiny counts: checks the harness works, asserts nothing about time, writes nothing) and
+ * (tiny counts: checks the harness works, asserts nothing about time, writes nothing),
+ * `-- --workspaces` (the baseline and the workspace rows only, full counts, writes nothing) and
  * `-- --soak` (2000 mixed requests at concurrency 16, checks failures, leftovers and RSS growth).
  *
  * Every figure is printed as a ratio to the baseline measured in the same run on the same machine:
  * `docker run --rm` of the sandbox image with the same caps running `print(1)`.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -17,11 +18,11 @@ import { projectRoot } from '../server/project.js';
 
 const run = promisify(execFile);
 const args = new Set(process.argv.slice(2));
-const mode = args.has('--soak') ? 'soak' : args.has('--quick') ? 'quick' : 'full';
+const mode = args.has('--soak') ? 'soak' : args.has('--quick') ? 'quick' : args.has('--workspaces') ? 'workspaces' : 'full';
 const config = loadConfig({ ...process.env, BASE_DIR: os.tmpdir() });
 const counts = mode === 'quick'
-  ? { sequential: 3, parallelRuns: 8, perConnection: 1, numpy: 2, pairs: 2 }
-  : { sequential: 40, parallelRuns: 48, perConnection: 6, numpy: 10, pairs: 10 };
+  ? { sequential: 3, parallelRuns: 8, perConnection: 1, numpy: 2, pairs: 2, workspaceMb: 8, workspaceRounds: 1 }
+  : { sequential: 40, parallelRuns: 48, perConnection: 6, numpy: 10, pairs: 10, workspaceMb: 100, workspaceRounds: 5 };
 
 // ---------- statistics ----------
 const quantile = (values: number[], q: number) => {
@@ -70,11 +71,12 @@ async function baselineParallel(parallelism: number, total: number): Promise<Sam
 }
 
 // ---------- the server under test, as its own process ----------
-interface Server { url: string; child: ChildProcess; instance: string }
+interface Server { url: string; child: ChildProcess; instance: string; baseDir: string }
 
-async function startServer(poolSize: number, dockerHost?: string): Promise<Server> {
+async function startServer(poolSize: number, dockerHost?: string, env: Record<string, string> = {}): Promise<Server> {
   const port = 21000 + Math.floor(Math.random() * 20000);
-  const instance = `bench-${process.pid}-${poolSize}${dockerHost ? '-proxy' : ''}`;
+  const instance = `bench-${process.pid}-${poolSize}${dockerHost ? '-proxy' : ''}${Object.keys(env).length ? '-env' : ''}`;
+  const baseDir = mkdtempSync(path.join(os.tmpdir(), 'rpc-bench-'));
   const child = spawn(process.execPath, [path.join(projectRoot, 'dist/server/index.js')], {
     env: {
       ...process.env,
@@ -83,9 +85,10 @@ async function startServer(poolSize: number, dockerHost?: string): Promise<Serve
       LOG_LEVEL: 'warn',
       POOL_SIZE: String(poolSize),
       INSTANCE_ID: instance,
-      BASE_DIR: mkdtempSync(path.join(os.tmpdir(), 'rpc-bench-')),
+      BASE_DIR: baseDir,
       PACKAGES_VOLUME_PREFIX: `rpc-${instance}-`,
       ...(dockerHost ? { DOCKER_HOST: dockerHost } : {}),
+      ...env,
     },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
@@ -97,7 +100,7 @@ async function startServer(poolSize: number, dockerHost?: string): Promise<Serve
   }
   // Let the pool fill before measuring it.
   if (poolSize > 0) await new Promise((r) => setTimeout(r, 1500));
-  return { url, child, instance };
+  return { url, child, instance, baseDir };
 }
 
 async function stopServer(server: Server): Promise<number> {
@@ -105,6 +108,7 @@ async function stopServer(server: Server): Promise<number> {
   await new Promise((r) => server.child.once('exit', r));
   const { stdout } = await run('docker', ['ps', '-aq', '--filter', `label=run-python-code.instance=${server.instance}`]);
   await run('sh', ['-c', `docker volume ls -q | grep '^rpc-${server.instance}-' | xargs -r docker volume rm`]);
+  rmSync(server.baseDir, { recursive: true, force: true });
   return stdout.trim() ? stdout.trim().split('\n').length : 0;
 }
 
@@ -205,6 +209,56 @@ async function measureServer(poolSize: number, rows: Row[], baseline: Sample, pa
   if (left > 0) throw new Error(`${left} containers left after stopping the server (${label})`);
 }
 
+/**
+ * Workspaces stream: 4 concurrent runs of one tenant, each taking the whole workspace in and
+ * sending a sixth of it back changed. The server's peak RSS is set against the bytes in flight
+ * (what the old code held in memory at once); the runs' latency against the baseline.
+ */
+async function measureWorkspaces(rows: Row[], baseline: Sample): Promise<void> {
+  const mb = counts.workspaceMb;
+  const changedMb = Math.max(1, Math.floor(mb / 6));
+  // Room above the workspace itself: the fill run writes it whole inside one container's tmpfs.
+  const server = await startServer(0, undefined, { SANDBOX_WORKSPACE_MB: String(mb + 28) });
+  let failure: unknown = null;
+  try {
+    const post = async (code: string) => {
+      const res = await fetch(`${server.url}/execute`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code }) });
+      const body = (await res.json()) as { success?: boolean; error?: string };
+      if (!body.success) throw new Error(`workspace run failed: ${body.error}`);
+    };
+    await post(`import os\nfor i in range(${mb}):\n    open(f"f{i:03}", "wb").write(os.urandom(1 << 20))`);
+    await new Promise((r) => setTimeout(r, 1000));
+    const idle = rssMb(server.child.pid!);
+    let peak = idle;
+    const sampler = setInterval(() => (peak = Math.max(peak, rssMb(server.child.pid!))), 50);
+    const times: number[] = [];
+    for (let round = 0; round < counts.workspaceRounds; round++) {
+      await Promise.all(
+        [0, 1, 2, 3].map(async (run) => {
+          const first = ((round * 4 + run) * changedMb) % (mb - changedMb + 1);
+          const start = performance.now();
+          await post(`import os\nfor i in range(${first}, ${first + changedMb}):\n    open(f"f{i:03}", "wb").write(os.urandom(1 << 20))`);
+          times.push(performance.now() - start);
+        }),
+      );
+    }
+    clearInterval(sampler);
+    peak = Math.max(peak, rssMb(server.child.pid!));
+    const inFlight = 4 * (mb + changedMb);
+    rows.push(latencyRow(`4 concurrent runs of a ${mb} MiB workspace, each sending ${changedMb} MiB back changed`, summarize(times), baseline));
+    rows.push({
+      what: `server RSS, 4 concurrent runs of a ${mb} MiB workspace`,
+      value: `peak ${peak.toFixed(0)} MB (idle ${idle.toFixed(0)} MB)`,
+      ratio: `${(peak / inFlight).toFixed(2)}x the ${inFlight} MiB in flight; +${(peak - idle).toFixed(0)} MB over idle (target < 200 MB)`,
+    });
+  } catch (err) {
+    failure = err;
+  }
+  const left = await stopServer(server);
+  if (failure) throw failure;
+  if (left > 0) throw new Error(`${left} containers left after stopping the server (workspaces)`);
+}
+
 // ---------- the table ----------
 interface Row { what: string; value: string; ratio: string }
 const ms = (v: number) => `${v.toFixed(0)}`;
@@ -227,20 +281,21 @@ async function benchmark(): Promise<void> {
   const seq: number[] = [];
   for (let i = 0; i < counts.sequential; i++) seq.push(await timeDockerRun());
   const baseline = summarize(seq);
-  const parallel8 = await baselineParallel(8, counts.parallelRuns);
-  const rows: Row[] = [
-    latencyRow("baseline: docker run --rm <image> python3 -c 'print(1)', sequential", baseline, baseline),
-    throughputRow('baseline: docker run --rm, parallelism 8', parallel8, parallel8),
-  ];
-  await measureServer(0, rows, baseline, parallel8);
-  await measureServer(config.poolSize, rows, baseline, parallel8);
-  // What docker-compose's proxy costs: the pool-off rows again, with every Docker call through it.
-  const proxy = await startProxy();
-  try {
-    await measureServer(0, rows, baseline, parallel8, proxy.url.replace('http:', 'tcp:'));
-  } finally {
-    proxy.child.kill('SIGTERM');
+  const rows: Row[] = [latencyRow("baseline: docker run --rm <image> python3 -c 'print(1)', sequential", baseline, baseline)];
+  if (mode !== 'workspaces') {
+    const parallel8 = await baselineParallel(8, counts.parallelRuns);
+    rows.push(throughputRow('baseline: docker run --rm, parallelism 8', parallel8, parallel8));
+    await measureServer(0, rows, baseline, parallel8);
+    await measureServer(config.poolSize, rows, baseline, parallel8);
+    // What docker-compose's proxy costs: the pool-off rows again, with every Docker call through it.
+    const proxy = await startProxy();
+    try {
+      await measureServer(0, rows, baseline, parallel8, proxy.url.replace('http:', 'tcp:'));
+    } finally {
+      proxy.child.kill('SIGTERM');
+    }
   }
+  await measureWorkspaces(rows, baseline);
   const { stdout: dockerVersion } = await run('docker', ['version', '--format', '{{.Server.Version}}']);
   const machine = `${os.availableParallelism()} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Docker ${dockerVersion.trim()}, Node ${process.version}, ${os.release()}`;
   const text = table(rows);

@@ -12,7 +12,6 @@ to a namespace's init from inside it) and is made non-dumpable, so user code (sa
 open its file descriptors through /proc. Stdlib only: the image may have nothing else.
 """
 
-import io
 import json
 import os
 import select
@@ -33,6 +32,9 @@ RUNNER_FILE = os.path.abspath(__file__)
 MAX_FRAME = 64 * 1024
 DIRECTORY = ("dir",)  # a directory's entry in the manifest of what the job brought in
 MPL_CACHE_SRC = "/opt/run-python-code/mpl-cache"
+# Names the server keeps, in bytes of UTF-8 (server/relative-path.ts declares the same two numbers).
+MAX_PATH_BYTES = 1024
+MAX_SEGMENT_BYTES = 255
 
 
 class Channel:
@@ -80,13 +82,24 @@ def set_dumpable():
         pass
 
 
+def clean_name(rel):
+    """Whether the server's tar filter keeps this workspace-relative name: UTF-8, parts of at most
+    MAX_SEGMENT_BYTES, MAX_PATH_BYTES in all, no empty, "." or ".." part, no backslash or NUL."""
+    try:
+        size = len(rel.encode("utf-8"))  # a name that is not UTF-8 (surrogate-escaped bytes) fails here
+    except UnicodeEncodeError:
+        return False
+    parts = rel.split("/")
+    return (0 < size <= MAX_PATH_BYTES and "\\" not in rel and "\0" not in rel
+            and all(p not in ("", ".", "..") and len(p.encode("utf-8")) <= MAX_SEGMENT_BYTES for p in parts))
+
+
 def safe_target(name):
     """(root, relative path) of a tar entry under workspace/ or wheelhouse/, or None if unclean."""
     prefix, _, rel = name.partition("/")
     root = {"workspace": WORKSPACE, "wheelhouse": WHEELHOUSE}.get(prefix)
     rel = rel.rstrip("/")
-    parts = rel.split("/")
-    if root is None or not rel or any(p in ("", ".", "..") or "\0" in p for p in parts):
+    if root is None or not clean_name(rel):
         return None
     return root, rel
 
@@ -527,6 +540,9 @@ def send_changed_files(channel, manifest, workspace=WORKSPACE, warnings=None):
                 except OSError:
                     continue
                 seen.add(rel)
+                if not clean_name(rel):  # the server would drop it: it stays in the sandbox, like a link
+                    warn(rel[:200], "its name is longer than a workspace path may be (255 bytes a part, 1024 in all), so it was not kept")
+                    continue
                 info = tarfile.TarInfo("workspace/" + rel)
                 info.mtime = int(st.st_mtime)
                 if stat.S_ISDIR(st.st_mode):
@@ -544,10 +560,9 @@ def send_changed_files(channel, manifest, workspace=WORKSPACE, warnings=None):
                         warn(rel, "could not be read (%s), so it was not kept" % exc.strerror)
                         continue
                     with os.fdopen(fd, "rb") as f:
-                        data = f.read()
-                    info.size = len(data)
-                    info.mode = 0o644
-                    archive.addfile(info, io.BytesIO(data))
+                        info.size = os.fstat(f.fileno()).st_size  # no process of the code is left to change it
+                        info.mode = 0o644
+                        archive.addfile(info, f)  # streamed, never whole in memory
                 else:  # links, fifos, sockets and devices never leave the sandbox
                     kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file or directory"
                     warn(rel, "%s, so it was not kept (only regular files and directories are)" % kind)

@@ -4,6 +4,7 @@ import * as OpenApiValidator from 'express-openapi-validator';
 import { v4 as uuidv4 } from 'uuid';
 import { docsRoutes } from './api/docs-routes.js';
 import { executionRoutes } from './api/execution-routes.js';
+import { fileRouteSlashes, fileRoutes } from './api/file-routes.js';
 import { mcpRoutes } from './api/mcp-routes.js';
 import { packageRoutes } from './api/package-routes.js';
 import { serviceRoutes } from './api/service-routes.js';
@@ -23,7 +24,7 @@ import type { TenantRegistry } from './tenancy/tenant-registry.js';
 
 /** The HTTP app: middleware in order, the routes, and the one error handler. No listen() here. */
 export function createApp(service: Service, contract: Record<string, unknown> = loadContract()): express.Express {
-  const { config, logger, metrics, registry, executions, packages, history, health } = service;
+  const { config, logger, metrics, registry, executions, packages, files, history, health } = service;
   const app = express();
   app.disable('x-powered-by');
 
@@ -44,6 +45,7 @@ export function createApp(service: Service, contract: Record<string, unknown> = 
   app.use(authenticate(registry));
   app.use(jsonBody(config, new ReceiveBudget(config.receivingMaxBytes, config.tenantReceivingMaxBytes)));
   app.use(docsRoutes(contract));
+  app.use(fileRouteSlashes);
   app.use(
     OpenApiValidator.middleware({
       apiSpec: structuredClone(contract) as never,
@@ -51,6 +53,7 @@ export function createApp(service: Service, contract: Record<string, unknown> = 
       validateResponses: { removeAdditional: false },
       validateFormats: true,
       validateSecurity: false, // auth.ts does it: keys are optional and per tenant
+      useRequestUrl: true, // the URL as fileRouteSlashes left it, not as it came
       // The docs are not API operations; /mcp is JSON-RPC, validated by the MCP SDK.
       ignorePaths: /^\/(docs|redoc|openapi\.json|mcp|metrics)(\/|$)/,
     }),
@@ -58,9 +61,10 @@ export function createApp(service: Service, contract: Record<string, unknown> = 
   app.use(serviceRoutes(health));
   app.use(executionRoutes(executions));
   app.use(packageRoutes(packages));
+  app.use(fileRoutes(files));
   app.use(tenantRoutes(registry, history));
   if (metrics && config.metricsPort === 0) app.use(metricsRoutes(metrics));
-  app.use(mcpRoutes({ executions, packages }));
+  app.use(mcpRoutes({ executions, packages, logger }));
   app.use((req) => {
     throw notFound(`Not found: ${req.method} ${req.path}`); // paths the validator does not cover
   });

@@ -15,6 +15,7 @@ import type { ContainerRuntime } from './sandbox/runtime.js';
 import type { SandboxHealth } from './sandbox/sandbox.js';
 import { Admission } from './tenancy/admission.js';
 import { TenantRegistry } from './tenancy/tenant-registry.js';
+import { FileService } from './workspace/file-service.js';
 import { WorkspaceStore } from './workspace/workspace-store.js';
 
 export interface BuildOptions {
@@ -51,6 +52,7 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
   metrics?.watch({ poolSize: () => sandbox.ready(), inFlight: () => admission.inFlight, queued: () => admission.queued });
   const history = new ExecutionHistory(config.executionRetentionS, config.executionRetentionMb * 1024 * 1024);
   const deps: RunDeps = { config, sandbox, registry, admission, recorder: new Recorder(logger, history, metrics), logger };
+  const workspaces = new WorkspaceStore(config.baseDir);
   return {
     config,
     logger,
@@ -60,15 +62,17 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
     admission,
     history,
     health: new HealthService(config, sandbox),
-    executions: new ExecutionService(deps, new WorkspaceStore(config.baseDir, { maxFiles: config.maxFiles })),
+    executions: new ExecutionService(deps, workspaces),
+    files: new FileService(workspaces),
     packages: new PackageService(deps),
 
     /**
-     * Goes live: removes the containers a crashed predecessor of this instance left, warms the
+     * Goes live: empties the staging area, removes the containers a crashed predecessor of this instance left, warms the
      * pool for the tenants known now (others warm on their first request), and watches the
      * tenants and limits files. Resolves to the engine's health, which the caller reports.
      */
     async start(): Promise<SandboxHealth> {
+      await workspaces.clearStaging(); // before any run stages a file
       const health = await sandbox.health();
       if (health.reachable) await sandbox.reapStale(); // before the pool starts filling
       for (const tenant of registry.all().slice(0, config.poolProfiles)) {

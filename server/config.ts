@@ -248,7 +248,7 @@ export const settings = {
   }, { type: 'integer', minimum: 1024, maximum: 256 * MiB }),
   workspaceMb: limitSetting<number>('workspace_mb', {
     env: 'SANDBOX_WORKSPACE_MB',
-    description: 'Size of the writable /workspace inside a container, and cap on the files kept per workspace',
+    description: 'Size of the writable /workspace inside a container, and cap on the bytes (in 4 KiB pages) kept per workspace, all runs together',
     default: 100,
   }, { type: 'integer', minimum: 1, maximum: 64 * 1024 }),
   tmpMb: {
@@ -259,7 +259,7 @@ export const settings = {
   },
   maxFiles: {
     env: 'SANDBOX_MAX_FILES',
-    description: 'Cap on the number of files and directories in a workspace',
+    description: 'Cap on the number of files and directories together in a workspace, inside a container and on the server',
     default: 10000,
     parse: integer(1, 1_000_000),
   },

@@ -50,7 +50,11 @@ export interface paths {
         /**
          * Execute Python code
          * @description Runs `code` as `__main__` in the workspace (`/workspace` inside the container).
-         *     `result` is the stripped stdout, or `str()` of `variable_to_return` when given.
+         *     `result` is the stripped stdout, or `str()` of `variable_to_return` when given. The files
+         *     the code creates, changes or deletes are kept for later executions, all of them or none:
+         *     if, with what concurrent runs of the tenant kept meanwhile, they would take the workspace
+         *     past `SANDBOX_MAX_FILES` or `workspace_mb`, none is kept and the answer is `success: false`
+         *     with the cap in `error`.
          */
         post: operations["execute"];
         delete?: never;
@@ -112,6 +116,48 @@ export interface paths {
          */
         post: operations["installPackage"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/files": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Delete every file and directory in the caller's workspace
+         * @description Empties the workspace of the caller's tenant at once (and only that tenant's). A run still
+         *     going when it lands may write its own changes back afterwards.
+         */
+        delete: operations["clearFiles"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/files/{path}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Delete a file, or a directory with everything in it, from the caller's workspace
+         * @description `path` follows the rules of `file_name`. Its slashes may be sent as they are
+         *     (`/files/lib/util.py`) or percent-encoded (`/files/lib%2Futil.py`, as OpenAPI clients do).
+         */
+        delete: operations["deleteFile"];
         options?: never;
         head?: never;
         patch?: never;
@@ -238,12 +284,13 @@ export interface components {
         VariableName: string;
         /**
          * @description Path of a file inside the workspace, relative (for example `script.py` or
-         *     `lib/util.py`). Absolute paths, `..` and anything that resolves outside the
-         *     workspace are refused.
+         *     `lib/util.py`). Absolute paths, `..`, backslashes, NUL, lone UTF-16 surrogates and
+         *     anything that resolves outside the workspace are refused, and so is a part (between
+         *     slashes) longer than 255 bytes of UTF-8.
          */
         FileName: string;
         ExecuteRequest: {
-            /** @description The Python code to execute */
+            /** @description The Python code to execute (Unicode text; a lone UTF-16 surrogate is a 400) */
             code: string;
             timeout?: components["schemas"]["Timeout"];
             memory_mb?: components["schemas"]["MemoryMb"];
@@ -251,7 +298,7 @@ export interface components {
         };
         SaveAndExecuteRequest: {
             file_name: components["schemas"]["FileName"];
-            /** @description Python code to save and execute */
+            /** @description Python code to save and execute (Unicode text; a lone UTF-16 surrogate is a 400) */
             code: string;
             variable_to_return?: components["schemas"]["VariableName"];
             /**
@@ -478,8 +525,24 @@ export interface components {
                 "application/json": components["schemas"]["ErrorResponse"];
             };
         };
-        /** @description The file exists and `overwrite` is false */
+        /**
+         * @description The file exists and `overwrite` is false, or a part of its path is a file; or the
+         *     workspace holds more than its caps, so no sandbox could take it (see WorkspaceOverCaps)
+         */
         Conflict: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorResponse"];
+            };
+        };
+        /**
+         * @description The workspace holds more files and directories than `SANDBOX_MAX_FILES`, or more bytes
+         *     than the tenant's `workspace_mb` (lowered since, say), so no sandbox could take it; `error`
+         *     says which, and that `DELETE /files/{path}` or `DELETE /files` makes room
+         */
+        WorkspaceOverCaps: {
             headers: {
                 [name: string]: unknown;
             };
@@ -617,6 +680,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             408: components["responses"]["RequestTimeout"];
+            409: components["responses"]["WorkspaceOverCaps"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             429: components["responses"]["TooManyRequests"];
@@ -685,6 +749,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             408: components["responses"]["RequestTimeout"];
+            409: components["responses"]["WorkspaceOverCaps"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             429: components["responses"]["TooManyRequests"];
@@ -730,6 +795,55 @@ export interface operations {
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
+            default: components["responses"]["Error"];
+        };
+    };
+    clearFiles: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The workspace is empty */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            default: components["responses"]["Error"];
+        };
+    };
+    deleteFile: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Path of a file or directory inside the workspace, relative, e.g. `out` or `lib/util.py` */
+                path: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
             default: components["responses"]["Error"];
         };
     };

@@ -1,10 +1,11 @@
 import type { Config } from '../config.js';
 import type { ExecuteRequest, ExecutionResponse, RunPythonFileRequest, SaveAndExecuteRequest } from '../contract/contract.js';
-import { notFound } from '../errors.js';
+import { badRequest, notFound } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Sandbox, SandboxJob, SandboxLimits } from '../sandbox/sandbox.js';
 import { requireWorkspacePath } from '../workspace/paths.js';
 import type { WorkspaceStore } from '../workspace/workspace-store.js';
+import type { WorkspaceCaps } from '../workspace/tree.js';
 import { packagesVolume } from '../packages/volume.js';
 import type { Admission } from '../tenancy/admission.js';
 import type { TenantRegistry } from '../tenancy/tenant-registry.js';
@@ -25,6 +26,26 @@ export interface ExecutionContext {
   tenant: string;
   /** Aborts when the caller went away: a run waiting for a slot leaves the queue, a running one is stopped. */
   signal?: AbortSignal;
+}
+
+/**
+ * `code` as Unicode text: a lone UTF-16 surrogate (JSON allows `"\ud800"`) has no UTF-8 form, so
+ * Python could not even read the source. Refused with the field and where, never run as garbage.
+ */
+function requireText(value: string, field: string): string {
+  const at = value.search(/\p{Cs}/u);
+  if (at >= 0) {
+    throw badRequest(
+      `Invalid ${field}: it contains a lone UTF-16 surrogate (\\u${value.charCodeAt(at).toString(16)} at character ${at}), ` +
+        'which is not Unicode text; send it as UTF-8, with \\u escapes only in surrogate pairs',
+    );
+  }
+  return value;
+}
+
+/** The workspace caps of one run. */
+function workspaceCaps(limits: SandboxLimits): WorkspaceCaps {
+  return { maxBytes: limits.workspaceMb * 1024 * 1024, maxEntries: limits.maxFiles };
 }
 
 /** What every sandbox-running service needs besides its own parts. */
@@ -55,14 +76,16 @@ export class ExecutionService {
   }
 
   execute(req: ExecuteRequest, ctx: ExecutionContext): Promise<ExecutionResponse> {
-    return this.run({ mode: 'code', code: req.code, variable: req.variable_to_return }, this.budget(ctx, req), ctx);
+    const code = requireText(req.code, 'code');
+    return this.run({ mode: 'code', code, variable: req.variable_to_return }, this.budget(ctx, req), ctx);
   }
 
   async saveAndExecute(req: SaveAndExecuteRequest, ctx: ExecutionContext): Promise<ExecutionResponse> {
     const file = requireWorkspacePath(req.file_name);
+    const code = requireText(req.code, 'code');
     const budget = this.budget(ctx, req);
     const workspace = await this.workspaces.for(ctx.tenant);
-    await workspace.save(file, Buffer.from(req.code, 'utf8'), req.overwrite ?? true, budget.limits.workspaceMb * 1024 * 1024);
+    await workspace.save(file, Buffer.from(code, 'utf8'), req.overwrite ?? true, workspaceCaps(budget.limits));
     return this.run({ mode: 'file', file, variable: req.variable_to_return }, budget, ctx);
   }
 
@@ -81,20 +104,31 @@ export class ExecutionService {
   ): Promise<ExecutionResponse> {
     const { config, sandbox, admission, recorder, logger } = this.deps;
     const workspace = await this.workspaces.for(ctx.tenant);
-    const outcome = await admission.run(ctx.tenant, maxConcurrent, async () => {
+    const caps = workspaceCaps(limits);
+    const { outcome, refused } = await admission.run(ctx.tenant, maxConcurrent, async () => {
       logger.debug('execution starting', { execution_id: ctx.executionId, endpoint: ctx.endpoint, tenant: ctx.tenant, ...what });
-      const result = await sandbox.run({
-        ...what,
-        executionId: ctx.executionId,
-        workspace: await workspace.snapshot(),
-        limits,
-        packagesVolume: packagesVolume(config, ctx.tenant),
-        signal: ctx.signal,
-      });
-      if (result.changes) await workspace.apply(result.changes);
-      return result;
+      const staged = await workspace.stage();
+      try {
+        const result = await sandbox.run({
+          ...what,
+          executionId: ctx.executionId,
+          workspace: await workspace.snapshot(caps),
+          changes: staged,
+          limits,
+          packagesVolume: packagesVolume(config, ctx.tenant),
+          signal: ctx.signal,
+        });
+        return { outcome: result, refused: result.changes ? await workspace.merge(staged, result.changes, caps) : null };
+      } finally {
+        await staged.discard();
+      }
     }, ctx.signal);
-    const response = toEnvelope(ctx.executionId, outcome, limits);
+    let response = toEnvelope(ctx.executionId, outcome, limits);
+    if (refused) {
+      // Other runs of this tenant merged first: the caps hold for the sum, and this run's files are the ones left out.
+      const why = `the files it changed were not kept, as the workspace would then hold ${refused}; it keeps its earlier state`;
+      response = { ...response, success: false, result: null, error: response.success ? `The code ran, but ${why}` : `${response.error}; and ${why}` };
+    }
     recorder.record(ctx, outcome, response);
     return response;
   }

@@ -2,15 +2,17 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { v4 as uuidv4 } from 'uuid';
 import { z } from 'zod';
-import { ServiceError } from '../errors.js';
+import { classify } from '../errors.js';
 import type { ExecutionResponse } from '../contract/contract.js';
 import type { ExecutionContext, ExecutionService } from '../execution/execution-service.js';
+import type { Logger } from '../logger.js';
 import type { PackageService } from '../packages/package-service.js';
 import { serviceName, serviceVersion } from '../project.js';
 
 export interface McpServices {
   executions: ExecutionService;
   packages: PackageService;
+  logger: Logger;
 }
 
 const SANDBOX = [
@@ -63,14 +65,22 @@ function toToolResult(envelope: ExecutionResponse): CallToolResult {
 export function createMcpServer(services: McpServices, tenant: string): McpServer {
   const server = new McpServer({ name: serviceName, version: serviceVersion });
   // The SDK aborts a tool call's signal when its client cancels it or goes away: the run stops too.
-  const context = (tool: string, signal: AbortSignal): ExecutionContext => ({ executionId: uuidv4(), endpoint: `mcp:${tool}`, tenant, signal });
-  const call = async (run: () => Promise<ExecutionResponse>): Promise<CallToolResult> => {
+  const call = async (tool: string, signal: AbortSignal, run: (ctx: ExecutionContext) => Promise<ExecutionResponse>): Promise<CallToolResult> => {
+    const ctx: ExecutionContext = { executionId: uuidv4(), endpoint: `mcp:${tool}`, tenant, signal };
     try {
-      return toToolResult(await run());
+      return toToolResult(await run(ctx));
     } catch (err) {
-      // A request the service refuses (bad path, missing file, Docker down) is shown to the agent.
-      if (err instanceof ServiceError) return { content: [{ type: 'text', text: err.message }], isError: true };
-      throw err;
+      // As on REST (errors.ts): a refusal (bad path, missing file, Docker down) is shown to the agent;
+      // a fault of the service is logged in full and answered with a plain message and the id.
+      const { kind, message } = classify(err);
+      if (kind !== 'internal') return { content: [{ type: 'text', text: message }], isError: true };
+      services.logger.error('tool call failed', {
+        execution_id: ctx.executionId,
+        endpoint: ctx.endpoint,
+        tenant,
+        error: String((err as Error)?.stack ?? err),
+      });
+      return { content: [{ type: 'text', text: `${message}: ${ctx.executionId}` }], isError: true };
     }
   };
 
@@ -81,7 +91,7 @@ export function createMcpServer(services: McpServices, tenant: string): McpServe
       description: `Execute Python code and return what it printed (stripped stdout). ${SANDBOX} On failure the result is an error with the exception and its traceback.`,
       inputSchema: { code: z.string().min(1).describe('The Python code to execute'), timeout: timeout.optional() },
     },
-    ({ code, timeout }, { signal }) => call(() => services.executions.execute({ code, timeout }, context('run_python_code', signal))),
+    ({ code, timeout }, { signal }) => call('run_python_code', signal, (ctx) => services.executions.execute({ code, timeout }, ctx)),
   );
 
   server.registerTool(
@@ -97,11 +107,8 @@ export function createMcpServer(services: McpServices, tenant: string): McpServe
       },
     },
     ({ file_name, code, variable_to_return, overwrite }, { signal }) =>
-      call(() =>
-        services.executions.saveAndExecute(
-          { file_name, code, variable_to_return, overwrite: overwrite ?? true },
-          context('save_to_file_and_run', signal),
-        ),
+      call('save_to_file_and_run', signal, (ctx) =>
+        services.executions.saveAndExecute({ file_name, code, variable_to_return, overwrite: overwrite ?? true }, ctx),
       ),
   );
 
@@ -119,7 +126,7 @@ export function createMcpServer(services: McpServices, tenant: string): McpServe
       },
     },
     ({ package_name, upgrade }, { signal }) =>
-      call(() => services.packages.install({ package_name, upgrade: upgrade ?? false }, context('pip_install_package', signal))),
+      call('pip_install_package', signal, (ctx) => services.packages.install({ package_name, upgrade: upgrade ?? false }, ctx)),
   );
 
   server.registerTool(
@@ -130,7 +137,7 @@ export function createMcpServer(services: McpServices, tenant: string): McpServe
       inputSchema: { file_name: fileName, variable_to_return: variable.optional() },
     },
     ({ file_name, variable_to_return }, { signal }) =>
-      call(() => services.executions.runFile({ file_name, variable_to_return }, context('run_python_file', signal))),
+      call('run_python_file', signal, (ctx) => services.executions.runFile({ file_name, variable_to_return }, ctx)),
   );
 
   return server;

@@ -36,7 +36,16 @@ export class DockerRuntime implements ContainerRuntime {
         stdout.end();
         stderr.end();
       });
-      return { stdin: stream, stdout, stderr, ended, destroy: () => stream.destroy() };
+      return {
+        stdin: stream,
+        stdout,
+        stderr,
+        ended,
+        destroy: () => stream.destroy(),
+        // The socket itself: docker-modem's demuxer writes on, whatever its outputs buffer.
+        pause: () => stream.pause(),
+        resume: () => stream.resume(),
+      };
     });
   }
 

@@ -68,6 +68,9 @@ export class JobRun {
   private deadlinePassed = false;
   private killed = false;
   private diagnostics = '';
+  /** Why the job could not be streamed in (the workspace could not be read): a fault of the service. */
+  private inputError: Error | null = null;
+  private outputPaused = false;
   private stop!: (cause: StopCause) => void;
   private readonly stopped = new Promise<StopCause>((resolve) => (this.stop = resolve));
   private readonly changes: ChangesReader;
@@ -84,14 +87,14 @@ export class JobRun {
   ) {
     const { limits } = job;
     const workspaceBytes = limits.workspaceMb * 1024 * 1024;
-    this.changes = new ChangesReader({ maxBytes: workspaceBytes, maxFiles: limits.maxFiles });
+    this.changes = new ChangesReader({ maxBytes: workspaceBytes, maxFiles: limits.maxFiles }, job.changes);
     this.decoder = new FrameDecoder(
       {
         outputBytes: limits.outputBytes,
         filesBytes: workspaceBytes + (limits.maxFiles + 16) * 3 * 512,
         reportBytes: 20 * limits.outputBytes + (limits.maxFiles + 1) * 1100,
       },
-      { files: (chunk) => this.changes.write(chunk), overCap: () => this.kill(), done: () => this.stop('done') },
+      { files: (chunk) => this.takeFiles(chunk), overCap: () => this.kill(), done: () => this.stop('done') },
     );
   }
 
@@ -127,13 +130,17 @@ export class JobRun {
     const backstop = setTimeout(() => {
       this.deadlinePassed = true;
       this.kill();
+      this.resumeOutput(); // the killed container's output must be read to its end
       this.stop('deadline');
       // Should the kill or the stream's end never come, stop waiting on either.
       abandon = setTimeout(() => io.destroy(), this.timings.backstopGraceMs);
     }, this.job.limits.timeoutS * 1000 + this.timings.backstopGraceMs);
 
     const input = packJob(runnerJob(this.job), this.job.workspace, this.job.wheelhouse);
-    input.on('error', () => undefined);
+    input.on('error', (err) => {
+      this.inputError ??= err;
+      this.kill(); // its job is cut short; the run ends when its output does
+    });
     input.on('end', () => {
       if (this.state === 'streaming') this.advance('streaming', 'collecting');
     });
@@ -149,8 +156,12 @@ export class JobRun {
     const runMs = Date.now() - started;
 
     try {
+      if (this.inputError) throw this.inputError;
       return await this.finish(cause, started, runMs);
     } finally {
+      input.destroy(); // stops reading the workspace, whatever the container took of it
+      this.changes.abort(); // a sink still waiting for bytes gets an error, not a hang
+      this.resumeOutput();
       io.stdout.off('data', onStdout);
       io.stderr.off('data', onStderr);
       io.stdout.resume(); // whatever still comes is drained, never buffered
@@ -208,6 +219,20 @@ export class JobRun {
       durationMs: Date.now() - started,
       phases: { ...(this.pooled ? { pool: 1 } : { create: createMs, start: startMs }), run: runMs, collect: Date.now() - t },
     };
+  }
+
+  /** A chunk of the changed-files tar; while the sink is behind, the container's output waits. */
+  private takeFiles(chunk: Buffer): void {
+    if (this.changes.write(chunk) || this.outputPaused) return;
+    this.outputPaused = true;
+    this.container.io.pause();
+    void this.changes.drained().then(() => this.resumeOutput());
+  }
+
+  private resumeOutput(): void {
+    if (!this.outputPaused) return;
+    this.outputPaused = false;
+    this.container.io.resume();
   }
 
   /** Frames from the container; the first violation stops the run and kills it. */

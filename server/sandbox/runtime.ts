@@ -15,6 +15,9 @@ export interface Attachment {
   ended: Promise<void>;
   /** Drops the connection, for when the engine never ends it. */
   destroy(): void;
+  /** Stops reading the container's output (stdout and stderr) until `resume`: a slow disk holds the container, not memory. */
+  pause(): void;
+  resume(): void;
 }
 
 export interface ContainerState {

@@ -1,20 +1,51 @@
 import type { JobMode, RunnerReport } from './protocol.js';
 
-/** A file crossing the sandbox boundary (as tar), by its workspace-relative path. */
+/** A file crossing the sandbox boundary (as tar), by its workspace-relative path, held in memory (small files only). */
 export interface SandboxFile {
   path: string;
   data: Buffer;
   mtime: Date;
 }
 
-/** Regular files and directories, as streamed into a container. */
-export interface FileSet {
-  files: SandboxFile[];
-  dirs: string[];
+/** A file as it is when it is opened: exactly `size` bytes come out of `chunks`; `close` must follow. */
+export interface OpenedFile {
+  size: number;
+  mtime: Date;
+  chunks: AsyncIterable<Buffer>;
+  close(): Promise<void>;
 }
 
-/** What a run did to the workspace, as read (and already filtered) from its container. */
-export interface FileChanges extends FileSet {
+/** A file to stream into a container, opened only when the tar reaches it. */
+export interface SourceFile {
+  path: string;
+  /** Null when the file is gone since it was listed (the run then does not get it). */
+  open(): Promise<OpenedFile | null>;
+}
+
+/**
+ * What goes into a container's /workspace: its directories, then its files, read one at a time
+ * while the tar is written, so no workspace is ever held in memory. The service provides it.
+ */
+export interface FileSource {
+  dirs: string[];
+  files: SourceFile[];
+}
+
+/**
+ * Where a run's changed files go as they come out of its container, names and sizes already
+ * checked by the tar filter. The service provides it (staging files on disk); the same path may
+ * come twice, and the last one counts.
+ */
+export interface ChangesSink {
+  /** Stores one file; resolves once all its bytes are stored. */
+  file(path: string, chunks: AsyncIterable<Buffer>): Promise<void>;
+}
+
+/** What a run did to the workspace, as read (and already filtered) from its container: paths only. */
+export interface FileChanges {
+  /** Files now in the sink, in the order they came. */
+  files: string[];
+  dirs: string[];
   deleted: string[];
 }
 
@@ -42,7 +73,9 @@ export interface SandboxJob {
   file?: string;
   variable?: string;
   install?: { requirement: string; upgrade: boolean; pipArgs: string[]; packagesMaxBytes: number };
-  workspace: FileSet;
+  workspace: FileSource;
+  /** Where changed workspace files go; without one, they are dropped. */
+  changes?: ChangesSink;
   /** Files for /wheelhouse (an operator's local wheels, for installs without an index). */
   wheelhouse?: SandboxFile[];
   /** The tenant's packages volume, mounted at /opt/packages: read-only unless `packagesWritable`. */

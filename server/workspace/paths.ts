@@ -1,14 +1,14 @@
 import { badRequest } from '../errors.js';
-import { cleanRelativePath } from '../relative-path.js';
+import { checkRelativePath } from '../relative-path.js';
 
-/** cleanRelativePath for a client's `file_name`: a 400 that says why, instead of null. */
+/** checkRelativePath for a client's path (`file_name`, or a /files path): a 400 that names the field and says why. */
 export function requireWorkspacePath(name: string, field = 'file_name'): string {
-  const clean = cleanRelativePath(name);
-  if (clean === null) {
+  const checked = checkRelativePath(name);
+  if ('problem' in checked) {
     throw badRequest(
-      `Invalid ${field} ${JSON.stringify(name.slice(0, 200))}: it must be a relative path inside the workspace ` +
-        '(no absolute paths, no "..", no backslashes or NUL)',
+      `Invalid ${field} ${JSON.stringify(name.slice(0, 200))}: ${checked.problem}; it must be a relative path inside ` +
+        'the workspace (no absolute paths, no "..", no backslashes or NUL; each part at most 255 bytes of UTF-8)',
     );
   }
-  return clean;
+  return checked.path;
 }

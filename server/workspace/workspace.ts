@@ -1,141 +1,263 @@
-import { randomUUID } from 'node:crypto';
-import { constants as fsc, promises as fs } from 'node:fs';
+import { constants as fsc, promises as fs, type Stats } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { badRequest, conflict } from '../errors.js';
 import { cleanRelativePath } from '../relative-path.js';
-import type { FileChanges, FileSet, SandboxFile } from '../sandbox/sandbox.js';
+import type { FileSource, OpenedFile } from '../sandbox/sandbox.js';
+import { StagedFiles } from './staging.js';
+import { overCaps, Tree, type WorkspaceCaps } from './tree.js';
 
-export interface WorkspaceCaps {
-  maxFiles: number;
+/** The directories and changes of one run, as the merge takes them (the files are in its StagedFiles). */
+export interface MergeChanges {
+  dirs: string[];
+  deleted: string[];
+}
+
+interface Listing {
+  files: { path: string; size: number }[];
+  dirs: string[];
+}
+
+/** What is at a workspace path: nothing, a file, a directory, something else; or a parent that is no directory. */
+type Probe = { stat: Stats | null; blockedBy?: undefined } | { stat: null; blockedBy: string };
+
+const READ_CHUNK = 64 * 1024;
+const isGone = (err: unknown) => ['ENOENT', 'ENOTDIR', 'ELOOP'].includes((err as NodeJS.ErrnoException).code ?? '');
+
+/** `size` bytes of an open file, a chunk at a time. */
+async function* readChunks(handle: FileHandle, size: number): AsyncIterable<Buffer> {
+  for (let position = 0; position < size; ) {
+    const chunk = Buffer.allocUnsafe(Math.min(READ_CHUNK, size - position)); // fresh: the tar may hold on to it
+    const { bytesRead } = await handle.read(chunk, 0, chunk.length, position);
+    if (bytesRead === 0) throw new Error('a workspace file got shorter while it was read');
+    position += bytesRead;
+    yield chunk.subarray(0, bytesRead);
+  }
 }
 
 /**
  * A workspace on the server's disk. Only regular files and directories are ever created or read
- * here; nothing inside a sandbox is ever opened from the host (files cross as tar, in memory).
- * Writes go to a staging file and are renamed into place, so a reader never sees half a file.
+ * here, and nothing inside a sandbox is ever opened from the host: files cross as tar, streamed
+ * from disk into the container and from the container to staging files. Everything that changes
+ * the workspace (a run's merge, a save, a deletion) and every listing runs alone, in order, under
+ * this workspace's lock, and a merge or save is checked against the caps before anything changes:
+ * it is kept whole or not at all.
  */
 export class Workspace {
+  private tail: Promise<unknown> = Promise.resolve();
+
   private constructor(
     readonly root: string,
     private readonly staging: string,
-    private readonly caps: WorkspaceCaps,
   ) {}
 
-  static async open(root: string, staging: string, caps: WorkspaceCaps): Promise<Workspace> {
+  static async open(root: string, staging: string): Promise<Workspace> {
     await fs.mkdir(root, { recursive: true, mode: 0o700 });
     await fs.mkdir(staging, { recursive: true, mode: 0o700 });
-    return new Workspace(await fs.realpath(root), await fs.realpath(staging), caps);
+    return new Workspace(await fs.realpath(root), await fs.realpath(staging));
   }
 
-  /** Every regular file and directory, for streaming into a container. */
-  async snapshot(): Promise<FileSet> {
-    const { files, dirs } = await this.list();
-    const withData: SandboxFile[] = [];
-    for (const f of files) {
-      // One at a time: a workspace may hold thousands of files, and open descriptors are finite.
-      withData.push({ path: f.path, data: await fs.readFile(path.join(this.root, f.path)), mtime: f.mtime });
+  /** Runs `task` after every earlier one of this workspace has ended. */
+  private exclusive<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(task, task);
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * The workspace for a run: its names, listed under the lock, and its files, each opened only
+   * when the tar reaches it (one gone by then is left out). A workspace over the caps could not be
+   * unpacked in a container, so it is refused with the way out.
+   */
+  async snapshot(caps: WorkspaceCaps): Promise<FileSource> {
+    const listing = await this.exclusive(() => this.list());
+    const over = overCaps(Tree.of(listing).usage(), caps);
+    if (over) {
+      throw conflict(
+        `The workspace holds ${over}, so no sandbox can take it: delete files with DELETE /files/{path}, ` +
+          'or clear the workspace with DELETE /files',
+      );
     }
-    return { files: withData, dirs };
+    return {
+      dirs: listing.dirs,
+      files: listing.files.map((f) => ({ path: f.path, open: () => this.openFile(f.path) })),
+    };
   }
 
-  /** Paths, sizes and times of the regular files and directories (links and the rest are skipped). */
-  private async list(): Promise<{ files: { path: string; size: number; mtime: Date }[]; dirs: string[] }> {
-    const files: { path: string; size: number; mtime: Date }[] = [];
-    const dirs: string[] = [];
+  private async openFile(rel: string): Promise<OpenedFile | null> {
+    let handle: FileHandle;
+    try {
+      handle = await fs.open(path.join(this.root, rel), fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    } catch (err) {
+      if (isGone(err)) return null; // deleted by a merge since the listing
+      throw err;
+    }
+    try {
+      const stat = await handle.stat();
+      if (!stat.isFile()) throw new Error('not a regular file');
+      return { size: stat.size, mtime: stat.mtime, chunks: readChunks(handle, stat.size), close: () => handle.close() };
+    } catch (err) {
+      await handle.close();
+      if ((err as Error).message === 'not a regular file') return null;
+      throw err;
+    }
+  }
+
+  /** Paths and sizes of the regular files, and the directories (links and the rest are skipped). */
+  private async list(): Promise<Listing> {
+    const listing: Listing = { files: [], dirs: [] };
     const walk = async (rel: string): Promise<void> => {
       for (const entry of await fs.readdir(path.join(this.root, rel), { withFileTypes: true })) {
         const child = rel ? `${rel}/${entry.name}` : entry.name;
         if (entry.isDirectory()) {
-          dirs.push(child);
+          listing.dirs.push(child);
           await walk(child);
         } else if (entry.isFile()) {
-          const stat = await fs.lstat(path.join(this.root, child));
-          files.push({ path: child, size: stat.size, mtime: stat.mtime });
+          listing.files.push({ path: child, size: (await fs.lstat(path.join(this.root, child))).size });
         }
       }
     };
     await walk('');
-    return { files, dirs };
+    return listing;
   }
 
-  async isFile(rel: string): Promise<boolean> {
-    const full = await this.resolve(rel);
-    const stat = await fs.lstat(full).catch(() => null);
-    return stat?.isFile() ?? false;
-  }
-
-  /** Saves a client's file (save-and-execute): 409 if it exists and overwrite is false. */
-  async save(rel: string, data: Buffer, overwrite: boolean, maxBytes: number): Promise<void> {
-    const full = await this.resolve(rel);
-    const existing = await fs.lstat(full).catch(() => null);
-    if (existing && !existing.isFile()) throw conflict(`${rel} exists and is not a regular file`);
-    if (existing && !overwrite) throw conflict(`File ${rel} already exists and overwrite is false`);
-    const used = await this.usage();
-    if (used.bytes - (existing?.size ?? 0) + data.length > maxBytes) {
-      throw badRequest(`Workspace is full: saving ${rel} would exceed this tenant's workspace_mb`);
-    }
-    if (!existing && used.files + 1 > this.caps.maxFiles) {
-      throw badRequest(`Workspace is full: it already holds SANDBOX_MAX_FILES (${this.caps.maxFiles}) files`);
-    }
-    await fs.mkdir(path.dirname(full), { recursive: true, mode: 0o700 });
-    await this.writeFile(full, data);
+  /** A fresh staging area for files on their way in (a run's changes, a save). */
+  stage(): Promise<StagedFiles> {
+    return StagedFiles.create(this.staging);
   }
 
   /**
-   * Applies what an execution changed, so the workspace ends as the container's did: deletions
-   * first (a path may have turned from file into directory or back), then new directories (parents
-   * first), then files. Paths were checked when read; they are checked again here.
+   * Applies what a run changed (its staged files, its new directories, what it deleted) so that
+   * the workspace ends as the container's did, unless the result would be over the caps: then
+   * nothing changes and the answer is which cap, to be said to the client.
    */
-  async apply(changes: FileChanges): Promise<void> {
-    for (const rel of [...changes.deleted].sort()) {
-      const full = await this.resolve(rel).catch(() => null); // a parent already gone: nothing left to delete
-      const existing = full ? await fs.lstat(full).catch(() => null) : null;
-      if (existing?.isDirectory()) await fs.rm(full!, { recursive: true });
-      else if (existing) await fs.unlink(full!);
-    }
-    for (const dir of changes.dirs) {
-      const full = await this.resolve(dir);
-      const existing = await fs.lstat(full).catch(() => null);
-      if (existing && !existing.isDirectory()) await fs.unlink(full);
-      await fs.mkdir(full, { recursive: true, mode: 0o700 });
-    }
-    for (const file of changes.files) {
-      const full = await this.resolve(file.path);
-      await fs.mkdir(path.dirname(full), { recursive: true, mode: 0o700 });
-      const existing = await fs.lstat(full).catch(() => null);
-      if (existing?.isDirectory()) await fs.rm(full, { recursive: true });
-      await this.writeFile(full, file.data);
-    }
+  merge(staged: StagedFiles, changes: MergeChanges, caps: WorkspaceCaps): Promise<string | null> {
+    return this.exclusive(() => this.mergeNow(staged, changes, caps));
   }
 
-  private async usage(): Promise<{ bytes: number; files: number }> {
-    const { files } = await this.list();
-    return { bytes: files.reduce((n, f) => n + f.size, 0), files: files.length };
-  }
-
-  private async writeFile(full: string, data: Buffer): Promise<void> {
-    const temp = path.join(this.staging, randomUUID());
-    const handle = await fs.open(temp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+  /** Saves a client's file (save-and-execute): 409 if it exists and overwrite is false, 400 past the caps. */
+  async save(rel: string, data: Buffer, overwrite: boolean, caps: WorkspaceCaps): Promise<void> {
+    const staged = await this.stage();
     try {
-      await handle.writeFile(data);
+      await staged.file(rel, [data]);
+      await this.exclusive(async () => {
+        const { stat, blockedBy } = await this.probe(rel);
+        if (blockedBy) throw conflict(`${blockedBy} is not a directory`);
+        if (stat && !stat.isFile()) throw conflict(`${rel} exists and is not a regular file`);
+        if (stat && !overwrite) throw conflict(`File ${rel} already exists and overwrite is false`);
+        const over = await this.mergeNow(staged, { dirs: [], deleted: [] }, caps);
+        if (over) throw badRequest(`Workspace is full: with ${rel} it would hold ${over}`);
+      });
     } finally {
-      await handle.close();
+      await staged.discard();
     }
-    await fs.rename(temp, full);
   }
 
-  /** Absolute path of `rel`, refusing any path whose existing parents are not plain directories. */
-  private async resolve(rel: string): Promise<string> {
+  async isFile(rel: string): Promise<boolean> {
+    return (await this.probe(rel)).stat?.isFile() ?? false;
+  }
+
+  /** Deletes a file, or a directory with everything in it, at once; false when there is nothing at `rel`. */
+  async remove(rel: string): Promise<boolean> {
+    const staged = await this.stage();
+    try {
+      return await this.exclusive(async () => {
+        if (!(await this.probe(rel)).stat) return false;
+        await fs.rename(path.join(this.root, rel), staged.place()); // atomic; the bytes go with the staging area
+        return true;
+      });
+    } finally {
+      await staged.discard();
+    }
+  }
+
+  /** Empties the workspace at once. */
+  async clear(): Promise<void> {
+    const staged = await this.stage();
+    try {
+      await this.exclusive(async () => {
+        await fs.rename(this.root, staged.place());
+        await fs.mkdir(this.root, { mode: 0o700 });
+      });
+    } finally {
+      await staged.discard();
+    }
+  }
+
+  private async mergeNow(staged: StagedFiles, changes: MergeChanges, caps: WorkspaceCaps): Promise<string | null> {
+    // Names from a container were checked by the tar filter; the report's deletions are checked here.
+    const deleted = changes.deleted.map((d) => cleanRelativePath(d, true)).filter((d): d is string => d !== null).sort();
+    const files = staged.files();
+    const tree = Tree.of(await this.list());
+    for (const rel of deleted) tree.remove(rel);
+    for (const dir of changes.dirs) tree.makeDir(dir);
+    for (const [rel, file] of files) tree.putFile(rel, file.size);
+    const over = overCaps(tree.usage(), caps);
+    if (over) return over;
+
+    // The same steps on disk, each undone (in reverse) should a later one fail: all or nothing.
+    const undo: (() => Promise<void>)[] = [];
+    const displace = async (full: string) => {
+      const aside = staged.place();
+      await fs.rename(full, aside);
+      undo.push(() => fs.rename(aside, full));
+    };
+    const makeDirs = async (rel: string) => {
+      let full = this.root;
+      for (const part of rel.split('/')) {
+        full = path.join(full, part);
+        const stat = await fs.lstat(full).catch(() => null);
+        if (stat?.isDirectory()) continue;
+        if (stat) await displace(this.ours(stat, full));
+        await fs.mkdir(full, { mode: 0o700 });
+        const made = full;
+        undo.push(() => fs.rm(made, { recursive: true, force: true }));
+      }
+    };
+    try {
+      for (const rel of deleted) {
+        if ((await this.probe(rel)).stat) await displace(path.join(this.root, rel));
+      }
+      for (const dir of changes.dirs) await makeDirs(dir);
+      for (const [rel, file] of files) {
+        const parent = path.posix.dirname(rel);
+        if (parent !== '.') await makeDirs(parent);
+        const full = path.join(this.root, rel);
+        const stat = await fs.lstat(full).catch(() => null);
+        if (stat) await displace(this.ours(stat, full));
+        await fs.rename(file.temp, full);
+        undo.push(() => fs.rename(full, file.temp));
+      }
+    } catch (err) {
+      const failures: unknown[] = [];
+      for (const step of undo.reverse()) await step().catch((e: unknown) => failures.push(e));
+      if (failures.length > 0) throw new AggregateError([err, ...failures], 'a workspace merge failed and was not fully undone');
+      throw err;
+    }
+    return null;
+  }
+
+  /** `full`, if what is there is what this server writes (a file or a directory), the only kinds a merge moves aside. */
+  private ours(stat: Stats, full: string): string {
+    if (!stat.isFile() && !stat.isDirectory()) throw conflict(`${path.relative(this.root, full)} is neither a file nor a directory`);
+    return full;
+  }
+
+  /** What is at `rel`, walking its parents without following links. */
+  private async probe(rel: string): Promise<Probe> {
     const clean = cleanRelativePath(rel);
     if (clean === null) throw badRequest(`Invalid workspace path ${JSON.stringify(rel.slice(0, 200))}`);
-    let dir = this.root;
+    let full = this.root;
     const parts = clean.split('/');
-    for (const part of parts.slice(0, -1)) {
-      dir = path.join(dir, part);
-      const stat = await fs.lstat(dir).catch(() => null);
-      if (stat === null) break;
-      if (!stat.isDirectory()) throw conflict(`${path.relative(this.root, dir)} is not a directory`);
+    for (const [i, part] of parts.entries()) {
+      full = path.join(full, part);
+      const stat = await fs.lstat(full).catch((err: unknown) => {
+        if (isGone(err)) return null;
+        throw err;
+      });
+      if (i === parts.length - 1 || stat === null) return { stat };
+      if (!stat.isDirectory()) return { stat: null, blockedBy: parts.slice(0, i + 1).join('/') };
     }
-    return path.join(this.root, clean);
+    return { stat: null };
   }
 }

@@ -119,7 +119,18 @@ export class FakeRuntime implements ContainerRuntime {
   async attach(id: string): Promise<Attachment> {
     this.record('attach', id);
     const c = this.get(id);
-    return { stdin: c.stdin, stdout: c.stdout, stderr: c.stderr, ended: c.ended, destroy: () => c.hangUp() };
+    return {
+      stdin: c.stdin,
+      stdout: c.stdout,
+      stderr: c.stderr,
+      ended: c.ended,
+      destroy: () => c.hangUp(),
+      pause: () => {
+        this.record('pause', id);
+        c.stdout.pause();
+      },
+      resume: () => c.stdout.resume(),
+    };
   }
 
   async start(id: string): Promise<void> {
@@ -193,12 +204,20 @@ export function reportFrames(over: Partial<RunnerReport> = {}): Buffer[] {
   return [frame('r', JSON.stringify(report)), frame('z')];
 }
 
-/** The changed-files tar of these files (path -> content), as one f frame. */
-export async function filesFrame(files: Record<string, string>): Promise<Buffer> {
+/** The changed-files tar of these files (path -> content), as f frames of at most 64 KiB, like the runner's. */
+export async function filesFrames(files: Record<string, string>): Promise<Buffer[]> {
   const pack = tar.pack();
   for (const [name, content] of Object.entries(files)) pack.entry({ name: `workspace/${name}` }, content);
   pack.finalize();
   const chunks: Buffer[] = [];
   for await (const chunk of pack) chunks.push(chunk as Buffer);
-  return frame('f', Buffer.concat(chunks));
+  const tarBytes = Buffer.concat(chunks);
+  const frames: Buffer[] = [];
+  for (let i = 0; i < tarBytes.length; i += 64 * 1024) frames.push(frame('f', tarBytes.subarray(i, i + 64 * 1024)));
+  return frames;
+}
+
+/** The same, as one chunk of output. */
+export async function filesFrame(files: Record<string, string>): Promise<Buffer> {
+  return Buffer.concat(await filesFrames(files));
 }

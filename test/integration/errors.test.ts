@@ -141,6 +141,11 @@ describe('malformed requests: 4xx naming the field, no container started', () =>
     ['.. inside file_name', '/run-python-file', { file_name: 'a/../../escape.py' }, 400, /Invalid file_name/],
     ['backslash in file_name', '/run-python-file', { file_name: '..\\x.py' }, 400, /Invalid file_name/],
     ['empty file_name', '/run-python-file', { file_name: '' }, 400, /body\.file_name/],
+    ['a lone surrogate in code', '/execute', { code: 'print("\ud800")' }, 400, /^Invalid code: it contains a lone UTF-16 surrogate \(\\ud800 at character 7\)/],
+    ['a lone surrogate in saved code', '/save-and-execute', { file_name: 'a.py', code: 'x = "\udfff"' }, 400, /^Invalid code: .*lone UTF-16 surrogate/],
+    ['a lone surrogate in file_name', '/run-python-file', { file_name: 'a\ud800.py' }, 400, /^Invalid file_name "a\\ud800\.py": it contains a lone UTF-16 surrogate/],
+    ['a file_name part over 255 bytes (200 "€" are 600)', '/save-and-execute', { file_name: `${'€'.repeat(200)}.py`, code: '1' }, 400,
+      /^Invalid file_name "€+": a part of it is longer than 255 bytes of UTF-8/],
     ['body over MAX_BODY_BYTES', '/execute', { code: 'x' .repeat(5000) }, 413, /MAX_BODY_BYTES/],
   ];
   for (const [name, route, body, status, error] of cases) {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -76,6 +76,15 @@ function toolSuite(name: string, connect: () => Promise<Client>, cleanup: () => 
       assert.equal(result.isError, true);
       assert.match(text(result), /timed out after 2 s/);
       assert.equal(result.structuredContent?.timed_out, true);
+    });
+
+    it('a lone surrogate in code or file_name is refused, naming the field (as REST answers 400)', async () => {
+      const code = await call('run_python_code', { code: 'print("\ud800")' });
+      assert.equal(code.isError, true);
+      assert.match(text(code), /^Invalid code: it contains a lone UTF-16 surrogate \(\\ud800 at character 7\)/);
+      const file = await call('save_to_file_and_run', { file_name: 'x\udc00.py', code: 'x = 1' });
+      assert.equal(file.isError, true);
+      assert.match(text(file), /^Invalid file_name "x\\udc00\.py": it contains a lone UTF-16 surrogate/);
     });
 
     it('pip_install_package refuses what is not one requirement', async () => {
@@ -160,6 +169,44 @@ describe('stdio: a process that was killed', () => {
     }
     await until(async () => (await containersOf(instanceOf(second.pid))).length === 0, "the second process's own containers");
     await removeVolumes(prefix);
+  });
+});
+
+describe('a fault of the service: a plain message with the execution id, on MCP as on REST', () => {
+  let server: TestServer;
+  let staging: string;
+  before(async () => {
+    server = await startServer();
+    // A staging area that is not a directory: every run fails on the server's own disk.
+    staging = path.join(server.config.baseDir, 'staging');
+    rmSync(staging, { recursive: true, force: true });
+    writeFileSync(staging, 'not a directory');
+  });
+  after(async () => {
+    rmSync(staging, { force: true });
+    await server.close();
+  });
+
+  it('REST: 500, the generic message, no server path', async () => {
+    const { status, body } = await server.post('/execute', { code: 'print(1)' });
+    assert.equal(status, 500);
+    assert.equal(body.error, 'Internal error: see the server log for this execution_id');
+    assert.match(String(body.execution_id), /^[0-9a-f-]{36}$/);
+  });
+
+  it('MCP: isError, the same message with the id, no server path', async () => {
+    const client = new Client({ name: 'test', version: '1.0.0' });
+    await client.connect(new StreamableHTTPClientTransport(new URL(`${server.url}/mcp`)));
+    for (const [tool, args] of [
+      ['run_python_code', { code: 'print(1)' }],
+      ['save_to_file_and_run', { file_name: 'a.py', code: 'x = 1' }],
+    ] as const) {
+      const result = (await client.callTool({ name: tool, arguments: args })) as CallToolResult;
+      assert.equal(result.isError, true);
+      assert.match(text(result), /^Internal error: see the server log for this execution_id: [0-9a-f-]{36}$/);
+      assert.doesNotMatch(JSON.stringify(result), new RegExp(server.config.baseDir));
+    }
+    await client.close();
   });
 });
 

@@ -83,6 +83,36 @@ class SafeTarget(InTempWorkspace):
             self.assertIsNone(runner.safe_target(name), name)
 
 
+class NamesInBytes(InTempWorkspace):
+    """The same rules as the server's tar filter (server/relative-path.ts), counted in bytes of UTF-8."""
+
+    def test_parts_and_paths_are_counted_in_bytes(self):
+        self.assertTrue(runner.clean_name("\u20ac" * 85))  # 255 bytes
+        self.assertFalse(runner.clean_name("\u20ac" * 86))  # 258 bytes, 86 characters
+        self.assertFalse(runner.clean_name("\u20ac" * 200))  # the issue's 600 bytes
+        self.assertTrue(runner.clean_name("/".join(["d" * 200] * 5)))  # 1004 bytes
+        self.assertFalse(runner.clean_name("/".join(["\u20ac" * 70] * 5)))  # 1054 bytes
+        self.assertIsNone(runner.safe_target("workspace/" + "\u20ac" * 86))
+
+    def test_names_that_are_not_utf8_or_have_backslashes_are_refused(self):
+        self.assertFalse(runner.clean_name(os.fsdecode(b"bad\xff")))
+        self.assertFalse(runner.clean_name("a\\b"))
+
+    def test_a_name_the_server_would_drop_stays_in_the_sandbox(self):
+        ws = runner.WORKSPACE
+        deep = "/".join(["\u20ac" * 80] * 5)  # 1204 bytes: Linux allows it, the server would drop it
+        os.makedirs(os.path.join(ws, os.path.dirname(deep)))
+        for name in (deep, "ok.txt", os.fsdecode(b"raw\xff")):
+            with open(os.path.join(ws, name), "wb") as f:
+                f.write(b"x")
+        captured = Captured()
+        self.assertEqual(runner.send_changed_files(captured.channel, {}, workspace=ws), [])
+        archive = tarfile.open(fileobj=io.BytesIO(b"".join(p for _, p in captured.frames())), mode="r:")
+        names = archive.getnames()
+        self.assertIn("workspace/ok.txt", names)
+        self.assertFalse([n for n in names if len(n.encode()) > 1024 + 10 or "raw" in n], names)
+
+
 class ReceiveAndDiff(InTempWorkspace):
     def test_unpacks_the_job_and_sends_back_only_what_changed(self):
         job = {"protocol": 7, "mode": "code", "code": "pass"}

@@ -23,6 +23,21 @@ describe('workspace paths', () => {
     });
   }
 
+  it('counts bytes of UTF-8, not UTF-16 units: a part of 200 "€" (600 bytes) is refused, saying why', () => {
+    assert.equal(cleanRelativePath('€'.repeat(85)), '€'.repeat(85)); // 255 bytes
+    assert.equal(cleanRelativePath('€'.repeat(86)), null); // 258 bytes in 86 units
+    assert.throws(() => requireWorkspacePath(`${'€'.repeat(200)}.py`), /Invalid file_name .*longer than 255 bytes of UTF-8/);
+    assert.equal(cleanRelativePath(Array(5).fill('€'.repeat(70)).join('/')), null); // 1054 bytes in 354 units
+    assert.equal(cleanRelativePath(Array(5).fill('d'.repeat(200)).join('/'))?.length, 1004);
+  });
+
+  it('refuses lone surrogates (they have no UTF-8 form), and names the field', () => {
+    assert.equal(cleanRelativePath('a\ud800.py'), null);
+    assert.equal(cleanRelativePath('\udc00'), null);
+    assert.equal(cleanRelativePath('ok-\ud83d\ude00.py'), 'ok-\ud83d\ude00.py'); // a pair is a character
+    assert.throws(() => requireWorkspacePath('a\ud800.py', 'path'), /^Error: Invalid path "a\\ud800\.py": it contains a lone UTF-16 surrogate/);
+  });
+
   it('strict mode (names from a container) also refuses non-normal forms', () => {
     assert.equal(cleanRelativePath('a//b', true), null);
     assert.equal(cleanRelativePath('./a', true), null);

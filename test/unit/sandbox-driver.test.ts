@@ -6,7 +6,8 @@ import { createLogger, type Logger } from '../../server/logger.js';
 import { containerSpec } from '../../server/sandbox/container-spec.js';
 import { DockerSandbox, type PoolOptions } from '../../server/sandbox/docker-sandbox.js';
 import type { SandboxJob, SandboxLimits } from '../../server/sandbox/sandbox.js';
-import { FakeRuntime, filesFrame, frame, reportFrames, type Script } from '../helpers/fake-runtime.js';
+import { FakeRuntime, filesFrame, filesFrames, frame, reportFrames, type Script } from '../helpers/fake-runtime.js';
+import { memorySource, MemorySink } from '../helpers/file-sets.js';
 import { until } from '../helpers/until.js';
 
 /**
@@ -66,7 +67,7 @@ describe('sandbox driver on the recording fake', () => {
 
   it('streams job.json first, with the protocol, the mode and the caps', async () => {
     const { engine, sandbox } = driver(() => ({ stdout: reportFrames() }));
-    await sandbox.run(job({ workspace: { files: [{ path: 'a.txt', data: Buffer.from('A'), mtime: new Date(0) }], dirs: [] } }));
+    await sandbox.run(job({ workspace: memorySource({ 'a.txt': 'A' }).source }));
     await sandbox.shutdown(false);
     const entries: { name: string; body: string }[] = [];
     const extract = tar.extract();
@@ -171,10 +172,31 @@ describe('sandbox driver on the recording fake', () => {
   it('changed files come back through the tar filter', async () => {
     const files = await filesFrame({ 'out.txt': 'written', '../escape.txt': 'no' });
     const { sandbox } = driver(() => ({ stdout: [files, ...reportFrames({ deleted: ['old.txt'] })] }));
-    const outcome = await sandbox.run(job());
+    const sink = new MemorySink();
+    const outcome = await sandbox.run(job({ changes: sink }));
     await sandbox.shutdown(false);
-    assert.deepEqual(outcome.changes?.files.map((f) => [f.path, f.data.toString()]), [['out.txt', 'written']]);
+    assert.deepEqual(outcome.changes?.files, ['out.txt']);
+    assert.deepEqual([...sink.files], [['out.txt', 'written']]);
     assert.deepEqual(outcome.changes?.deleted, ['old.txt']);
+  });
+
+  it('while the sink is behind, the container\'s output is paused, and every byte still arrives', async () => {
+    const files = await filesFrames({ 'big.bin': 'q'.repeat(600_000) });
+    const { engine, sandbox } = driver(() => ({ stdout: [...files, ...reportFrames()] }));
+    const sink = new MemorySink(1);
+    const outcome = await sandbox.run(job({ changes: sink, limits: { ...limits, workspaceMb: 2 } }));
+    await sandbox.shutdown(false);
+    assert.equal(outcome.violation, null);
+    assert.ok(engine.callsOn('e1').includes('pause'), `never paused: ${engine.callsOn('e1').join(', ')}`);
+    assert.equal(sink.files.get('big.bin')?.length, 600_000);
+  });
+
+  it('a workspace file that cannot be read fails the run as a fault, and the container still goes', async () => {
+    const { engine, sandbox } = driver(() => ({ stdout: reportFrames(), then: 'hang' }));
+    const workspace = { dirs: [], files: [{ path: 'x', open: () => Promise.reject(new Error('EIO: i/o error, read')) }] };
+    await assert.rejects(sandbox.run(job({ workspace })), /EIO/);
+    await sandbox.shutdown(false);
+    assert.deepEqual(engine.callsOn('e1').slice(-2), ['kill', 'remove']);
   });
 
   it('a removal refused as "already in progress" is retried until it works', async () => {

@@ -64,7 +64,7 @@ describe('tenants and limits files', () => {
 describe('WorkspaceStore', () => {
   it('opens only direct children of the workspaces folder, and retries an open that failed', async () => {
     const base = mkdtempSync(path.join(os.tmpdir(), 'rpc-ws-'));
-    const store = new WorkspaceStore(base, { maxFiles: 10 });
+    const store = new WorkspaceStore(base);
     for (const name of ['.', '..', 'a/b', '']) assert.throws(() => store.for(name), /unsafe tenant id/);
     writeFileSync(path.join(base, 'workspaces'), 'a file where the folder should be');
     await assert.rejects(store.for('t1'), /EEXIST|ENOTDIR/);
