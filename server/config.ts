@@ -279,7 +279,7 @@ export const settings = {
   },
   packagesVolumePrefix: {
     env: 'PACKAGES_VOLUME_PREFIX',
-    description: "Prefix of the Docker volume that holds a tenant's packages (the tenant's name follows)",
+    description: "Prefix of the Docker volumes that hold the tenants' packages (the deployment's key and the tenant's name follow)",
     default: 'run-python-code-packages-',
     parse: (raw: string) => {
       if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$/.test(raw)) throw new Error('expected a Docker volume name prefix');
@@ -375,7 +375,10 @@ export const settings = {
 type Declared = Record<string, Setting<unknown>>;
 /** The parsed values of a set of declared settings. */
 export type SettingsOf<S extends Declared> = { [K in keyof S]: ReturnType<S[K]['parse']> };
-export type Config = SettingsOf<typeof settings>;
+export type Config = SettingsOf<typeof settings> & {
+  /** BASE_DIR is the new temporary directory of a start without one, not the operator's. */
+  baseDirTemporary: boolean;
+};
 
 /** Reads declared settings from `env`; throws ConfigError naming the first bad variable. */
 export function readSettings<S extends Declared>(declared: S, env: NodeJS.ProcessEnv = process.env): SettingsOf<S> {
@@ -397,7 +400,7 @@ export function readSettings<S extends Declared>(declared: S, env: NodeJS.Proces
 
 /** The API server's settings, with the checks that span several of them. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const result = readSettings(settings, env);
+  const result = { ...readSettings(settings, env), baseDirTemporary: !env[settings.baseDir.env] };
   result.instanceId ||= `${os.hostname()}-${result.port}`.replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 64);
   if (result.defaultTimeoutS > result.maxTimeoutS) {
     throw new ConfigError(`DEFAULT_TIMEOUT_S (${result.defaultTimeoutS}) is above MAX_TIMEOUT_S (${result.maxTimeoutS})`);

@@ -5,7 +5,7 @@ import type { Logger } from '../logger.js';
 import type { Sandbox, SandboxJob, SandboxLimits } from '../sandbox/sandbox.js';
 import { requireWorkspacePath } from '../workspace/paths.js';
 import type { WorkspaceStore } from '../workspace/workspace-store.js';
-import { packagesVolume } from '../packages/volume.js';
+import type { PackagesVolumes } from '../packages/volume.js';
 import type { Admission } from '../tenancy/admission.js';
 import type { TenantRegistry } from '../tenancy/tenant-registry.js';
 import { toEnvelope } from './envelope.js';
@@ -33,6 +33,8 @@ export interface RunDeps {
   admission: Admission;
   recorder: Recorder;
   logger: Logger;
+  /** The names of this deployment's packages volumes. */
+  volumes: PackagesVolumes;
 }
 
 /**
@@ -77,7 +79,7 @@ export class ExecutionService {
     { limits, maxConcurrent }: Budget,
     ctx: ExecutionContext,
   ): Promise<ExecutionResponse> {
-    const { config, sandbox, admission, recorder, logger } = this.deps;
+    const { sandbox, admission, recorder, logger, volumes } = this.deps;
     const workspace = await this.workspaces.for(ctx.tenant);
     const outcome = await admission.run(ctx.tenant, maxConcurrent, async () => {
       logger.debug('execution starting', { execution_id: ctx.executionId, endpoint: ctx.endpoint, tenant: ctx.tenant, ...what });
@@ -86,7 +88,7 @@ export class ExecutionService {
         executionId: ctx.executionId,
         workspace: await workspace.snapshot(),
         limits,
-        packagesVolume: packagesVolume(config, ctx.tenant),
+        packagesVolume: volumes.name(ctx.tenant),
       });
       if (result.changes) await workspace.apply(result.changes);
       return result;

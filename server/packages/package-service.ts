@@ -8,7 +8,6 @@ import { limitsFor } from '../execution/limits.js';
 import type { ExecutionContext, RunDeps } from '../execution/execution-service.js';
 import type { SandboxFile } from '../sandbox/sandbox.js';
 import { parseRequirement, type Requirement } from './requirement.js';
-import { packagesVolume } from './volume.js';
 
 const LIST_TIMEOUT_S = 60;
 const PIP_ERROR_CHARS = 2000;
@@ -51,7 +50,7 @@ export class PackageService {
   }
 
   async list(ctx: ExecutionContext): Promise<PackagesResponse> {
-    const { config, registry, admission, sandbox } = this.deps;
+    const { config, registry, admission, sandbox, volumes } = this.deps;
     const tenant = registry.get(ctx.tenant).limits;
     const limits = { ...limitsFor(config, tenant), timeoutS: LIST_TIMEOUT_S };
     const outcome = await admission.run(ctx.tenant, tenant.max_concurrent, () =>
@@ -59,7 +58,7 @@ export class PackageService {
         executionId: ctx.executionId,
         mode: 'list-packages',
         workspace: { files: [], dirs: [] },
-        packagesVolume: packagesVolume(config, ctx.tenant),
+        packagesVolume: volumes.name(ctx.tenant),
         limits,
       }),
     );
@@ -74,7 +73,7 @@ export class PackageService {
     req: InstallPackageRequest,
     ctx: ExecutionContext,
   ): Promise<InstallPackageResponse> {
-    const { config: c, registry, admission, sandbox, recorder } = this.deps;
+    const { config: c, registry, admission, sandbox, recorder, volumes } = this.deps;
     const tenant = registry.get(ctx.tenant).limits;
     const wheelhouse = c.wheelhouseDir ? await readWheelhouse(c.wheelhouseDir) : undefined;
     const limits = { ...limitsFor(c, tenant), timeoutS: c.installTimeoutS };
@@ -89,7 +88,7 @@ export class PackageService {
       },
       workspace: { files: [], dirs: [] },
       wheelhouse,
-      packagesVolume: packagesVolume(c, ctx.tenant),
+      packagesVolume: volumes.name(ctx.tenant),
       packagesWritable: true,
       network: wheelhouse ? 'none' : c.installNetwork,
       limits,

@@ -1,3 +1,4 @@
+import { unavailable } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { containerSpec, INSTANCE_LABEL, LABEL, type SpecInput } from './container-spec.js';
@@ -12,6 +13,11 @@ export interface DockerSandboxOptions {
   /** OCI runtime of the sandboxes (runsc for gVisor); empty is the engine's default. */
   runtime: string;
   instanceId: string;
+  /**
+   * Labels that say a volume is this server's: volumes it makes get them, and one that already
+   * exists without them is never mounted (it is another's on the same engine).
+   */
+  volumeLabels?: Record<string, string>;
 }
 
 export interface PoolOptions {
@@ -121,10 +127,18 @@ export class DockerSandbox implements Sandbox {
     }
   }
 
-  /** Creates a tenant's packages volume (labelled) the first time it is used. */
+  /** Creates a volume (labelled) the first time it is used, and refuses one that carries another's labels. */
   private async ensureVolume(name: string): Promise<void> {
     if (this.volumes.has(name)) return;
-    await this.engine.createVolume(name, { [LABEL]: '1' });
+    const wanted = { [LABEL]: '1', ...this.options.volumeLabels };
+    const found = await this.engine.createVolume(name, wanted);
+    const [label, value] = Object.entries(wanted).find(([k, v]) => found[k] !== v) ?? [];
+    if (label) {
+      throw unavailable(
+        `Docker volume ${name} is not this server's (label ${label}=${found[label] ?? '(none)'}, expected ${value}): ` +
+          'another deployment on this engine made it, so it is not mounted. Remove it if nothing uses it',
+      );
+    }
     this.volumes.add(name);
   }
 

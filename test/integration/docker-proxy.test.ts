@@ -10,12 +10,16 @@ import Docker from 'dockerode';
 import { loadConfig } from '../../server/config.js';
 import { createDockerProxy } from '../../server/docker-proxy/proxy.js';
 import { createLogger } from '../../server/logger.js';
+import { PackagesVolumes } from '../../server/packages/volume.js';
 import { containerSpec } from '../../server/sandbox/container-spec.js';
 import { docker, startServer } from '../helpers/server.js';
 import { READ_MEMORY_CAP } from '../helpers/snippets.js';
 import { makeWheel } from '../helpers/wheels.js';
 
 const SANDBOX_IMAGE = loadConfig({ ...process.env, BASE_DIR: os.tmpdir() }).sandboxImage;
+/** The packages volumes of every server and call here (the proxy allows this prefix only). */
+const PREFIX = `rpc-test-proxy-${process.pid}-`;
+const volume = new PackagesVolumes(PREFIX, `proxy-${process.pid}`);
 
 describe('the Docker API proxy, in front of the real engine', () => {
   let proxy: http.Server;
@@ -36,8 +40,7 @@ describe('the Docker API proxy, in front of the real engine', () => {
   before(async () => {
     proxy = createDockerProxy({
       upstream: '/var/run/docker.sock',
-      // Test servers name their package volumes rpc-test-….
-      policy: { sandboxImage: SANDBOX_IMAGE, sandboxRuntime: '', packagesVolumePrefix: 'rpc-test-', installNetwork: 'bridge', maxMemoryMb: 16384, maxPids: 4096 },
+      policy: { sandboxImage: SANDBOX_IMAGE, sandboxRuntime: '', packagesVolumePrefix: PREFIX, installNetwork: 'bridge', maxMemoryMb: 16384, maxPids: 4096 },
       logger: createLogger('error'),
     });
     proxy.listen(0, '127.0.0.1');
@@ -55,7 +58,7 @@ describe('the Docker API proxy, in front of the real engine', () => {
   it('carries everything the server does: executions, timeouts, files, installs, the pool, clean-up', async () => {
     const wheelhouse = mkdtempSync(path.join(os.tmpdir(), 'rpc-wheels-'));
     makeWheel(wheelhouse, 'rpc-tiny', '1.0');
-    const server = await startServer({ POOL_SIZE: '1', SANDBOX_MEMORY_MB: '200', WHEELHOUSE_DIR: wheelhouse }, new Docker({ host: '127.0.0.1', port }));
+    const server = await startServer({ POOL_SIZE: '1', SANDBOX_MEMORY_MB: '200', WHEELHOUSE_DIR: wheelhouse, PACKAGES_VOLUME_PREFIX: PREFIX }, new Docker({ host: '127.0.0.1', port }));
     try {
       const health = await server.get('/health');
       assert.equal(health.body.status, 'healthy', health.text);
@@ -95,7 +98,7 @@ describe('the Docker API proxy, in front of the real engine', () => {
       instanceId: `test-proxy-${process.pid}`,
       executionId: `dup-${process.pid}`,
       limits: { timeoutS: 5, memoryMb: 64, cpus: 0.5, pids: 16, outputBytes: 1000, workspaceMb: 1, tmpMb: 1, nofile: 64, maxFiles: 10 },
-      packagesVolume: `rpc-test-proxy-${process.pid}`,
+      packagesVolume: volume.name('default'),
     });
     // JSON.parse keeps the last "HostConfig"; Go's decoder would merge the first one into it.
     const { HostConfig, ...rest } = spec;
@@ -109,7 +112,7 @@ describe('the Docker API proxy, in front of the real engine', () => {
       assert.equal(info.HostConfig.Binds, null);
     } finally {
       await docker.getContainer(Id).remove({ force: true, v: true });
-      await docker.getVolume(`rpc-test-proxy-${process.pid}`).remove();
+      await docker.getVolume(volume.name('default')).remove();
     }
   });
 
@@ -141,14 +144,17 @@ describe('the Docker API proxy, in front of the real engine', () => {
       ['GET', '/images/alpine:latest/json'],
       ['POST', '/images/create?fromImage=alpine'],
       ['GET', '/info'],
-      ['POST', '/volumes/create', { Name: `rpc-test-proxy-${process.pid}`, DriverOpts: { type: 'none', o: 'bind', device: '/' } }],
+      ['POST', '/volumes/create', { Name: volume.name('x'), Labels: { 'run-python-code': '1', ...volume.labels }, DriverOpts: { type: 'none', o: 'bind', device: '/' } }],
+      // Another deployment's volume name, under this one's label (or none): never what the server makes.
+      ['POST', '/volumes/create', { Name: new PackagesVolumes(PREFIX, 'other').name('x'), Labels: { 'run-python-code': '1', ...volume.labels } }],
+      ['POST', '/volumes/create', { Name: volume.name('x'), Labels: { 'run-python-code': '1' } }],
     ];
     for (const [method, route, body] of refused) {
       const { status, text } = await call(method, route, body);
       assert.equal(status, 403, `${method} ${route}: ${text}`);
     }
     const volumes = (await docker.listVolumes()).Volumes ?? [];
-    assert.equal(volumes.find((v) => v.Name === `rpc-test-proxy-${process.pid}`), undefined);
+    assert.equal(volumes.find((v) => v.Name.startsWith(PREFIX)), undefined);
   });
 
   it('checks every request of a pipelined connection on its own', async () => {

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { startServer, type TestServer } from '../helpers/server.js';
+import { containersOf, docker, removeVolumes, startServer, type TestServer } from '../helpers/server.js';
 import { makeWheel } from '../helpers/wheels.js';
 
 const ENVELOPE_KEYS = ['error', 'execution_id', 'result', 'success'];
@@ -163,5 +163,70 @@ describe('the cap on a tenant\'s packages', () => {
     } finally {
       await server.close();
     }
+  });
+});
+
+const imports = async (server: TestServer, module: string) =>
+  (await server.post('/execute', { code: `import ${module}\nprint(${module}.__version__)` })).body;
+
+describe('packages volumes belong to one deployment', () => {
+  const wheelhouse = mkdtempSync(path.join(os.tmpdir(), 'rpc-wheels-'));
+  makeWheel(wheelhouse, 'rpc-tiny', '1.0');
+  makeWheel(wheelhouse, 'rpc-big', '1.0', 2 * 1024 * 1024);
+  // The same prefix for every server here, as on an engine where all run with the default one.
+  const shared = { WHEELHOUSE_DIR: wheelhouse, PACKAGES_VOLUME_PREFIX: `rpc-test-${process.pid}-shared-` };
+  const servers: TestServer[] = [];
+  const start = async (env: Record<string, string> = {}) => {
+    const server = await startServer({ ...shared, ...env });
+    servers.push(server);
+    return server;
+  };
+  after(async () => {
+    for (const server of servers) await server.close({ keepVolumes: true });
+    await removeVolumes(shared.PACKAGES_VOLUME_PREFIX);
+    for (const server of servers) assert.deepEqual(await server.settle(), []);
+  });
+
+  it('two servers on one engine with different deployments do not see each other\'s packages', async () => {
+    const [a, b] = [await start(), await start()];
+    const installed = await a.post('/install-package', { package_name: 'rpc-tiny' });
+    assert.equal(installed.body.success, true, String(installed.body.error));
+    assert.equal((await imports(a, 'rpc_tiny')).result, '1.0');
+    assert.match(String((await imports(b, 'rpc_tiny')).error), /ModuleNotFoundError: No module named 'rpc_tiny'/);
+    assert.deepEqual((await b.get('/packages')).body, { packages: [] });
+    const [va, vb] = [a.services.volumes.name('default'), b.services.volumes.name('default')];
+    assert.notEqual(va, vb);
+    for (const [server, volume] of [[a, va], [b, vb]] as const) {
+      const labels = (await docker.getVolume(volume).inspect()).Labels;
+      assert.equal(labels['run-python-code.deployment'], server.services.volumes.deployment);
+      assert.equal(readFileSync(path.join(server.config.baseDir, 'deployment-id'), 'utf8').trim(), server.services.volumes.deployment);
+    }
+  });
+
+  it('a restart on the same BASE_DIR is the same deployment: its packages, and its caps over them', async () => {
+    const first = await start({ PACKAGES_MAX_MB: '8' });
+    const big = await first.post('/install-package', { package_name: 'rpc-big' });
+    assert.equal(big.body.success, true, String(big.body.error));
+    await first.close({ keepVolumes: true });
+    const again = await start({ BASE_DIR: first.config.baseDir, PACKAGES_MAX_MB: '1' });
+    assert.notEqual(again.config.instanceId, first.config.instanceId);
+    assert.deepEqual((await again.get('/packages')).body, { packages: [{ name: 'rpc-big', version: '1.0' }] });
+    const next = await again.post('/install-package', { package_name: 'rpc-tiny' });
+    assert.equal(next.body.success, false);
+    assert.match(String(next.body.error), /^This tenant's packages already use 2 MiB, over the cap of 1 MiB \(PACKAGES_MAX_MB\)$/);
+  });
+
+  it('a volume labelled for another deployment is never mounted: 503, and no container starts', async () => {
+    const server = await start();
+    const volume = server.services.volumes.name('default');
+    await docker.createVolume({ Name: volume, Labels: { 'run-python-code': '1', 'run-python-code.deployment': 'someone-else' } });
+    for (const [route, request] of [['/execute', { code: 'print(1)' }], ['/install-package', { package_name: 'rpc-tiny' }]] as const) {
+      const { status, body } = await server.post(route, request);
+      assert.equal(status, 503, route);
+      assert.equal(body.success, false);
+      assert.match(String(body.error), new RegExp(`^Docker volume ${volume} is not this server's \\(label run-python-code\\.deployment=someone-else, expected ${server.services.volumes.deployment}\\): another deployment on this engine made it, so it is not mounted`));
+    }
+    assert.equal((await server.get('/packages')).status, 503);
+    assert.deepEqual(await containersOf(server.config.instanceId), []);
   });
 });
