@@ -273,9 +273,15 @@ export const settings = {
   },
   packagesMaxMb: {
     env: 'PACKAGES_MAX_MB',
-    description: "Cap on a tenant's installed packages; installs are refused once it is reached",
+    description: "Cap on the disk a tenant's installed packages use; an install that would pass it fails before its volume is written",
     default: 2048,
     parse: integer(1, 1024 * 1024),
+  },
+  packagesMaxFiles: {
+    env: 'PACKAGES_MAX_FILES',
+    description: "Cap on the files and directories of a tenant's installed packages, held like PACKAGES_MAX_MB",
+    default: 200_000,
+    parse: integer(100, 100_000_000),
   },
   packagesVolumePrefix: {
     env: 'PACKAGES_VOLUME_PREFIX',

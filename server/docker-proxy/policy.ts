@@ -281,7 +281,7 @@ function containerCreate(policy: ProxyPolicy): Check {
         NanoCpus: whole(1),
         PidsLimit: whole(1, policy.maxPids, ' (DOCKER_PROXY_MAX_PIDS)'),
         Ulimits: list(object({ Name: oneOf('nofile', 'core'), Soft: whole(0, 1 << 20), Hard: whole(0, 1 << 20) }, ['Name', 'Soft', 'Hard'])),
-        Tmpfs: map(oneOf('/workspace', '/tmp', '/wheelhouse'), tmpfsOptions),
+        Tmpfs: map(oneOf('/workspace', '/tmp', '/wheelhouse', '/scratch'), tmpfsOptions),
         Mounts: list(
           object(
             {

@@ -109,6 +109,7 @@ export class DockerSandbox implements Sandbox {
       packagesVolume: job.packagesVolume,
       packagesWritable: job.packagesWritable,
       network: job.network,
+      scratch: job.scratch,
       wheelhouseMb: job.wheelhouse?.length
         ? Math.ceil(job.wheelhouse.reduce((n, f) => n + f.data.length, 0) / 1024 / 1024) + 1
         : undefined,

@@ -40,6 +40,8 @@ describe('docker proxy policy: container bodies', () => {
     assert.equal(checkContainerCreate(body(), policy), null);
     assert.equal(checkContainerCreate(body(containerSpec({ ...input, packagesWritable: true, network: 'bridge' })), policy), null);
     assert.equal(checkContainerCreate(body(containerSpec({ ...input, packagesWritable: true, wheelhouseMb: 64 })), policy), null);
+    const scratch = { mb: 4160, inodes: 210_000 };
+    assert.equal(checkContainerCreate(body(containerSpec({ ...input, packagesWritable: true, wheelhouseMb: 64, scratch })), policy), null);
     const gvisor = { ...policy, sandboxRuntime: 'runsc' };
     assert.equal(checkContainerCreate(body(containerSpec({ ...input, runtime: 'runsc' })), gvisor), null);
   });

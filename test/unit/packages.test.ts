@@ -4,7 +4,59 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { loadConfig } from '../../server/config.js';
+import { listRefusal, pinsOf, resolutionRefusal } from '../../server/packages/resolution.js';
 import { DEPLOYMENT_FILE, deploymentId, PackagesVolumes } from '../../server/packages/volume.js';
+import type { ResolvedPackage } from '../../server/sandbox/protocol.js';
+
+const item = (name: string, version: string, requires: string[] = [], over: Partial<ResolvedPackage> = {}): ResolvedPackage => ({
+  name, version, requested: false, requires, sdist: false, direct: false, ...over,
+});
+
+describe('package lists through dependencies', () => {
+  const goodpkg = item('goodpkg', '1.0', ['mid'], { requested: true });
+  const mid = item('mid', '2.0', ['evilpkg', 'numpy']);
+  const evilpkg = item('evilpkg', '0.1');
+  const plan = [evilpkg, mid, goodpkg]; // pip's install order: dependencies first
+
+  it('a denied dependency is named, with who requires it and the chain from what was asked for', () => {
+    assert.equal(
+      resolutionRefusal(plan, { allow: [], deny: ['evilpkg'] }),
+      'Package evilpkg may not be installed here (PACKAGE_DENYLIST): mid 2.0 requires it (goodpkg -> mid -> evilpkg); nothing was installed',
+    );
+  });
+
+  it('under an allow-list every dependency must be on it too', () => {
+    assert.equal(
+      resolutionRefusal(plan, { allow: ['goodpkg', 'mid'], deny: [] }),
+      "Package evilpkg is not on this server's PACKAGE_ALLOWLIST: mid 2.0 requires it (goodpkg -> mid -> evilpkg); nothing was installed",
+    );
+    assert.equal(resolutionRefusal(plan, { allow: ['goodpkg', 'mid', 'evilpkg'], deny: [] }), null);
+  });
+
+  it('names every package that requires it', () => {
+    const other = item('other', '3', ['evilpkg'], { requested: true });
+    assert.match(resolutionRefusal([...plan, other], { allow: [], deny: ['evilpkg'] }) ?? '', /: mid 2\.0 and other 3 require it \(other -> evilpkg\)/);
+  });
+
+  it('says so when no package of the resolution requires it (one already installed does)', () => {
+    assert.match(resolutionRefusal([goodpkg, evilpkg], { allow: [], deny: ['evilpkg'] }) ?? '', /pip's resolution pulled it in/);
+  });
+
+  it('refuses a dependency from a direct URL reference', () => {
+    const direct = item('sneaky', '1.0', [], { direct: true });
+    assert.match(resolutionRefusal([direct, goodpkg], { allow: [], deny: [] }) ?? '', /^Package sneaky 1\.0 would come from a direct URL reference/);
+  });
+
+  it('a clean resolution passes, and phase two gets exactly its pins', () => {
+    assert.equal(resolutionRefusal(plan, { allow: [], deny: ['numpy-not-here'] }), null);
+    assert.deepEqual(pinsOf(plan), ['evilpkg==0.1', 'mid==2.0', 'goodpkg==1.0']);
+  });
+
+  it('the names compared are PEP 503 normalized on both sides', () => {
+    const config = loadConfig({ BASE_DIR: '/tmp/x', PACKAGE_DENYLIST: 'Evil_Pkg' });
+    assert.match(listRefusal('evil-pkg', { allow: config.packageAllowlist, deny: config.packageDenylist }) ?? '', /PACKAGE_DENYLIST/);
+  });
+});
 
 describe('deployments and their packages volumes', () => {
   it("an operator's BASE_DIR keeps the id made the first time; another BASE_DIR is another deployment", () => {
