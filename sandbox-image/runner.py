@@ -28,6 +28,7 @@ WORKSPACE = "/workspace"
 WHEELHOUSE = "/wheelhouse"
 PACKAGES = "/opt/packages"  # the tenant's packages volume: read-only for code, writable for installs
 VENV = PACKAGES + "/venv"
+SCRATCH = "/scratch"  # install containers: a size- and inode-capped tmpfs, memory on top of the cap, never disk
 RUNNER_FILE = os.path.abspath(__file__)
 MAX_FRAME = 64 * 1024
 DIRECTORY = ("dir",)  # a directory's entry in the manifest of what the job brought in
@@ -183,33 +184,75 @@ def installed_packages():
     return found
 
 
-def tree_bytes(root):
-    total = 0
-    for base, _, files in os.walk(root):
-        for name in files:
+def usage(root):
+    """(bytes allocated on disk, files and directories) under root, as `du` counts them; links not followed."""
+    total = count = 0
+    for base, dirs, files in os.walk(root):
+        for name in dirs + files:
             try:
-                total += os.lstat(os.path.join(base, name)).st_size
+                st = os.lstat(os.path.join(base, name))
             except OSError:
-                pass
-    return total
+                continue
+            total += st.st_blocks * 512
+            count += 1
+    return total, count
 
 
-def run_pip(job):
-    """In the forked child: make the venv if needed, then become pip installing one requirement."""
-    if not os.path.exists(VENV + "/pyvenv.cfg"):
-        import venv
+# pip as the image ships it, run so that nothing of the tenant's packages executes: -S skips site
+# (no .pth file runs) and imports never resolve into the venv, which pip still sees as installed.
+PIP_BOOTSTRAP = """
+import sys, importlib.machinery as machinery
+venv, venv_site, system_sites = sys.argv[1], sys.argv[2], sys.argv[3].split(":")
+del sys.argv[1:4]
+sys.prefix = sys.exec_prefix = venv
+sys.path += [venv_site] + system_sites
+class SystemOnly(machinery.PathFinder):
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        return super().find_spec(name, [p for p in sys.path if p != venv_site] if path is None else path, target)
+sys.meta_path[:] = [SystemOnly if f is machinery.PathFinder else f for f in sys.meta_path]
+import runpy
+runpy.run_module("pip", run_name="__main__", alter_sys=True)
+"""
 
-        venv.EnvBuilder(system_site_packages=True, with_pip=False, symlinks=True).create(VENV)
-    scratch = PACKAGES + "/.tmp"  # disk, not memory: downloads and builds can be large
-    os.makedirs(scratch, exist_ok=True)
-    os.environ["TMPDIR"] = scratch
-    args = [sys.executable, "-m", "pip", "--python", VENV + "/bin/python", "install", "--no-input",
-            "--disable-pip-version-check", "--no-cache-dir", "--progress-bar", "off", "--no-warn-script-location"]
-    args += job["pip_args"]
-    if job.get("upgrade"):
-        args += ["--upgrade", "--upgrade-strategy", "only-if-needed"]
-    args += ["--", job["requirement"]]
-    os.execv(sys.executable, args)
+
+def pip_command(python, command, *args):
+    """argv of one pip run against the tenant's venv (which need not exist for a dry run)."""
+    import site
+
+    venv_site = VENV + "/lib/python%d.%d/site-packages" % sys.version_info[:2]
+    return [python, "-I", "-S", "-c", PIP_BOOTSTRAP, VENV, venv_site, ":".join(site.getsitepackages()), command,
+            "--no-input", "--disable-pip-version-check", "--no-cache-dir", "--progress-bar", "off", *args]
+
+
+def over_cap(job, used, adding=None):
+    """The message when the tenant's packages (with `adding`, what an install unpacked) pass a cap, or None."""
+    total = used if adding is None else (used[0] + adding[0], used[1] + adding[1])
+    verb, tail = ("already use", "") if adding is None else ("would come to", "; nothing was installed")
+    if total[0] > job["packages_max_bytes"]:
+        return "This tenant's packages %s %d MiB, over the cap of %d MiB (PACKAGES_MAX_MB)%s" % (
+            verb, total[0] >> 20, job["packages_max_bytes"] >> 20, tail)
+    if total[1] > job["packages_max_files"]:
+        return "This tenant's packages %s %d files and directories, over the cap of %d (PACKAGES_MAX_FILES)%s" % (
+            verb, total[1], job["packages_max_files"], tail)
+    return None
+
+
+def scratch_ran_out(job, used):
+    """When a step failed: the message if /scratch (capped at the room left) ran out of bytes or inodes."""
+    st = os.statvfs(SCRATCH)
+    if st.f_favail < 16:
+        return ("The install needs more than the %d files and directories this tenant has left under "
+                "PACKAGES_MAX_FILES (%d); nothing was installed"
+                % (max(0, job["packages_max_files"] - used[1]), job["packages_max_files"]))
+    if st.f_bavail * st.f_frsize < (1 << 20):
+        return ("The install needs more than the %d MiB this tenant has left under PACKAGES_MAX_MB (%d MiB); "
+                "nothing was installed" % (max(0, job["packages_max_bytes"] - used[0]) >> 20, job["packages_max_bytes"] >> 20))
+    return None
+
+
+def refused(error):
+    return {"exit_code": 1, "child": {"status": "exception", "error": error}}
 
 
 def user_place(filename, lineno):
@@ -362,8 +405,12 @@ def kill_all():
         pass
 
 
-def supervise(job, channel):
-    """Forks the user's code, relays its output as frames within the caps, enforces the deadline."""
+def supervise(job, channel, argv=None, deadline=None, sent=None):
+    """Forks the user's code (or execs `argv`), relays its output as frames within the caps, enforces the deadline.
+
+    The steps of one job share its deadline and its output caps: `deadline` (monotonic) and `sent`
+    (bytes relayed so far, per kind) carry them from one step to the next.
+    """
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     rep_r, rep_w = os.pipe()
@@ -393,8 +440,8 @@ def supervise(job, channel):
                     f.write("1000")  # if memory runs out, the user's code goes first, not the runner
             except OSError:
                 pass
-            if job["mode"] == "install":
-                run_pip(job)
+            if argv:
+                os.execv(argv[0], argv)
             else:
                 run_user_code(job, 3)
         finally:
@@ -403,14 +450,14 @@ def supervise(job, channel):
         os.close(fd)
 
     limit = job["output_limit"]
-    sent = {out_r: 0, err_r: 0}
+    sent = {b"o": 0, b"e": 0} if sent is None else sent
     kinds = {out_r: b"o", err_r: b"e"}
     open_fds = {out_r, err_r, rep_r}
     report = bytearray()
     report_limit = 12 * job["result_limit"] + 65536  # three capped strings, up to 4 UTF-8 bytes a character
     status = None
     timed_out = truncated = False
-    deadline = time.monotonic() + job["timeout_s"]
+    deadline = time.monotonic() + job["timeout_s"] if deadline is None else deadline
     poller = select.poll()
     for fd in (out_r, err_r, rep_r, wake_r):
         poller.register(fd, select.POLLIN)
@@ -430,10 +477,10 @@ def supervise(job, channel):
                 if len(report) < report_limit:
                     report.extend(data[: report_limit - len(report)])
                 continue
-            room = limit - sent[fd]
+            room = limit - sent[kinds[fd]]
             if room > 0:
                 channel.send(kinds[fd], data[:room])
-                sent[fd] += min(room, len(data))
+                sent[kinds[fd]] += min(room, len(data))
             if len(data) > room:
                 truncated = True
                 kill_all()
@@ -470,6 +517,9 @@ def supervise(job, channel):
             os.waitpid(-1, 0)
         except ChildProcessError:
             break
+    signal.set_wakeup_fd(-1)
+    for fd in (out_r, err_r, rep_r, wake_r, wake_w):  # an install runs several steps: none keeps the last one's pipes
+        os.close(fd)
 
     if os.WIFEXITED(status):
         exit_code = os.WEXITSTATUS(status)
@@ -608,16 +658,117 @@ def run_list_packages(job, channel, manifest):
     return build_report({"exit_code": 0, "child": {"status": "ok"}}, job, packages=installed_packages())
 
 
+def normalized(name):
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_resolution(path, limit=64 << 20):
+    """What pip's --dry-run --report says it would install, in its order: name, version, whether the
+    user asked for it, the names it requires, and whether it comes as a source distribution or from
+    a direct URL. The file was written where a source distribution's build ran: the server checks it."""
+    import re
+
+    with open(path, "rb") as f:
+        report = json.loads(f.read(limit).decode("utf-8"))
+    resolved = []
+    for item in report["install"]:
+        metadata = item["metadata"]
+        url = str(item.get("download_info", {}).get("url", "")).split("#")[0]
+        requires = []
+        for spec in metadata.get("requires_dist") or []:
+            match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", spec)
+            if match and normalized(match.group(1)) not in requires:
+                requires.append(normalized(match.group(1)))
+        resolved.append({
+            "name": normalized(metadata["name"]),
+            "version": str(metadata["version"]),
+            "requested": item.get("requested") is True,
+            "requires": requires,
+            "sdist": not url.endswith(".whl"),
+            "direct": item.get("is_direct") is True,
+        })
+    return resolved
+
+
+def pins(items):
+    return ["%s==%s" % (item["name"], item["version"]) for item in items]
+
+
+def run_resolve(job, channel, manifest):
+    """Phase one of an install, with the packages volume read-only: what pip would install (the
+    server checks every name before anything is written), and wheels built from any source
+    distributions among them (sent back as files, so that phase two runs no build)."""
+    used = usage(PACKAGES)
+    over = over_cap(job, used)
+    if over:
+        return build_report(refused(over), job, packages=installed_packages(), usage={"bytes": used[0], "files": used[1]})
+    os.makedirs(SCRATCH + "/tmp", exist_ok=True)
+    os.environ["TMPDIR"] = SCRATCH + "/tmp"  # downloads and builds: in memory, within the scratch cap
+    deadline, sent = time.monotonic() + job["timeout_s"], {b"o": 0, b"e": 0}
+    report_file = SCRATCH + "/report.json"
+    upgrade = ["--upgrade", "--upgrade-strategy", "only-if-needed"] if job.get("upgrade") else []
+    outcome = supervise(job, channel, pip_command(sys.executable, "install", "--dry-run", "--report", report_file,
+                                                  *upgrade, *job["pip_args"], "--", job["requirement"]), deadline, sent)
+    resolved = []
+    if outcome["exit_code"] == 0:
+        try:
+            resolved = read_resolution(report_file)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            outcome = refused("pip's resolution report could not be read (%s)" % type(exc).__name__)
+    sdists = [item for item in resolved if item["sdist"] and not item["direct"]]
+    if sdists and outcome["exit_code"] == 0:
+        outcome = supervise(job, channel, pip_command(sys.executable, "wheel", "--no-deps", "-w", WORKSPACE + "/built",
+                                                      *job["pip_args"], "--", *pins(sdists)), deadline, sent)
+    send_changed_files(channel, manifest)
+    return build_report(outcome, job, packages=installed_packages(), resolved=resolved, usage={"bytes": used[0], "files": used[1]})
+
+
 def run_install(job, channel, manifest):
-    """pip in the forked child, refused up front when the tenant's packages are over their cap."""
+    """Phase two, with the volume writable: exactly the checked pins, wheels only (no build runs),
+    unpacked first in /scratch, a tmpfs capped at the room the tenant has left, and installed into
+    the volume only when they fit PACKAGES_MAX_MB and PACKAGES_MAX_FILES."""
+    import shutil
+
     before = installed_packages()
-    used = tree_bytes(PACKAGES)
-    if used > job["packages_max_bytes"]:
-        outcome = {"exit_code": 1, "child": {"status": "exception", "error": (
-            "This tenant's packages already use %d MiB, over the cap of %d MiB (PACKAGES_MAX_MB)"
-            % (used >> 20, job["packages_max_bytes"] >> 20))}}
+    shutil.rmtree(PACKAGES + "/.tmp", ignore_errors=True)  # the on-disk scratch of runners before protocol 4
+    used = usage(PACKAGES)
+    over = over_cap(job, used)
+    if over:
+        return build_report(refused(over), job, packages=before, changed=[])
+    os.makedirs(SCRATCH + "/tmp", exist_ok=True)
+    os.environ["TMPDIR"] = SCRATCH + "/tmp"
+    deadline, sent = time.monotonic() + job["timeout_s"], {b"o": 0, b"e": 0}
+    wheels, unpacked = SCRATCH + "/wheels", SCRATCH + "/unpacked"
+    built = ["--find-links", WHEELHOUSE + "/built"] if os.path.isdir(WHEELHOUSE + "/built") else []
+    only = ["--no-deps", "--only-binary", ":all:"]
+    local = [*only, "--no-index", "--find-links", wheels, "--no-warn-script-location"]
+    steps = [  # quiet: their errors still show, and the last step's output says what was installed
+        (sys.executable, "download", "--quiet", *only, "-d", wheels, *job["pip_args"], *built),
+        # --root, not --target: the same layout as the venv, and what ran out of room stays there to be seen.
+        (sys.executable, "install", "--quiet", *local, "--ignore-installed", "--root", unpacked),
+    ]
+    outcome = None
+    for step in steps:
+        outcome = supervise(job, channel, pip_command(*step, "--", *job["pins"]), deadline, sent)
+        if outcome["exit_code"] != 0:
+            ran_out = None if outcome["timed_out"] else scratch_ran_out(job, used)
+            outcome = refused(ran_out) if ran_out else outcome
+            break
     else:
-        outcome = supervise(job, channel)
+        adding = usage(unpacked)
+        shutil.rmtree(unpacked, ignore_errors=True)
+        over = over_cap(job, used, adding)
+        if over:
+            outcome = refused(over)
+        else:
+            if not os.path.exists(VENV + "/pyvenv.cfg"):
+                import venv
+
+                venv.EnvBuilder(system_site_packages=True, with_pip=False, symlinks=True).create(VENV)
+            outcome = supervise(job, channel, pip_command(VENV + "/bin/python", "install", *local, "--", *job["pins"]),
+                                deadline, sent)
     after = installed_packages()
     changed = sorted(name for name, version in after.items() if before.get(name) != version)
     return build_report(outcome, job, packages=after, changed=changed)
@@ -634,7 +785,7 @@ def run_code(job, channel, manifest):
     return build_report(outcome, job, deleted=deleted, run_ms=run_ms, warnings=warnings)
 
 
-MODES = {"list-packages": run_list_packages, "install": run_install, "code": run_code, "file": run_code}
+MODES = {"list-packages": run_list_packages, "resolve": run_resolve, "install": run_install, "code": run_code, "file": run_code}
 
 
 def main():

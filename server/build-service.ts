@@ -7,7 +7,7 @@ import { Recorder } from './execution/recorder.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import { PackageService } from './packages/package-service.js';
-import { packagesVolume } from './packages/volume.js';
+import { deploymentId, PackagesVolumes } from './packages/volume.js';
 import { dockerClient } from './sandbox/docker-client.js';
 import { DockerRuntime } from './sandbox/docker-runtime.js';
 import { DockerSandbox } from './sandbox/docker-sandbox.js';
@@ -31,12 +31,14 @@ export type Service = ReturnType<typeof buildService>;
  * The one place the service graph is built: the HTTP server, the stdio MCP bin and the tests all
  * call it, and every face (REST routes, MCP) gets its services from here. Building has no side
  * effects beyond reading the tenants and limits files (a bad one throws, naming the file and field:
- * the server must not start); nothing touches the engine until `start()`.
+ * the server must not start) and the deployment id in BASE_DIR (made the first time); nothing
+ * touches the engine until `start()`.
  */
 export function buildService(config: Config, { logger, metrics, engine = new DockerRuntime(dockerClient()) }: BuildOptions) {
+  const volumes = new PackagesVolumes(config.packagesVolumePrefix, deploymentId(config));
   const sandbox = new DockerSandbox(
     engine,
-    { image: config.sandboxImage, runtime: config.sandboxRuntime, instanceId: config.instanceId },
+    { image: config.sandboxImage, runtime: config.sandboxRuntime, instanceId: config.instanceId, volumeLabels: volumes.labels },
     logger,
     { size: config.poolSize, maxProfiles: config.poolProfiles },
     metrics,
@@ -51,7 +53,7 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
   });
   metrics?.watch({ poolSize: () => sandbox.ready(), inFlight: () => admission.inFlight, queued: () => admission.queued });
   const history = new ExecutionHistory(config.executionRetentionS, config.executionRetentionMb * 1024 * 1024);
-  const deps: RunDeps = { config, sandbox, registry, admission, recorder: new Recorder(logger, history, metrics), logger };
+  const deps: RunDeps = { config, sandbox, registry, admission, recorder: new Recorder(logger, history, metrics), logger, volumes };
   const workspaces = new WorkspaceStore(config.baseDir);
   return {
     config,
@@ -65,6 +67,7 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
     executions: new ExecutionService(deps, workspaces),
     files: new FileService(workspaces),
     packages: new PackageService(deps),
+    volumes,
 
     /**
      * Goes live: empties the staging area, removes the containers a crashed predecessor of this instance left, warms the
@@ -76,7 +79,7 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
       const health = await sandbox.health();
       if (health.reachable) await sandbox.reapStale(); // before the pool starts filling
       for (const tenant of registry.all().slice(0, config.poolProfiles)) {
-        sandbox.warm({ limits: limitsFor(config, tenant.limits), packagesVolume: packagesVolume(config, tenant.id) });
+        sandbox.warm({ limits: limitsFor(config, tenant.limits), packagesVolume: volumes.name(tenant.id) });
       }
       registry.watch();
       return health;

@@ -315,13 +315,19 @@ export const settings = {
   },
   packagesMaxMb: {
     env: 'PACKAGES_MAX_MB',
-    description: "Cap on a tenant's installed packages; installs are refused once it is reached",
+    description: "Cap on the disk a tenant's installed packages use; an install that would pass it fails before its volume is written",
     default: 2048,
     parse: integer(1, 1024 * 1024),
   },
+  packagesMaxFiles: {
+    env: 'PACKAGES_MAX_FILES',
+    description: "Cap on the files and directories of a tenant's installed packages, held like PACKAGES_MAX_MB",
+    default: 200_000,
+    parse: integer(100, 100_000_000),
+  },
   packagesVolumePrefix: {
     env: 'PACKAGES_VOLUME_PREFIX',
-    description: "Prefix of the Docker volume that holds a tenant's packages (the tenant's name follows)",
+    description: "Prefix of the Docker volumes that hold the tenants' packages (the deployment's key and the tenant's name follow)",
     default: 'run-python-code-packages-',
     parse: (raw: string) => {
       if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$/.test(raw)) throw new Error('expected a Docker volume name prefix');
@@ -411,7 +417,10 @@ export const settings = {
 type Declared = Record<string, Setting<unknown>>;
 /** The parsed values of a set of declared settings. */
 export type SettingsOf<S extends Declared> = { [K in keyof S]: ReturnType<S[K]['parse']> };
-export type Config = SettingsOf<typeof settings>;
+export type Config = SettingsOf<typeof settings> & {
+  /** BASE_DIR is the new temporary directory of a start without one, not the operator's. */
+  baseDirTemporary: boolean;
+};
 
 /** Reads declared settings from `env`; throws ConfigError naming the first bad variable. */
 export function readSettings<S extends Declared>(declared: S, env: NodeJS.ProcessEnv = process.env): SettingsOf<S> {
@@ -433,7 +442,7 @@ export function readSettings<S extends Declared>(declared: S, env: NodeJS.Proces
 
 /** The API server's settings, with the checks that span several of them. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const result = readSettings(settings, env);
+  const result = { ...readSettings(settings, env), baseDirTemporary: !env[settings.baseDir.env] };
   result.instanceId ||= `${os.hostname()}-${result.port}`.replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 64);
   // A body in flight holds up to its size in memory; these bound the sum, per tenant and in all.
   result.tenantReceivingMaxBytes ||= 8 * result.maxBodyBytes;

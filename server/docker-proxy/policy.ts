@@ -1,5 +1,5 @@
+import { DEPLOYMENT_LABEL, deploymentKey, packagesVolumePattern } from '../packages/volume.js';
 import { LABEL, SANDBOX_USER, SECCOMP_PROFILE } from '../sandbox/container-spec.js';
-import { TENANT_ID_SOURCE } from '../tenancy/tenant-id.js';
 
 /**
  * What the Docker API proxy lets through: exactly the calls the server makes, and for container
@@ -99,15 +99,19 @@ export function checkContainerCreate(body: unknown, policy: ProxyPolicy): string
   return containerCreate(policy)(body, 'body');
 }
 
-/** Reason a volume-create body is refused, or null for a labelled packages volume. */
+/**
+ * Reason a volume-create body is refused, or null for a packages volume as the server makes it:
+ * labelled with its deployment, whose key is the one in its name.
+ */
 export function checkVolumeCreate(body: unknown, policy: ProxyPolicy): string | null {
-  return object(
-    {
-      Name: packagesVolume(policy, 'a name'),
-      Labels: labels,
-    },
-    ['Name'],
-  )(body, 'body');
+  const problem = object({ Name: packagesVolume(policy, 'a name'), Labels: labels }, ['Name', 'Labels'])(body, 'body');
+  if (problem) return problem;
+  const { Name, Labels } = body as { Name: string; Labels: Record<string, string> };
+  const deployment = Labels[DEPLOYMENT_LABEL];
+  if (deployment === undefined) return `body.Labels must carry ${DEPLOYMENT_LABEL}`;
+  return packagesVolumePattern(policy.packagesVolumePrefix).exec(Name)?.[1] === deploymentKey(deployment)
+    ? null
+    : `body.Name must carry the key of its ${DEPLOYMENT_LABEL} label`;
 }
 
 function forward(): Untargeted {
@@ -245,9 +249,9 @@ function all(...checks: Check[]): Check {
   };
 }
 
-/** A tenant's packages volume: the configured prefix, then a plain name. */
+/** A tenant's packages volume: the configured prefix, a deployment's key, then a plain name. */
 function packagesVolume(policy: ProxyPolicy, what: string): Check {
-  return text(new RegExp(`^${escape(policy.packagesVolumePrefix)}${TENANT_ID_SOURCE}$`), `${what} starting ${policy.packagesVolumePrefix}`);
+  return text(packagesVolumePattern(policy.packagesVolumePrefix), `${what} of the form ${policy.packagesVolumePrefix}<deployment key>-<tenant>`);
 }
 
 const labels = all(
@@ -277,7 +281,7 @@ function containerCreate(policy: ProxyPolicy): Check {
         NanoCpus: whole(1),
         PidsLimit: whole(1, policy.maxPids, ' (DOCKER_PROXY_MAX_PIDS)'),
         Ulimits: list(object({ Name: oneOf('nofile', 'core'), Soft: whole(0, 1 << 20), Hard: whole(0, 1 << 20) }, ['Name', 'Soft', 'Hard'])),
-        Tmpfs: map(oneOf('/workspace', '/tmp', '/wheelhouse'), tmpfsOptions),
+        Tmpfs: map(oneOf('/workspace', '/tmp', '/wheelhouse', '/scratch'), tmpfsOptions),
         Mounts: list(
           object(
             {

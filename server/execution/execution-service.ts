@@ -6,7 +6,7 @@ import type { Sandbox, SandboxJob, SandboxLimits } from '../sandbox/sandbox.js';
 import { requireWorkspacePath } from '../workspace/paths.js';
 import type { WorkspaceStore } from '../workspace/workspace-store.js';
 import type { WorkspaceCaps } from '../workspace/tree.js';
-import { packagesVolume } from '../packages/volume.js';
+import type { PackagesVolumes } from '../packages/volume.js';
 import type { Admission } from '../tenancy/admission.js';
 import type { TenantRegistry } from '../tenancy/tenant-registry.js';
 import { toEnvelope } from './envelope.js';
@@ -56,6 +56,8 @@ export interface RunDeps {
   admission: Admission;
   recorder: Recorder;
   logger: Logger;
+  /** The names of this deployment's packages volumes. */
+  volumes: PackagesVolumes;
 }
 
 /**
@@ -102,7 +104,7 @@ export class ExecutionService {
     { limits, maxConcurrent }: Budget,
     ctx: ExecutionContext,
   ): Promise<ExecutionResponse> {
-    const { config, sandbox, admission, recorder, logger } = this.deps;
+    const { sandbox, admission, recorder, logger, volumes } = this.deps;
     const workspace = await this.workspaces.for(ctx.tenant);
     const caps = workspaceCaps(limits);
     const { outcome, refused } = await admission.run(ctx.tenant, maxConcurrent, async () => {
@@ -115,7 +117,7 @@ export class ExecutionService {
           workspace: await workspace.snapshot(caps),
           changes: staged,
           limits,
-          packagesVolume: packagesVolume(config, ctx.tenant),
+          packagesVolume: volumes.name(ctx.tenant),
           signal: ctx.signal,
         });
         return { outcome: result, refused: result.changes ? await workspace.merge(staged, result.changes, caps) : null };

@@ -6,9 +6,9 @@ import { forbidden, unavailable } from '../errors.js';
 import { toEnvelope } from '../execution/envelope.js';
 import { limitsFor } from '../execution/limits.js';
 import type { ExecutionContext, RunDeps } from '../execution/execution-service.js';
-import type { SandboxFile } from '../sandbox/sandbox.js';
+import type { ChangesSink, SandboxFile, SandboxJob, SandboxOutcome } from '../sandbox/sandbox.js';
 import { parseRequirement, type Requirement } from './requirement.js';
-import { packagesVolume } from './volume.js';
+import { listRefusal, pinsOf, resolutionRefusal, type PackageLists } from './resolution.js';
 
 const LIST_TIMEOUT_S = 60;
 const PIP_ERROR_CHARS = 2000;
@@ -31,19 +31,33 @@ export function pipArgs(config: Config): string[] {
   ];
 }
 
+const MiB = 1024 * 1024;
+/** Room in /scratch for pip's own files (temporary copies, metadata), over what the packages may add. */
+const SCRATCH_SLACK = { mb: 64, inodes: 1000 };
+
 /**
- * Installs and lists a tenant's packages. pip runs in its own short-lived sandbox with the
- * tenant's packages volume writable (executions mount it read-only), one install per tenant at a
- * time. With a wheelhouse the install container gets no network either.
+ * Installs and lists a tenant's packages, one install per tenant at a time, in two sandboxes:
+ * - resolve, with the packages volume read-only: pip says what it would install (a dry run), and
+ *   builds wheels of any source distributions among them; the server then checks every name
+ *   against the operator's lists (here, where nothing from the container decides);
+ * - install, with the volume writable: exactly those pins, wheels only and --no-deps, so no build
+ *   runs there; unpacked first in a /scratch tmpfs capped at the room the tenant has left, and
+ *   installed into the volume only when they fit PACKAGES_MAX_MB and PACKAGES_MAX_FILES.
+ * With a wheelhouse neither container gets a network.
  */
 export class PackageService {
   private readonly queues = new Map<string, Promise<unknown>>();
 
   constructor(private readonly deps: RunDeps) {}
 
+  private get lists(): PackageLists {
+    return { allow: this.deps.config.packageAllowlist, deny: this.deps.config.packageDenylist };
+  }
+
   async install(req: InstallPackageRequest, ctx: ExecutionContext): Promise<InstallPackageResponse> {
     const requirement = parseRequirement(req.package_name);
-    this.checkLists(requirement);
+    const refusal = listRefusal(requirement.name, this.lists);
+    if (refusal) throw forbidden(refusal);
     if (!this.deps.registry.get(ctx.tenant).limits.may_install) {
       throw forbidden('This tenant may not install packages (may_install)');
     }
@@ -51,7 +65,7 @@ export class PackageService {
   }
 
   async list(ctx: ExecutionContext): Promise<PackagesResponse> {
-    const { config, registry, admission, sandbox } = this.deps;
+    const { config, registry, admission, sandbox, volumes } = this.deps;
     const tenant = registry.get(ctx.tenant).limits;
     const limits = { ...limitsFor(config, tenant), timeoutS: LIST_TIMEOUT_S };
     const outcome = await admission.run(ctx.tenant, tenant.max_concurrent, () =>
@@ -59,7 +73,7 @@ export class PackageService {
         executionId: ctx.executionId,
         mode: 'list-packages',
         workspace: { files: [], dirs: [] },
-        packagesVolume: packagesVolume(config, ctx.tenant),
+        packagesVolume: volumes.name(ctx.tenant),
         limits,
         signal: ctx.signal,
       }),
@@ -77,28 +91,51 @@ export class PackageService {
     req: InstallPackageRequest,
     ctx: ExecutionContext,
   ): Promise<InstallPackageResponse> {
-    const { config: c, registry, admission, sandbox, recorder } = this.deps;
+    const { config: c, registry, admission, sandbox, recorder, volumes } = this.deps;
     const tenant = registry.get(ctx.tenant).limits;
-    const wheelhouse = c.wheelhouseDir ? await readWheelhouse(c.wheelhouseDir) : undefined;
+    const wheelhouse = c.wheelhouseDir ? await readWheelhouse(c.wheelhouseDir) : [];
     const limits = { ...limitsFor(c, tenant), timeoutS: c.installTimeoutS };
-    // A caller that leaves takes its install out of the queue, but one that started runs to its end:
-    // a finished install is worth more than a half-written one.
-    const outcome = await admission.run(ctx.tenant, tenant.max_concurrent, () => sandbox.run({
-      executionId: ctx.executionId,
-      mode: 'install',
-      install: {
-        requirement: requirement.text,
-        upgrade: req.upgrade ?? false,
-        pipArgs: pipArgs(c),
-        packagesMaxBytes: c.packagesMaxMb * 1024 * 1024,
-      },
+    const install = {
+      upgrade: req.upgrade ?? false,
+      pipArgs: pipArgs(c),
+      packagesMaxBytes: c.packagesMaxMb * MiB,
+      packagesMaxFiles: c.packagesMaxFiles,
+    };
+    const job = (executionId: string, over: Pick<SandboxJob, 'mode' | 'install' | 'scratch'> & Partial<SandboxJob>): SandboxJob => ({
+      executionId,
       workspace: { files: [], dirs: [] },
       wheelhouse,
-      packagesVolume: packagesVolume(c, ctx.tenant),
-      packagesWritable: true,
-      network: wheelhouse ? 'none' : c.installNetwork,
+      packagesVolume: volumes.name(ctx.tenant),
+      network: c.wheelhouseDir ? 'none' : c.installNetwork,
       limits,
-    }), ctx.signal);
+      ...over,
+    });
+    const outcome = await admission.run(ctx.tenant, tenant.max_concurrent, async () => {
+      const built = new WheelsBuilt();
+      const resolved = await sandbox.run(job(`${ctx.executionId}-resolve`, {
+        mode: 'resolve',
+        changes: built,
+        install: { ...install, requirement: requirement.text },
+        // Downloads and builds of the dry run: at most what the packages may take, in memory.
+        scratch: { mb: c.packagesMaxMb + SCRATCH_SLACK.mb, inodes: c.packagesMaxFiles + SCRATCH_SLACK.inodes },
+      }));
+      const { report } = resolved;
+      const plan = toEnvelope(ctx.executionId, resolved, limits).success ? (report?.resolved ?? []) : [];
+      if (plan.length === 0) return resolved; // it failed, or there is nothing to install
+      const refusal = resolutionRefusal(plan, this.lists);
+      if (refusal) throw forbidden(refusal);
+      const used = report!.usage ?? { bytes: 0, files: 0 };
+      const room = { mb: Math.max(0, Math.ceil((install.packagesMaxBytes - used.bytes) / MiB)), files: Math.max(0, c.packagesMaxFiles - used.files) };
+      const installed = await sandbox.run(job(ctx.executionId, {
+        mode: 'install',
+        install: { ...install, pins: pinsOf(plan) },
+        wheelhouse: [...wheelhouse, ...built.wheels()],
+        packagesWritable: true,
+        // The downloaded wheels and their unpacked trees, each within the room left.
+        scratch: { mb: 2 * room.mb + SCRATCH_SLACK.mb, inodes: room.files + SCRATCH_SLACK.inodes },
+      }));
+      return bothPhases(resolved, installed);
+    }, ctx.signal);
     const envelope = toEnvelope(ctx.executionId, outcome, limits);
     const packages = outcome.report?.packages ?? {};
     const version = packages[requirement.name];
@@ -116,16 +153,6 @@ export class PackageService {
     return response;
   }
 
-  private checkLists(requirement: Requirement): void {
-    const { packageAllowlist: allow, packageDenylist: deny } = this.deps.config;
-    if (deny.includes(requirement.name)) {
-      throw forbidden(`Package ${requirement.name} may not be installed here (PACKAGE_DENYLIST)`);
-    }
-    if (allow.length > 0 && !allow.includes(requirement.name)) {
-      throw forbidden(`Package ${requirement.name} is not on this server's PACKAGE_ALLOWLIST`);
-    }
-  }
-
   /** Runs `task` after every earlier install of the same tenant has finished. */
   private serialized<T>(tenant: string, task: () => Promise<T>): Promise<T> {
     const previous = this.queues.get(tenant) ?? Promise.resolve();
@@ -137,6 +164,33 @@ export class PackageService {
     });
     return next;
   }
+}
+
+/** One answer for both phases: the install's outcome, with what the resolve printed and took first. */
+/** The wheels a resolve built from source distributions, as its container sends them back (workspace `built/`). */
+class WheelsBuilt implements ChangesSink {
+  private readonly files = new Map<string, SandboxFile>();
+
+  async file(path: string, chunks: AsyncIterable<Buffer>): Promise<void> {
+    const parts: Buffer[] = [];
+    for await (const chunk of chunks) parts.push(chunk);
+    this.files.set(path, { path, data: Buffer.concat(parts), mtime: new Date() });
+  }
+
+  wheels(): SandboxFile[] {
+    return [...this.files.values()].filter((f) => /^built\/[^/]+\.whl$/.test(f.path));
+  }
+}
+
+function bothPhases(resolve: SandboxOutcome, install: SandboxOutcome): SandboxOutcome {
+  const phases = Object.fromEntries(Object.entries(resolve.phases).map(([k, v]) => [`resolve_${k}`, v]));
+  return {
+    ...install,
+    stdout: resolve.stdout + install.stdout,
+    stderr: resolve.stderr + install.stderr,
+    durationMs: resolve.durationMs + install.durationMs,
+    phases: { ...phases, ...install.phases },
+  };
 }
 
 function toList(packages: Record<string, string>): { name: string; version: string }[] {

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type Docker from 'dockerode';
 import { projectRoot } from '../project.js';
-import type { SandboxLimits } from './sandbox.js';
+import type { SandboxLimits, Scratch } from './sandbox.js';
 
 /** uid:gid of the `sandbox` user baked into the image (sandbox-image/Dockerfile). */
 export const SANDBOX_USER = '10001:10001';
@@ -30,6 +30,8 @@ export interface SpecInput {
   network?: string;
   /** Size of a /wheelhouse tmpfs, for installs from an operator's wheels. */
   wheelhouseMb?: number;
+  /** A size- and inode-capped /scratch tmpfs, for installs. */
+  scratch?: Scratch;
 }
 
 /**
@@ -41,8 +43,8 @@ export interface SpecInput {
  */
 export function containerSpec(input: SpecInput): Docker.ContainerCreateOptions {
   const { limits } = input;
-  // tmpfs pages count against the memory cgroup: a wheelhouse gets room on top of the cap.
-  const memory = (limits.memoryMb + (input.wheelhouseMb ?? 0)) * 1024 * 1024;
+  // tmpfs pages count against the memory cgroup: a wheelhouse and a scratch area get room on top of the cap.
+  const memory = (limits.memoryMb + (input.wheelhouseMb ?? 0) + (input.scratch?.mb ?? 0)) * 1024 * 1024;
   const network = input.network ?? 'none';
   const tmpfs = (size: number, mode: string, owner = '') =>
     `rw,nosuid,nodev,size=${size}m,mode=${mode}${owner}`;
@@ -79,6 +81,9 @@ export function containerSpec(input: SpecInput): Docker.ContainerCreateOptions {
         '/workspace': tmpfs(limits.workspaceMb, '0755', `,uid=10001,gid=10001,nr_inodes=${limits.maxFiles + 1}`),
         '/tmp': tmpfs(limits.tmpMb, '1777'),
         ...(input.wheelhouseMb ? { '/wheelhouse': tmpfs(input.wheelhouseMb, '0755', ',uid=10001,gid=10001') } : {}),
+        ...(input.scratch
+          ? { '/scratch': tmpfs(input.scratch.mb, '0755', `,uid=10001,gid=10001,nr_inodes=${input.scratch.inodes}`) }
+          : {}),
       },
       Mounts: [
         { Type: 'volume', Source: input.packagesVolume, Target: '/opt/packages', ReadOnly: !input.packagesWritable },

@@ -88,10 +88,17 @@ export class DockerRuntime implements ContainerRuntime {
     });
   }
 
-  createVolume(name: string, labels: Record<string, string>): Promise<void> {
-    return this.call(async () => {
-      await this.docker.createVolume({ Name: name, Labels: labels });
-    });
+  createVolume(name: string, labels: Record<string, string>): Promise<Record<string, string>> {
+    // The engine's answer, which dockerode's createVolume drops: for an existing volume, its own labels.
+    return this.call(
+      () =>
+        new Promise((resolve, reject) => {
+          this.docker.modem.dial(
+            { path: '/volumes/create?', method: 'POST', options: { Name: name, Labels: labels }, statusCodes: { 200: true, 201: true, 500: 'server error' } },
+            (err, data) => (err ? reject(err) : resolve((data as { Labels?: Record<string, string> | null } | undefined)?.Labels ?? {})),
+          );
+        }),
+    );
   }
 
   version(): Promise<string> {

@@ -1,10 +1,10 @@
+import { unavailable } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { containerSpec, INSTANCE_LABEL, LABEL, type SpecInput } from './container-spec.js';
 import { JobRun, type JobRunTimings, type PreparedContainer } from './job-run.js';
 import { PROTOCOL_VERSION } from './protocol.js';
 import { EngineError, type ContainerRuntime } from './runtime.js';
-import { unavailable } from '../errors.js';
 import type { Sandbox, SandboxHealth, SandboxJob, SandboxOutcome } from './sandbox.js';
 import { WarmPool } from './warm-pool.js';
 
@@ -13,6 +13,11 @@ export interface DockerSandboxOptions {
   /** OCI runtime of the sandboxes (runsc for gVisor); empty is the engine's default. */
   runtime: string;
   instanceId: string;
+  /**
+   * Labels that say a volume is this server's: volumes it makes get them, and one that already
+   * exists without them is never mounted (it is another's on the same engine).
+   */
+  volumeLabels?: Record<string, string>;
 }
 
 export interface PoolOptions {
@@ -116,6 +121,7 @@ export class DockerSandbox implements Sandbox {
       packagesVolume: job.packagesVolume,
       packagesWritable: job.packagesWritable,
       network: job.network,
+      scratch: job.scratch,
       wheelhouseMb: job.wheelhouse?.length
         ? Math.ceil(job.wheelhouse.reduce((n, f) => n + f.data.length, 0) / 1024 / 1024) + 1
         : undefined,
@@ -134,10 +140,18 @@ export class DockerSandbox implements Sandbox {
     }
   }
 
-  /** Creates a tenant's packages volume (labelled) the first time it is used. */
+  /** Creates a volume (labelled) the first time it is used, and refuses one that carries another's labels. */
   private async ensureVolume(name: string): Promise<void> {
     if (this.volumes.has(name)) return;
-    await this.engine.createVolume(name, { [LABEL]: '1' });
+    const wanted = { [LABEL]: '1', ...this.options.volumeLabels };
+    const found = await this.engine.createVolume(name, wanted);
+    const [label, value] = Object.entries(wanted).find(([k, v]) => found[k] !== v) ?? [];
+    if (label) {
+      throw unavailable(
+        `Docker volume ${name} is not this server's (label ${label}=${found[label] ?? '(none)'}, expected ${value}): ` +
+          'another deployment on this engine made it, so it is not mounted. Remove it if nothing uses it',
+      );
+    }
     this.volumes.add(name);
   }
 

@@ -25,7 +25,7 @@ function declaredProtocol(): number {
 }
 
 /** What a job asks the runner to do. */
-export type JobMode = 'code' | 'file' | 'install' | 'list-packages';
+export type JobMode = 'code' | 'file' | 'resolve' | 'install' | 'list-packages';
 
 /** job.json, the first entry of the tar a runner reads on stdin. */
 export interface RunnerJob {
@@ -34,11 +34,16 @@ export interface RunnerJob {
   code?: string;
   file?: string;
   variable?: string;
-  /** Installs: one PEP 508 requirement, pip's source arguments, and the packages cap. */
+  /**
+   * Resolve and install jobs: one PEP 508 requirement (resolve), the exact `name==version` pins to
+   * install (install), pip's source arguments, and the caps on the tenant's packages.
+   */
   requirement?: string;
+  pins?: string[];
   upgrade?: boolean;
   pip_args?: string[];
   packages_max_bytes?: number;
+  packages_max_files?: number;
   timeout_s: number;
   output_limit: number;
   result_limit: number;
@@ -63,7 +68,28 @@ export interface RunnerReport {
   packages?: Record<string, string>;
   /** Install jobs: the names whose version this install changed. */
   changed?: string[];
+  /** Resolve jobs: what pip would install, in its order (read from a container where builds ran: hostile). */
+  resolved?: ResolvedPackage[];
+  /** Resolve jobs: the tenant's packages volume as found: bytes allocated on disk, files and directories. */
+  usage?: { bytes: number; files: number };
 }
+
+export interface ResolvedPackage {
+  /** PEP 503 normalized. */
+  name: string;
+  version: string;
+  /** The requirement the user asked for (not a dependency). */
+  requested: boolean;
+  /** Normalized names of the distributions it requires (all of its Requires-Dist, extras included). */
+  requires: string[];
+  /** It comes as a source distribution (its wheel was built in the resolve container). */
+  sdist: boolean;
+  /** It comes from a direct URL reference, not an index or the wheelhouse. */
+  direct: boolean;
+}
+
+/** A PEP 503 normalized distribution name. */
+const PACKAGE_NAME = '^[a-z0-9](?:[a-z0-9-]{0,198}[a-z0-9])?$';
 
 const reportSchema = {
   type: 'object',
@@ -91,6 +117,29 @@ const reportSchema = {
       additionalProperties: { type: 'string', maxLength: 200 },
     },
     changed: { type: 'array', items: { type: 'string', maxLength: 200 }, maxItems: 100_000 },
+    resolved: {
+      type: 'array',
+      maxItems: 10_000,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'version', 'requested', 'requires', 'sdist', 'direct'],
+        properties: {
+          name: { type: 'string', pattern: PACKAGE_NAME },
+          version: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9.+!_-]{0,99}$' },
+          requested: { type: 'boolean' },
+          requires: { type: 'array', items: { type: 'string', pattern: PACKAGE_NAME }, maxItems: 1000 },
+          sdist: { type: 'boolean' },
+          direct: { type: 'boolean' },
+        },
+      },
+    },
+    usage: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['bytes', 'files'],
+      properties: { bytes: { type: 'integer', minimum: 0 }, files: { type: 'integer', minimum: 0 } },
+    },
   },
 };
 

@@ -45,8 +45,8 @@ export interface ContainerRuntime {
   inspect(id: string): Promise<ContainerState>;
   /** Every container (running or not) carrying `label` (`key` or `key=value`), with its labels. */
   listByLabel(label: string): Promise<{ id: string; labels: Record<string, string> }[]>;
-  /** Creates a named volume; an existing one is left as it is. */
-  createVolume(name: string, labels: Record<string, string>): Promise<void>;
+  /** Creates a named volume; an existing one is left as it is. Resolves to the volume's labels (an existing one's own). */
+  createVolume(name: string, labels: Record<string, string>): Promise<Record<string, string>>;
   /** The engine's version; the cheapest call that proves it answers. */
   version(): Promise<string>;
   /** The labels of an image. */

@@ -65,14 +65,21 @@ export interface SandboxLimits {
 export interface SandboxJob {
   executionId: string;
   /**
-   * `code` runs the given source; `file` runs a workspace file; `install` runs pip for one
-   * requirement; `list-packages` reports what is installed.
+   * `code` runs the given source; `file` runs a workspace file; `resolve` asks pip what one
+   * requirement would install; `install` installs exact pins; `list-packages` reports what is installed.
    */
   mode: JobMode;
   code?: string;
   file?: string;
   variable?: string;
-  install?: { requirement: string; upgrade: boolean; pipArgs: string[]; packagesMaxBytes: number };
+  install?: {
+    requirement?: string;
+    pins?: string[];
+    upgrade: boolean;
+    pipArgs: string[];
+    packagesMaxBytes: number;
+    packagesMaxFiles: number;
+  };
   workspace: FileSource;
   /** Where changed workspace files go; without one, they are dropped. */
   changes?: ChangesSink;
@@ -83,9 +90,16 @@ export interface SandboxJob {
   packagesWritable?: boolean;
   /** Docker network for the container; executions always get `none`. */
   network?: string;
+  /** A tmpfs at /scratch of this size and inode count, added on top of the memory cap. */
+  scratch?: Scratch;
   limits: SandboxLimits;
   /** Aborted when nobody waits for the answer any more (the client went away): the run is stopped. */
   signal?: AbortSignal;
+}
+
+export interface Scratch {
+  mb: number;
+  inodes: number;
 }
 
 /** Everything that came out of one container, already capped and validated. */

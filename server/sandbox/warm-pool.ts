@@ -17,9 +17,9 @@ export type Profile = Omit<SpecInput, 'executionId' | 'limits'> & {
 
 export function profileOf(spec: SpecInput): Profile {
   const { memoryMb, cpus, pids, workspaceMb, tmpMb, nofile } = spec.limits;
-  const { image, runtime, instanceId, packagesVolume, packagesWritable, network, wheelhouseMb } = spec;
+  const { image, runtime, instanceId, packagesVolume, packagesWritable, network, wheelhouseMb, scratch } = spec;
   return {
-    image, runtime, instanceId, packagesVolume, packagesWritable, network, wheelhouseMb,
+    image, runtime, instanceId, packagesVolume, packagesWritable, network, wheelhouseMb, scratch,
     limits: { memoryMb, cpus, pids, workspaceMb, tmpMb, nofile },
   };
 }

@@ -173,8 +173,13 @@ export class FakeRuntime implements ContainerRuntime {
       .map(([id, c]) => ({ id, labels: c.spec.Labels ?? {} }));
   }
 
-  async createVolume(name: string): Promise<void> {
+  /** Labels of volumes that exist already (made by another, say); others are made with the labels asked for. */
+  readonly volumes = new Map<string, Record<string, string>>();
+
+  async createVolume(name: string, labels: Record<string, string>): Promise<Record<string, string>> {
     this.record(`volume ${name}`);
+    if (!this.volumes.has(name)) this.volumes.set(name, labels);
+    return this.volumes.get(name)!;
   }
 
   async version(): Promise<string> {

@@ -35,7 +35,8 @@ export interface TestServer {
   get(route: string): Promise<{ status: number; body: Record<string, unknown>; text: string; headers: Headers }>;
   /** Waits for background removals; resolves to the containers of this server still present. */
   settle(): Promise<Docker.ContainerInfo[]>;
-  close(): Promise<void>;
+  /** Stops the server and removes its packages volumes, unless they are kept (for a restart on the same BASE_DIR). */
+  close(options?: { keepVolumes?: boolean }): Promise<void>;
 }
 
 /** The real app on an ephemeral loopback port, with the real Docker engine behind it. */
@@ -96,12 +97,12 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
       return { status: res.status, body, text, headers: res.headers };
     },
     settle,
-    async close() {
+    async close({ keepVolumes = false } = {}) {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await services.stop(false);
       await settle();
-      await removeVolumes(config.packagesVolumePrefix);
+      if (!keepVolumes) await removeVolumes(config.packagesVolumePrefix);
     },
   };
 }

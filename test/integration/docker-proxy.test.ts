@@ -10,6 +10,7 @@ import Docker from 'dockerode';
 import { loadConfig } from '../../server/config.js';
 import { createDockerProxy } from '../../server/docker-proxy/proxy.js';
 import { createLogger } from '../../server/logger.js';
+import { PackagesVolumes } from '../../server/packages/volume.js';
 import { containerSpec } from '../../server/sandbox/container-spec.js';
 import { spawnNode, type NodeProcess } from '../helpers/process.js';
 import { rawRequest } from '../helpers/raw-http.js';
@@ -18,8 +19,10 @@ import { READ_MEMORY_CAP } from '../helpers/snippets.js';
 import { makeWheel } from '../helpers/wheels.js';
 
 const SANDBOX_IMAGE = loadConfig({ ...process.env, BASE_DIR: os.tmpdir() }).sandboxImage;
-// Test servers name their package volumes rpc-test-….
-const POLICY = { sandboxImage: SANDBOX_IMAGE, sandboxRuntime: '', packagesVolumePrefix: 'rpc-test-', installNetwork: 'bridge', maxMemoryMb: 16384, maxPids: 4096 };
+/** The packages volumes of every server and call here (the proxy allows this prefix only). */
+const PREFIX = `rpc-test-proxy-${process.pid}-`;
+const volume = new PackagesVolumes(PREFIX, `proxy-${process.pid}`);
+const POLICY = { sandboxImage: SANDBOX_IMAGE, sandboxRuntime: '', packagesVolumePrefix: PREFIX, installNetwork: 'bridge', maxMemoryMb: 16384, maxPids: 4096 };
 
 describe('the Docker API proxy, in front of the real engine', () => {
   let proxy: http.Server;
@@ -59,7 +62,7 @@ describe('the Docker API proxy, in front of the real engine', () => {
   it('carries everything the server does: executions, timeouts, files, installs, the pool, clean-up', async () => {
     const wheelhouse = mkdtempSync(path.join(os.tmpdir(), 'rpc-wheels-'));
     makeWheel(wheelhouse, 'rpc-tiny', '1.0');
-    const server = await startServer({ POOL_SIZE: '1', SANDBOX_MEMORY_MB: '200', WHEELHOUSE_DIR: wheelhouse }, new Docker({ host: '127.0.0.1', port }));
+    const server = await startServer({ POOL_SIZE: '1', SANDBOX_MEMORY_MB: '200', WHEELHOUSE_DIR: wheelhouse, PACKAGES_VOLUME_PREFIX: PREFIX }, new Docker({ host: '127.0.0.1', port }));
     try {
       const health = await server.get('/health');
       assert.equal(health.body.status, 'healthy', health.text);
@@ -93,7 +96,7 @@ describe('the Docker API proxy, in front of the real engine', () => {
   });
 
   it('sends the engine the body it checked: a duplicate key cannot slip a privileged HostConfig past it', async () => {
-    const spec = sandboxSpec(`dup-${process.pid}`, `rpc-test-proxy-${process.pid}`);
+    const spec = sandboxSpec(`dup-${process.pid}`, volume.name('default'));
     // JSON.parse keeps the last "HostConfig"; Go's decoder would merge the first one into it.
     const { HostConfig, ...rest } = spec;
     const raw = JSON.stringify(rest).slice(0, -1) + `,"HostConfig":{"Privileged":true,"Binds":["/:/host"]},"HostConfig":${JSON.stringify(HostConfig)}}`;
@@ -106,7 +109,7 @@ describe('the Docker API proxy, in front of the real engine', () => {
       assert.equal(info.HostConfig.Binds, null);
     } finally {
       await docker.getContainer(Id).remove({ force: true, v: true });
-      await docker.getVolume(`rpc-test-proxy-${process.pid}`).remove();
+      await docker.getVolume(volume.name('default')).remove();
     }
   });
 
@@ -138,14 +141,17 @@ describe('the Docker API proxy, in front of the real engine', () => {
       ['GET', '/images/alpine:latest/json'],
       ['POST', '/images/create?fromImage=alpine'],
       ['GET', '/info'],
-      ['POST', '/volumes/create', { Name: `rpc-test-proxy-${process.pid}`, DriverOpts: { type: 'none', o: 'bind', device: '/' } }],
+      ['POST', '/volumes/create', { Name: volume.name('x'), Labels: { 'run-python-code': '1', ...volume.labels }, DriverOpts: { type: 'none', o: 'bind', device: '/' } }],
+      // Another deployment's volume name, under this one's label (or none): never what the server makes.
+      ['POST', '/volumes/create', { Name: new PackagesVolumes(PREFIX, 'other').name('x'), Labels: { 'run-python-code': '1', ...volume.labels } }],
+      ['POST', '/volumes/create', { Name: volume.name('x'), Labels: { 'run-python-code': '1' } }],
     ];
     for (const [method, route, body] of refused) {
       const { status, text } = await call(method, route, body);
       assert.equal(status, 403, `${method} ${route}: ${text}`);
     }
     const volumes = (await docker.listVolumes()).Volumes ?? [];
-    assert.equal(volumes.find((v) => v.Name === `rpc-test-proxy-${process.pid}`), undefined);
+    assert.equal(volumes.find((v) => v.Name.startsWith(PREFIX)), undefined);
   });
 
   it('checks every request of a pipelined connection on its own', async () => {
@@ -158,8 +164,8 @@ describe('the Docker API proxy, in front of the real engine', () => {
   });
 
   it('refuses what a web page can send: a body that is not JSON, an Origin, a foreign Host; nothing is created', async () => {
-    const spec = sandboxSpec(`web-${process.pid}`, `rpc-test-proxy-web-${process.pid}`);
-    const volume = { Name: `rpc-test-proxy-web-${process.pid}`, Labels: { 'run-python-code': '1' } };
+    const spec = sandboxSpec(`web-${process.pid}`, volume.name('web'));
+    const webVolume = { Name: volume.name('web'), Labels: { 'run-python-code': '1', ...volume.labels } };
     const host = `127.0.0.1:${port}`;
     const cases: [string, Record<string, string>, number, RegExp][] = [
       // What a no-cors fetch or a form can send with no preflight.
@@ -171,11 +177,11 @@ describe('the Docker API proxy, in front of the real engine', () => {
     ];
     const created = async () => ({
       containers: await docker.listContainers({ all: true, filters: { name: [spec.name!] } }),
-      volumes: ((await docker.listVolumes()).Volumes ?? []).filter((v) => v.Name === volume.Name),
+      volumes: ((await docker.listVolumes()).Volumes ?? []).filter((v) => v.Name === webVolume.Name),
     });
     try {
       for (const [what, headers, status, message] of cases) {
-        for (const [route, body] of [[`/containers/create?name=${spec.name}`, spec], ['/volumes/create', volume]] as const) {
+        for (const [route, body] of [[`/containers/create?name=${spec.name}`, spec], ['/volumes/create', webVolume]] as const) {
           const res = await rawRequest(base + route, { method: 'POST', headers, body: JSON.stringify(body) });
           assert.equal(res.status, status, `${what} ${route}: ${res.text}`);
           assert.match(JSON.parse(res.text).message, message);
@@ -209,14 +215,14 @@ describe('the Docker API proxy, in front of the real engine', () => {
     try {
       proxyProcess = await spawnNode(
         'dist/server/docker-proxy/main.js',
-        { DOCKER_PROXY_LISTEN_SOCKET: socket, DOCKER_PROXY_HOST: '127.0.0.1', DOCKER_PROXY_PORT: String(tcpPort), PACKAGES_VOLUME_PREFIX: 'rpc-test-' },
+        { DOCKER_PROXY_LISTEN_SOCKET: socket, DOCKER_PROXY_HOST: '127.0.0.1', DOCKER_PROXY_PORT: String(tcpPort), PACKAGES_VOLUME_PREFIX: PREFIX },
         /docker proxy listening|cannot listen|bad setting/,
       );
       const info = statSync(socket);
       assert.ok(info.isSocket());
       assert.equal(info.mode & 0o777, 0o660);
       await assert.rejects(rawRequest(`http://127.0.0.1:${tcpPort}/_ping`), /ECONNREFUSED/, 'no TCP listener');
-      const server = await startServer({}, new Docker({ socketPath: socket }));
+      const server = await startServer({ PACKAGES_VOLUME_PREFIX: PREFIX }, new Docker({ socketPath: socket }));
       try {
         const run = await server.post('/execute', { code: 'print(6 * 7)' });
         assert.equal(run.body.result, '42', JSON.stringify(run.body));

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { startServer, type TestServer } from '../helpers/server.js';
-import { makeWheel } from '../helpers/wheels.js';
+import { containersOf, docker, removeVolumes, startServer, type TestServer } from '../helpers/server.js';
+import { makeSdist, makeWheel } from '../helpers/wheels.js';
 
 const ENVELOPE_KEYS = ['error', 'execution_id', 'result', 'success'];
 
@@ -148,18 +148,214 @@ describe('operator allow-list and deny-list', () => {
   });
 });
 
-describe('the cap on a tenant\'s packages', () => {
-  it('refuses installs once PACKAGES_MAX_MB is reached', async () => {
-    const wheelhouse = mkdtempSync(path.join(os.tmpdir(), 'rpc-wheels-'));
-    makeWheel(wheelhouse, 'rpc-big', '1.0', 2 * 1024 * 1024);
+/** Every entry of the tenant's packages volume, as an execution sees it: path, kind, size, mtime. */
+async function volumeManifest(server: TestServer): Promise<string> {
+  const { body } = await server.post('/execute', {
+    code: [
+      'import json, os',
+      'entries = []',
+      'for base, dirs, files in os.walk("/opt/packages"):',
+      '    for name in sorted(dirs + files):',
+      '        st = os.lstat(os.path.join(base, name))',
+      '        entries.append([os.path.join(base, name), st.st_mode, st.st_size, st.st_mtime_ns])',
+      'print(json.dumps(sorted(entries)))',
+    ].join('\n'),
+  });
+  assert.equal(body.success, true, String(body.error));
+  return String(body.result);
+}
+
+/** The disk a volume takes on the engine's host, as the engine measures it. */
+async function hostBytes(volume: string): Promise<number> {
+  const found = (await docker.df()).Volumes.find((v: { Name: string }) => v.Name === volume);
+  assert.ok(found, `no volume ${volume}`);
+  return found.UsageData.Size as number;
+}
+
+const imports = async (server: TestServer, module: string) =>
+  (await server.post('/execute', { code: `import ${module}\nprint(${module}.__version__)` })).body;
+
+describe('the caps on a tenant\'s packages hold during an install', () => {
+  const MiB = 1024 * 1024;
+  let server: TestServer;
+  let wheelhouse: string;
+  before(async () => {
+    wheelhouse = mkdtempSync(path.join(os.tmpdir(), 'rpc-wheels-'));
     makeWheel(wheelhouse, 'rpc-tiny', '1.0');
-    const server = await startServer({ WHEELHOUSE_DIR: wheelhouse, PACKAGES_MAX_MB: '1' });
+    makeWheel(wheelhouse, 'rpc-bomb', '1.0', 0, { bombBytes: 512 * MiB });
+    makeWheel(wheelhouse, 'rpc-big', '1.0', 20 * MiB);
+    makeWheel(wheelhouse, 'rpc-empty', '1.0', 0, { emptyFiles: 5000 });
+    server = await startServer({ WHEELHOUSE_DIR: wheelhouse, PACKAGES_MAX_MB: '16', PACKAGES_MAX_FILES: '1000' });
+    const first = await server.post('/install-package', { package_name: 'rpc-tiny' });
+    assert.equal(first.body.success, true, String(first.body.error));
+  });
+  after(async () => {
+    await server.close();
+    assert.deepEqual(await server.settle(), []);
+  });
+
+  it('a small wheel that unpacks past PACKAGES_MAX_MB fails, leaves the volume exactly as it was, and takes no host disk', async () => {
+    assert.ok(statSync(path.join(wheelhouse, 'rpc_bomb-1.0-py3-none-any.whl')).size < 2 * MiB, 'the bomb is small');
+    const volume = server.services.volumes.name('default');
+    const [manifest, disk] = [await volumeManifest(server), await hostBytes(volume)];
+    const { status, body } = await server.post('/install-package', { package_name: 'rpc-bomb' });
+    assert.equal(status, 200);
+    assert.equal(body.success, false);
+    assert.match(String(body.error), /^The install needs more than the 1[0-9] MiB this tenant has left under PACKAGES_MAX_MB \(16 MiB\); nothing was installed$/);
+    assert.deepEqual(body.installed, []);
+    assert.equal(await volumeManifest(server), manifest, 'the volume changed');
+    const grown = (await hostBytes(volume)) - disk;
+    assert.ok(grown < 16 * MiB, `the volume grew by ${grown} bytes on the host`);
+    assert.equal((await imports(server, 'rpc_tiny')).result, '1.0', 'the earlier install no longer imports');
+    assert.match(String((await imports(server, 'rpc_bomb')).error), /ModuleNotFoundError/);
+  });
+
+  it('one that fits the scratch area but not the room left is refused before the volume is written', async () => {
+    const manifest = await volumeManifest(server);
+    const { body } = await server.post('/install-package', { package_name: 'rpc-big' });
+    assert.equal(body.success, false);
+    assert.match(String(body.error), /^This tenant's packages would come to 2[0-9] MiB, over the cap of 16 MiB \(PACKAGES_MAX_MB\); nothing was installed$/);
+    assert.equal(await volumeManifest(server), manifest);
+  });
+
+  it('empty files cost inodes: PACKAGES_MAX_FILES holds them the same way', async () => {
+    const manifest = await volumeManifest(server);
+    const { body } = await server.post('/install-package', { package_name: 'rpc-empty' });
+    assert.equal(body.success, false);
+    assert.match(String(body.error), /^The install needs more than the \d+ files and directories this tenant has left under PACKAGES_MAX_FILES \(1000\); nothing was installed$/);
+    assert.equal(await volumeManifest(server), manifest);
+    assert.equal((await imports(server, 'rpc_tiny')).result, '1.0');
+  });
+});
+
+describe('a source distribution builds where it can write nothing that lasts', () => {
+  it('its build sees the packages volume read-only and a capped scratch area; the install gets only its wheel', async () => {
+    const wheelhouse = mkdtempSync(path.join(os.tmpdir(), 'rpc-wheels-'));
+    makeSdist(wheelhouse, 'rpc-src', '1.0', [
+      'import errno, os',
+      'try:',
+      '    open("/opt/packages/planted.pth", "w")',
+      '    built["planted"] = "written"',
+      'except OSError as e:',
+      '    built["planted"] = errno.errorcode[e.errno]',
+      'try:  # fill the scratch area: a build may write for as long as it runs, but only so much',
+      '    with open("filler", "wb") as f:',
+      '        while True:',
+      '            f.write(bytes(1 << 20))',
+      '            f.flush()',
+      'except OSError as e:',
+      '    built["filled"] = errno.errorcode[e.errno]',
+      'os.remove("filler")',
+    ].join('\n'));
+    const server = await startServer({ WHEELHOUSE_DIR: wheelhouse, PACKAGES_MAX_MB: '32' });
     try {
-      const big = await server.post('/install-package', { package_name: 'rpc-big' });
-      assert.equal(big.body.success, true, String(big.body.error));
-      const next = await server.post('/install-package', { package_name: 'rpc-tiny' });
-      assert.equal(next.body.success, false);
-      assert.match(String(next.body.error), /already use 2 MiB, over the cap of 1 MiB \(PACKAGES_MAX_MB\)/);
+      const { body } = await server.post('/install-package', { package_name: 'rpc-src' });
+      assert.equal(body.success, true, `${String(body.error)}\n${String(body.stderr)}`);
+      assert.deepEqual(body.installed, [{ name: 'rpc-src', version: '1.0' }]);
+      const seen = await server.post('/execute', { code: 'import rpc_src\nprint(rpc_src.__version__, rpc_src.planted, rpc_src.filled)' });
+      assert.equal(seen.body.result, '1.0 EROFS ENOSPC');
+      const manifest = await volumeManifest(server);
+      assert.doesNotMatch(manifest, /planted|filler/);
+      assert.ok((await hostBytes(server.services.volumes.name('default'))) < 2 * 1024 * 1024);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('packages volumes belong to one deployment', () => {
+  const wheelhouse = mkdtempSync(path.join(os.tmpdir(), 'rpc-wheels-'));
+  makeWheel(wheelhouse, 'rpc-tiny', '1.0');
+  makeWheel(wheelhouse, 'rpc-big', '1.0', 2 * 1024 * 1024);
+  // The same prefix for every server here, as on an engine where all run with the default one.
+  const shared = { WHEELHOUSE_DIR: wheelhouse, PACKAGES_VOLUME_PREFIX: `rpc-test-${process.pid}-shared-` };
+  const servers: TestServer[] = [];
+  const start = async (env: Record<string, string> = {}) => {
+    const server = await startServer({ ...shared, ...env });
+    servers.push(server);
+    return server;
+  };
+  after(async () => {
+    for (const server of servers) await server.close({ keepVolumes: true });
+    await removeVolumes(shared.PACKAGES_VOLUME_PREFIX);
+    for (const server of servers) assert.deepEqual(await server.settle(), []);
+  });
+
+  it('two servers on one engine with different deployments do not see each other\'s packages', async () => {
+    const [a, b] = [await start(), await start()];
+    const installed = await a.post('/install-package', { package_name: 'rpc-tiny' });
+    assert.equal(installed.body.success, true, String(installed.body.error));
+    assert.equal((await imports(a, 'rpc_tiny')).result, '1.0');
+    assert.match(String((await imports(b, 'rpc_tiny')).error), /ModuleNotFoundError: No module named 'rpc_tiny'/);
+    assert.deepEqual((await b.get('/packages')).body, { packages: [] });
+    const [va, vb] = [a.services.volumes.name('default'), b.services.volumes.name('default')];
+    assert.notEqual(va, vb);
+    for (const [server, volume] of [[a, va], [b, vb]] as const) {
+      const labels = (await docker.getVolume(volume).inspect()).Labels;
+      assert.equal(labels['run-python-code.deployment'], server.services.volumes.deployment);
+      assert.equal(readFileSync(path.join(server.config.baseDir, 'deployment-id'), 'utf8').trim(), server.services.volumes.deployment);
+    }
+  });
+
+  it('a restart on the same BASE_DIR is the same deployment: its packages, and its caps over them', async () => {
+    const first = await start({ PACKAGES_MAX_MB: '8' });
+    const big = await first.post('/install-package', { package_name: 'rpc-big' });
+    assert.equal(big.body.success, true, String(big.body.error));
+    await first.close({ keepVolumes: true });
+    const again = await start({ BASE_DIR: first.config.baseDir, PACKAGES_MAX_MB: '1' });
+    assert.notEqual(again.config.instanceId, first.config.instanceId);
+    assert.deepEqual((await again.get('/packages')).body, { packages: [{ name: 'rpc-big', version: '1.0' }] });
+    const next = await again.post('/install-package', { package_name: 'rpc-tiny' });
+    assert.equal(next.body.success, false);
+    assert.match(String(next.body.error), /^This tenant's packages already use 2 MiB, over the cap of 1 MiB \(PACKAGES_MAX_MB\)$/);
+  });
+
+  it('a volume labelled for another deployment is never mounted: 503, and no container starts', async () => {
+    const server = await start();
+    const volume = server.services.volumes.name('default');
+    await docker.createVolume({ Name: volume, Labels: { 'run-python-code': '1', 'run-python-code.deployment': 'someone-else' } });
+    for (const [route, request] of [['/execute', { code: 'print(1)' }], ['/install-package', { package_name: 'rpc-tiny' }]] as const) {
+      const { status, body } = await server.post(route, request);
+      assert.equal(status, 503, route);
+      assert.equal(body.success, false);
+      assert.match(String(body.error), new RegExp(`^Docker volume ${volume} is not this server's \\(label run-python-code\\.deployment=someone-else, expected ${server.services.volumes.deployment}\\): another deployment on this engine made it, so it is not mounted`));
+    }
+    assert.equal((await server.get('/packages')).status, 503);
+    assert.deepEqual(await containersOf(server.config.instanceId), []);
+  });
+});
+
+describe('the operator\'s lists hold through dependencies', () => {
+  const wheelhouse = mkdtempSync(path.join(os.tmpdir(), 'rpc-wheels-'));
+  makeWheel(wheelhouse, 'goodpkg', '1.0', 0, { requires: ['evilpkg>=0.1'] });
+  makeWheel(wheelhouse, 'evilpkg', '0.1');
+
+  const cases: [string, Record<string, string>, string][] = [
+    ['PACKAGE_DENYLIST=evilpkg', { PACKAGE_DENYLIST: 'evilpkg' }, 'Package evilpkg may not be installed here (PACKAGE_DENYLIST): goodpkg 1.0 requires it (goodpkg -> evilpkg); nothing was installed'],
+    ['PACKAGE_ALLOWLIST=goodpkg', { PACKAGE_ALLOWLIST: 'goodpkg' }, "Package evilpkg is not on this server's PACKAGE_ALLOWLIST: goodpkg 1.0 requires it (goodpkg -> evilpkg); nothing was installed"],
+  ];
+  for (const [lists, env, error] of cases) {
+    it(`with ${lists}, installing goodpkg (which depends on evilpkg) is a 403 that names both, and writes nothing`, async () => {
+      const server = await startServer({ WHEELHOUSE_DIR: wheelhouse, ...env });
+      try {
+        const manifest = await volumeManifest(server);
+        const { status, body } = await server.post('/install-package', { package_name: 'goodpkg' });
+        assert.equal(status, 403);
+        assert.equal(body.error, error);
+        assert.equal(await volumeManifest(server), manifest);
+        assert.deepEqual((await server.get('/packages')).body, { packages: [] });
+      } finally {
+        await server.close();
+      }
+    });
+  }
+
+  it('with both on the allow-list, both install', async () => {
+    const server = await startServer({ WHEELHOUSE_DIR: wheelhouse, PACKAGE_ALLOWLIST: 'goodpkg,evilpkg' });
+    try {
+      const { body } = await server.post('/install-package', { package_name: 'goodpkg' });
+      assert.equal(body.success, true, String(body.error));
+      assert.deepEqual(body.installed, [{ name: 'evilpkg', version: '0.1' }, { name: 'goodpkg', version: '1.0' }]);
     } finally {
       await server.close();
     }

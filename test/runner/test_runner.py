@@ -204,6 +204,66 @@ class FileMode(InTempWorkspace):
         self.assertTrue(report["error"].startswith("IsADirectoryError: "), report["error"])
 
 
+class Packages(unittest.TestCase):
+    """The pure parts of an install: pip's report read, the caps' arithmetic, the disk use counted."""
+
+    job = {"packages_max_bytes": 10 << 20, "packages_max_files": 100}
+
+    def report(self, install):
+        f = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        json.dump({"version": "1", "install": install}, f)
+        f.close()
+        self.addCleanup(os.unlink, f.name)
+        return f.name
+
+    def test_reads_what_pip_would_install_normalized_with_what_each_requires(self):
+        path = self.report([
+            {"download_info": {"url": "file:///wheelhouse/Evil_Pkg-0.1-py3-none-any.whl", "archive_info": {}},
+             "is_direct": False, "requested": False, "metadata": {"name": "Evil_Pkg", "version": "0.1"}},
+            {"download_info": {"url": "https://files.example/goodpkg-1.0.tar.gz#sha256=00"}, "is_direct": False,
+             "requested": True, "metadata": {"name": "goodpkg", "version": "1.0", "requires_dist": [
+                 "evil.pkg (>=0.1)", "Mid[extra]>=2; python_version > '3'", "other ; extra == 'docs'", "evil-pkg<1"]}},
+        ])
+        self.assertEqual(runner.read_resolution(path), [
+            {"name": "evil-pkg", "version": "0.1", "requested": False, "requires": [], "sdist": False, "direct": False},
+            {"name": "goodpkg", "version": "1.0", "requested": True, "requires": ["evil-pkg", "mid", "other"],
+             "sdist": True, "direct": False},
+        ])
+        self.assertEqual(runner.pins(runner.read_resolution(path)), ["evil-pkg==0.1", "goodpkg==1.0"])
+
+    def test_a_report_that_is_not_pips_fails_to_read(self):
+        for content in ('{"install": [{"metadata": {}}]}', "[]", "not json"):
+            with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+                f.write(content)
+                f.flush()
+                with self.assertRaises((KeyError, TypeError, ValueError)):
+                    runner.read_resolution(f.name)
+
+    def test_the_caps_name_their_setting(self):
+        self.assertIsNone(runner.over_cap(self.job, (1 << 20, 10)))
+        self.assertEqual(runner.over_cap(self.job, (11 << 20, 10)),
+                         "This tenant's packages already use 11 MiB, over the cap of 10 MiB (PACKAGES_MAX_MB)")
+        self.assertEqual(runner.over_cap(self.job, (1 << 20, 90), (1 << 20, 20)),
+                         "This tenant's packages would come to 110 files and directories, over the cap of 100 "
+                         "(PACKAGES_MAX_FILES); nothing was installed")
+        self.assertIsNone(runner.over_cap(self.job, (5 << 20, 50), (5 << 20, 50)), "exactly at the caps fits")
+
+    def test_disk_use_counts_blocks_and_every_entry_not_the_apparent_size(self):
+        with tempfile.TemporaryDirectory() as root:
+            os.makedirs(os.path.join(root, "a", "b"))
+            for i in range(20):
+                open(os.path.join(root, "a", "b", str(i)), "w").close()
+            with open(os.path.join(root, "one-byte"), "w") as f:
+                f.write("x")
+            with open(os.path.join(root, "sparse"), "wb") as f:
+                f.truncate(1 << 30)  # a GiB that takes no disk
+            os.symlink("/etc", os.path.join(root, "link"))
+            used, entries = runner.usage(root)
+            self.assertEqual(entries, 2 + 20 + 3)
+            self.assertLess(used, 1 << 20, "the sparse file's apparent size is not disk use")
+            self.assertGreater(used, 0)
+
+
 class Frames(unittest.TestCase):
     def test_splits_payloads_into_frames_of_at_most_64_kib(self):
         captured = Captured()

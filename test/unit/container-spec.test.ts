@@ -73,6 +73,12 @@ describe('containerSpec: the caps of every sandbox container', () => {
     assert.equal(install.HostConfig?.Memory, (256 + 3) * 1024 * 1024);
     assert.equal(install.HostConfig?.CapDrop?.[0], 'ALL');
     assert.equal(install.HostConfig?.ReadonlyRootfs, true);
+    const scratch = containerSpec({
+      image: 'i', runtime: '', instanceId: 'x', executionId: 'e', limits,
+      packagesVolume: 'v', packagesWritable: true, wheelhouseMb: 3, scratch: { mb: 40, inodes: 500 },
+    });
+    assert.match(scratch.HostConfig?.Tmpfs?.['/scratch'] ?? '', /size=40m,.*nr_inodes=500/);
+    assert.equal(scratch.HostConfig?.Memory, (256 + 3 + 40) * 1024 * 1024, 'tmpfs pages count against the memory cap');
     const online = containerSpec({ image: 'i', runtime: '', instanceId: 'x', executionId: 'e', limits, packagesVolume: 'v', packagesWritable: true, network: 'bridge' });
     assert.equal(online.HostConfig?.NetworkMode, 'bridge');
     assert.equal(online.NetworkDisabled, false);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { checkContainerCreate, checkVolumeCreate, routeRequest, type ProxyPolicy } from '../../server/docker-proxy/policy.js';
+import { PackagesVolumes } from '../../server/packages/volume.js';
 import { containerSpec, type SpecInput } from '../../server/sandbox/container-spec.js';
 
 const policy: ProxyPolicy = {
@@ -11,6 +12,7 @@ const policy: ProxyPolicy = {
   maxMemoryMb: 16384,
   maxPids: 4096,
 };
+const volumes = new PackagesVolumes(policy.packagesVolumePrefix, 'host-8083');
 const limits = { timeoutS: 5, memoryMb: 256, cpus: 0.5, pids: 64, outputBytes: 1000, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10 };
 const input: SpecInput = {
   image: policy.sandboxImage,
@@ -18,7 +20,7 @@ const input: SpecInput = {
   instanceId: 'host-8083',
   executionId: '5f0c3a52-8f3e-4c57-9d0b-1b2c3d4e5f60',
   limits,
-  packagesVolume: 'run-python-code-packages-default',
+  packagesVolume: volumes.name('default'),
 };
 
 /** The body docker-modem sends: the create options as JSON (with `name`, which it also puts in the query). */
@@ -38,6 +40,8 @@ describe('docker proxy policy: container bodies', () => {
     assert.equal(checkContainerCreate(body(), policy), null);
     assert.equal(checkContainerCreate(body(containerSpec({ ...input, packagesWritable: true, network: 'bridge' })), policy), null);
     assert.equal(checkContainerCreate(body(containerSpec({ ...input, packagesWritable: true, wheelhouseMb: 64 })), policy), null);
+    const scratch = { mb: 4160, inodes: 210_000 };
+    assert.equal(checkContainerCreate(body(containerSpec({ ...input, packagesWritable: true, wheelhouseMb: 64, scratch })), policy), null);
     const gvisor = { ...policy, sandboxRuntime: 'runsc' };
     assert.equal(checkContainerCreate(body(containerSpec({ ...input, runtime: 'runsc' })), gvisor), null);
   });
@@ -47,7 +51,8 @@ describe('docker proxy policy: container bodies', () => {
     ['a bind of the host', (_b, h) => (h.Binds = ['/:/host']), /HostConfig\.Binds is not allowed/],
     ['a bind mount', (_b, h) => (h.Mounts = [{ Type: 'bind', Source: '/', Target: '/opt/packages', ReadOnly: false }]), /Type must be "volume"/],
     ['a volume with driver options (a bind in disguise)', (_b, h) => ((h.Mounts as Record<string, unknown>[])[0]!.VolumeOptions = { DriverConfig: { Name: 'local', Options: { o: 'bind', device: '/' } } }), /VolumeOptions is not allowed/],
-    ['another volume', (_b, h) => ((h.Mounts as Record<string, unknown>[])[0]!.Source = 'postgres-data'), /Source must be a volume starting/],
+    ['another volume', (_b, h) => ((h.Mounts as Record<string, unknown>[])[0]!.Source = 'postgres-data'), /Source must be a volume of the form run-python-code-packages-<deployment key>-<tenant>/],
+    ['a packages volume without its deployment key', (_b, h) => ((h.Mounts as Record<string, unknown>[])[0]!.Source = 'run-python-code-packages-default'), /Source must be a volume of the form/],
     ['a capability', (_b, h) => (h.CapAdd = ['SYS_ADMIN']), /CapAdd is not allowed/],
     ['capabilities kept', (_b, h) => (h.CapDrop = ['NET_RAW']), /CapDrop must be \["ALL"\]/],
     ['the host network', (_b, h) => (h.NetworkMode = 'host'), /NetworkMode must be one of "none", "bridge"/],
@@ -105,14 +110,26 @@ describe('docker proxy policy: container bodies', () => {
 });
 
 describe('docker proxy policy: volumes', () => {
-  it('allows a labelled packages volume, nothing else', () => {
-    assert.equal(checkVolumeCreate({ Name: 'run-python-code-packages-default', Labels: { 'run-python-code': '1' } }, policy), null);
-    assert.match(checkVolumeCreate({ Name: 'etc' }, policy) ?? '', /Name must be a name starting run-python-code-packages-/);
-    assert.match(
-      checkVolumeCreate({ Name: 'run-python-code-packages-x', DriverOpts: { type: 'none', o: 'bind', device: '/' } }, policy) ?? '',
-      /DriverOpts is not allowed/,
-    );
-    assert.match(checkVolumeCreate({ Name: 'run-python-code-packages-x', Driver: 'local' }, policy) ?? '', /Driver is not allowed/);
+  const labels = { 'run-python-code': '1', ...volumes.labels };
+
+  it('allows a packages volume as the server makes it: its deployment\'s key in the name, the deployment in a label', () => {
+    assert.match(volumes.name('default'), /^run-python-code-packages-[0-9a-f]{12}-default$/);
+    assert.equal(checkVolumeCreate({ Name: volumes.name('default'), Labels: labels }, policy), null);
+    assert.equal(checkVolumeCreate({ Name: volumes.name('a.b_c-9'), Labels: labels }, policy), null);
+  });
+
+  it('refuses any other volume', () => {
+    const other = new PackagesVolumes(policy.packagesVolumePrefix, 'another-deployment');
+    const refusals: [string, unknown, RegExp][] = [
+      ['another name', { Name: 'etc', Labels: labels }, /Name must be a name of the form run-python-code-packages-<deployment key>-<tenant>/],
+      ['a name without a deployment key', { Name: 'run-python-code-packages-default', Labels: labels }, /Name must be a name of the form/],
+      ['no labels', { Name: volumes.name('x') }, /body\.Labels is required/],
+      ['no deployment label', { Name: volumes.name('x'), Labels: { 'run-python-code': '1' } }, /must carry run-python-code\.deployment/],
+      ['another deployment\'s key', { Name: other.name('x'), Labels: labels }, /Name must carry the key of its run-python-code\.deployment label/],
+      ['driver options', { Name: volumes.name('x'), Labels: labels, DriverOpts: { type: 'none', o: 'bind', device: '/' } }, /DriverOpts is not allowed/],
+      ['a driver', { Name: volumes.name('x'), Labels: labels, Driver: 'local' }, /Driver is not allowed/],
+    ];
+    for (const [what, volume, reason] of refusals) assert.match(checkVolumeCreate(volume, policy) ?? '', reason, what);
   });
 });
 

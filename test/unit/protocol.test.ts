@@ -90,7 +90,30 @@ describe('FrameDecoder', () => {
     ['a wrong type', JSON.stringify({ ...goodReport, exit_code: '0' })],
     ['an exit code out of range', JSON.stringify({ ...goodReport, exit_code: 999 })],
     ['an unknown status', JSON.stringify({ ...goodReport, status: 'great' })],
+    // A resolution comes from a container where builds ran: its names become pins on a pip command line.
+    ...[
+      ['a pin smuggled in a name', { name: 'a==1 --index-url=http://x' }],
+      ['an unnormalized name', { name: 'Evil_Pkg' }],
+      ['an option as a version', { version: '--pre' }],
+      ['a version with a space', { version: '1.0 b' }],
+      ['a wildcard version', { version: '1.*' }],
+      ['an option as a requirement', { requires: ['--no-deps'] }],
+      ['a missing field', { sdist: undefined }],
+    ].map(([what, over]): [string, string] => [
+      `a resolved package with ${String(what)}`,
+      JSON.stringify({ ...goodReport, resolved: [{ name: 'good', version: '1.0', requested: true, requires: [], sdist: false, direct: false, ...(over as object) }] }),
+    ]),
   ];
+
+  it('accepts a resolution and the volume usage of a resolve job', () => {
+    const { d } = decoder();
+    const resolved = [
+      { name: 'goodpkg', version: '1.0', requested: true, requires: ['evilpkg'], sdist: false, direct: false },
+      { name: 'evilpkg', version: '2.0.post1+local.7', requested: false, requires: [], sdist: true, direct: false },
+    ];
+    d.push(frame('r', JSON.stringify({ ...goodReport, resolved, usage: { bytes: 4096, files: 3 } })));
+    assert.deepEqual(d.finish()?.resolved, resolved);
+  });
   for (const [name, json] of badReports) {
     it(`refuses a report with ${name}`, () => {
       const { d } = decoder();

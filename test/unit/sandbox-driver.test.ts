@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import tar from 'tar-stream';
+import type { ServiceError } from '../../server/errors.js';
 import { toEnvelope } from '../../server/execution/envelope.js';
 import { createLogger, type Logger } from '../../server/logger.js';
 import { containerSpec } from '../../server/sandbox/container-spec.js';
@@ -263,6 +264,24 @@ describe('sandbox driver on the recording fake', () => {
     await engine.create({ name: 'theirs', Labels: { 'run-python-code.instance': 'other' } });
     assert.equal(await sandbox.reapStale(), 1);
     assert.deepEqual(engine.calls.filter((c) => c.startsWith('remove')), ['remove mine']);
+  });
+
+  it('labels the volumes it makes, and never mounts one that carries another\'s labels', async () => {
+    const engine = new FakeRuntime(() => ({ stdout: reportFrames() }));
+    const logger = createLogger('error');
+    const owner = { 'run-python-code.deployment': 'mine' };
+    const sandbox = new DockerSandbox(engine, { ...OPTIONS, volumeLabels: owner }, logger, undefined, undefined, TIMINGS);
+    await sandbox.run(job({ packagesVolume: 'ours' }));
+    assert.deepEqual(engine.volumes.get('ours'), { 'run-python-code': '1', ...owner });
+    engine.volumes.set('theirs', { 'run-python-code': '1', 'run-python-code.deployment': 'another' });
+    engine.volumes.set('unlabelled', {});
+    for (const [volume, found] of [['theirs', 'another'], ['unlabelled', '(none)']]) {
+      await assert.rejects(sandbox.run(job({ executionId: volume, packagesVolume: volume })), (err: ServiceError) =>
+        err.status === 503 && err.message.includes(`Docker volume ${volume} is not this server's (label run-python-code`) &&
+        err.message.includes(found!) && /another deployment on this engine made it, so it is not mounted/.test(err.message));
+    }
+    await sandbox.shutdown(false);
+    assert.equal(engine.calls.filter((c) => c.startsWith('create')).length, 1, 'a container was made for a refused volume');
   });
 
   it('an engine failure on create is an EngineError that names the cause, and nothing is left', async () => {
