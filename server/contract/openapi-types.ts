@@ -161,14 +161,7 @@ export interface paths {
         parameters: {
             query?: never;
             header?: never;
-            path: {
-                /**
-                 * @description Path of a file (or, for DELETE, a directory) inside the workspace, relative, e.g. `out` or
-                 *     `lib/util.py`. It follows the rules of `file_name`. Its slashes may be sent as they are
-                 *     (`/files/lib/util.py`) or percent-encoded (`/files/lib%2Futil.py`, as OpenAPI clients do).
-                 */
-                path: string;
-            };
+            path?: never;
             cookie?: never;
         };
         /**
@@ -675,7 +668,14 @@ export interface components {
             };
         };
     };
-    parameters: never;
+    parameters: {
+        /**
+         * @description Path of a file (or, for DELETE, a directory) inside the workspace, relative, e.g. `out` or
+         *     `lib/util.py`. It follows the rules of `file_name`. Its slashes may be sent as they are
+         *     (`/files/lib/util.py`) or percent-encoded (`/files/lib%2Futil.py`, as OpenAPI clients do).
+         */
+        FilePath: string;
+    };
     requestBodies: never;
     headers: never;
     pathItems: never;
@@ -933,7 +933,7 @@ export interface operations {
                  *     `lib/util.py`. It follows the rules of `file_name`. Its slashes may be sent as they are
                  *     (`/files/lib/util.py`) or percent-encoded (`/files/lib%2Futil.py`, as OpenAPI clients do).
                  */
-                path: string;
+                path: components["parameters"]["FilePath"];
             };
             cookie?: never;
         };
@@ -969,7 +969,7 @@ export interface operations {
                  *     `lib/util.py`. It follows the rules of `file_name`. Its slashes may be sent as they are
                  *     (`/files/lib/util.py`) or percent-encoded (`/files/lib%2Futil.py`, as OpenAPI clients do).
                  */
-                path: string;
+                path: components["parameters"]["FilePath"];
             };
             cookie?: never;
         };
@@ -1019,6 +1019,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The body has a `Content-Encoding`; send the file's bytes as they are */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             default: components["responses"]["Error"];
@@ -1034,7 +1043,7 @@ export interface operations {
                  *     `lib/util.py`. It follows the rules of `file_name`. Its slashes may be sent as they are
                  *     (`/files/lib/util.py`) or percent-encoded (`/files/lib%2Futil.py`, as OpenAPI clients do).
                  */
-                path: string;
+                path: components["parameters"]["FilePath"];
             };
             cookie?: never;
         };

@@ -98,6 +98,7 @@ export class PackageService {
       packagesWritable: true,
       network: wheelhouse ? 'none' : c.installNetwork,
       limits,
+      onOutput: ctx.onOutput, // pip's output as it goes (MCP progress)
     }), ctx.signal);
     const envelope = toEnvelope(ctx.executionId, outcome, limits);
     const packages = outcome.report?.packages ?? {};
