@@ -1,4 +1,3 @@
-/// <reference lib="dom" />
 /**
  * The playground page's script, run in the browser (served as /playground/playground.js). It calls
  * the API of the server that served it, as any client does: POST /execute with
