@@ -220,6 +220,18 @@ function renderOutput({ mime, data, source }: Output): HTMLElement {
   return figure;
 }
 
+/**
+ * The outputs worth showing, as a notebook does: a displayed object or a value gives each of its
+ * forms and ends with its text/plain, so a text/plain right after a richer form of the same source
+ * is that object's fallback, and is left out.
+ */
+function shown(outputs: Output[]): Output[] {
+  return outputs.filter((output, i) => {
+    const before = outputs[i - 1];
+    return !(output.mime === 'text/plain' && before && before.mime !== 'text/plain' && before.source === output.source && output.source !== 'figure');
+  });
+}
+
 function showResult(envelope: Envelope): void {
   if (envelope.success) {
     setStatus('done', `done in ${envelope.duration_ms ?? '?'} ms`);
@@ -231,7 +243,7 @@ function showResult(envelope: Envelope): void {
     byId('value-text').textContent = envelope.value;
     show(valueBox, true);
   }
-  if (Array.isArray(envelope.outputs)) outputsBox.replaceChildren(...envelope.outputs.map(renderOutput));
+  if (Array.isArray(envelope.outputs)) outputsBox.replaceChildren(...shown(envelope.outputs).map(renderOutput));
   show(byId('outputs-note'), envelope.outputs_truncated === true);
   for (const warning of envelope.warnings ?? []) appendOutput('stderr', `warning: ${warning}\n`);
 }
@@ -391,10 +403,12 @@ byId<HTMLInputElement>('upload').addEventListener('change', async (event) => {
   await refreshFiles();
 });
 
+let keyTyped: number | undefined;
 keyInput.addEventListener('input', () => {
-  const had = apiKey !== '';
   apiKey = keyInput.value.trim();
-  if (!had && apiKey) void refreshFiles();
+  // The files once the key is complete (pasted at once, or typed): never a run.
+  clearTimeout(keyTyped);
+  keyTyped = setTimeout(() => void refreshFiles(), 300);
 });
 
 // --- a shared link: ?code=<source> fills the editor, &run=1 runs it (only where no key is needed) ---
