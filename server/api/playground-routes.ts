@@ -23,6 +23,14 @@ const PLAYGROUND_CSP = [
 ].join('; ');
 
 /**
+ * Navigations a link's code may run on (Sec-Fetch-Site, which browsers send and pages cannot
+ * forge): one the user made (typed, pasted, a bookmark, another app) or one of this server's own
+ * pages. From another site, even a same-site one (another port of localhost), any page could send
+ * the browser here: the reader presses Run.
+ */
+const OWN_NAVIGATION = ['none', 'same-origin'];
+
+/**
  * GET /playground: a page to type code, run it with its output as it comes, and see its errors,
  * value, figures, tables and the workspace's files. It is public like the docs; everything it does
  * is an API call with the key its user pastes (when the server has keys).
@@ -35,9 +43,9 @@ export function playgroundRoutes(keysRequired: () => boolean): Router {
     res.setHeader('Referrer-Policy', 'no-referrer'); // the URL may carry code
     next();
   });
-  router.get('/playground', (_req, res) => {
-    res.setHeader('Cache-Control', 'no-store'); // whether keys are needed can change with a reload
-    res.type('html').send(playgroundPage(keysRequired()));
+  router.get('/playground', (req, res) => {
+    res.setHeader('Cache-Control', 'no-store'); // it depends on the keys in force and on where the browser came from
+    res.type('html').send(playgroundPage(keysRequired(), !OWN_NAVIGATION.includes(req.get('sec-fetch-site') ?? '')));
   });
   router.get('/playground/playground.js', (_req, res) => {
     res.sendFile(CLIENT, { maxAge: '1h' });

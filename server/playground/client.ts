@@ -52,6 +52,8 @@ const fileRows = byId('file-list').querySelector('tbody')!;
 const filesNote = byId('files-note');
 
 const keysRequired = document.body.dataset.keysRequired === 'true';
+/** Another site sent the browser here (the server saw it), so a link's code is not run by itself. */
+const fromElsewhere = document.body.dataset.fromElsewhere !== 'false';
 /** The API key: in this variable only (no storage, no cookie, no URL). */
 let apiKey = '';
 let running: AbortController | null = null;
@@ -411,7 +413,7 @@ keyInput.addEventListener('input', () => {
   keyTyped = setTimeout(() => void refreshFiles(), 300);
 });
 
-// --- a shared link: ?code=<source> fills the editor, &run=1 runs it (only where no key is needed) ---
+// --- a shared link: ?code=<source> fills the editor, &run=1 runs it where that is safe ---
 
 const params = new URLSearchParams(location.search);
 const shared = params.get('code');
@@ -419,6 +421,7 @@ if (shared !== null) editor.value = shared;
 drawGutter();
 if (params.get('run') === '1') {
   if (keysRequired) say('This link carries code to run. Read it, paste your API key above, then press Run: with keys, a link never runs code by itself.');
+  else if (fromElsewhere) say('Another site sent you here with code to run. Read it, then press Run: it does not run by itself.');
   else void run();
 }
 void refreshFiles();

@@ -4,8 +4,11 @@
  * Content-Security-Policy can refuse every script but its own.
  */
 
-/** The page; `keysRequired` tells the script whether to wait for a key before anything runs. */
-export function playgroundPage(keysRequired: boolean): string {
+/**
+ * The page. `keysRequired` tells the script to wait for a key before anything runs; `fromElsewhere`,
+ * that another site sent the browser here, so a link's code waits for its reader's Run.
+ */
+export function playgroundPage(keysRequired: boolean, fromElsewhere: boolean): string {
   return `<!DOCTYPE html>
 <html lang="en">
   <head>
@@ -15,7 +18,7 @@ export function playgroundPage(keysRequired: boolean): string {
     <link rel="stylesheet" href="/playground/playground.css">
     <script type="module" src="/playground/playground.js"></script>
   </head>
-  <body data-keys-required="${keysRequired}">
+  <body data-keys-required="${keysRequired}" data-from-elsewhere="${fromElsewhere}">
     <header>
       <h1>run-python-code <span>playground</span></h1>
       <nav><a href="/docs/">API docs</a></nav>

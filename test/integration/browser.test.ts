@@ -207,6 +207,9 @@ describe('in a browser (headless Chromium)', () => {
       });
       await page.type('#code', code);
     };
+    /** What the page shows at `selector`, as a person reads it; and the run's state. */
+    const shownAt = (page: Page, selector: string) => page.$eval(selector, (el) => (el as unknown as { innerText: string }).innerText);
+    const stateOf = (page: Page) => page.$eval('#status', (el) => (el as unknown as { dataset: { state: string } }).dataset.state);
     const settled = (page: Page) => page.waitForFunction("['done', 'error'].includes(document.getElementById('status').dataset.state)", { timeout: 60_000 });
     const downloaded = (name: string) => path.join(profile, 'downloads', name);
 
@@ -234,11 +237,11 @@ describe('in a browser (headless Chromium)', () => {
         await page.click('#run');
         await page.waitForFunction("document.getElementById('stream').innerText.includes('first')", { timeout: 30_000 });
         // Streamed, not at the end: the first line is there, the second and the result are not yet.
-        assert.deepEqual(await page.$eval('#status', (el) => [(el as unknown as { dataset: { state: string } }).dataset.state, (el as unknown as { innerText: string }).innerText]), ['running', 'running…']);
-        assert.equal(await page.$eval('#stream', (el) => (el as unknown as { innerText: string }).innerText), 'first\n');
+        assert.deepEqual([await stateOf(page), await shownAt(page, '#status')], ['running', 'running…']);
+        assert.equal(await shownAt(page, '#stream'), 'first\n');
         await settled(page);
-        assert.equal(await page.$eval('#stream', (el) => (el as unknown as { innerText: string }).innerText), 'first\nsecond\n');
-        assert.equal(await page.$eval('#status', (el) => (el as unknown as { dataset: { state: string } }).dataset.state), 'done');
+        assert.equal(await shownAt(page, '#stream'), 'first\nsecond\n');
+        assert.equal(await stateOf(page), 'done');
       } finally {
         await page.close();
       }
@@ -254,7 +257,7 @@ describe('in a browser (headless Chromium)', () => {
         assert.equal(await page.$eval('#error-line', (el) => el.textContent), 'line 3');
         assert.equal(await page.$eval('#gutter .error-line', (el) => el.textContent), '3');
         assert.match(String(await page.$eval('#traceback', (el) => el.textContent)), /^Traceback \(most recent call last\):\n {2}File "<code>", line 3, in <module>/);
-        assert.equal(await page.$eval('#status', (el) => (el as unknown as { dataset: { state: string } }).dataset.state), 'error');
+        assert.equal(await stateOf(page), 'error');
       } finally {
         await page.close();
       }
@@ -281,7 +284,7 @@ describe('in a browser (headless Chromium)', () => {
         await typeCode(page, 'print(open("upload.txt").read())');
         await page.click('#run');
         await settled(page);
-        assert.equal(await page.$eval('#stream', (el) => (el as unknown as { innerText: string }).innerText), 'sent from the page\n');
+        assert.equal(await shownAt(page, '#stream'), 'sent from the page\n');
       } finally {
         await page.close();
       }
@@ -299,10 +302,28 @@ describe('in a browser (headless Chromium)', () => {
       const page = await open(`/playground?code=${encodeURIComponent('print(6 * 7)')}&run=1`);
       try {
         await settled(page);
-        assert.equal(await page.$eval('#stream', (el) => (el as unknown as { innerText: string }).innerText), '42\n');
+        assert.equal(await shownAt(page, '#stream'), '42\n');
         assert.equal(server.runs(), runs + 1);
       } finally {
         await page.close();
+      }
+    });
+
+    it('a page of another site that sends the browser to a link with &run=1 gets the code shown, not run', async () => {
+      const link = `${server.url}/playground?code=${encodeURIComponent('import shutil\nshutil.rmtree(".", ignore_errors=True)')}&run=1`;
+      const evil = await servePage(`<!DOCTYPE html><title>evil</title><a id="go" href="${link}">cute cats</a>`);
+      const page = await pages.newPage();
+      try {
+        const runs = server.runs();
+        await page.goto(`http://evil.test:${portOf(evil)}/`);
+        await Promise.all([page.waitForNavigation({ waitUntil: 'networkidle0' }), page.click('#go')]);
+        assert.equal(page.url(), link);
+        assert.equal(await page.$eval('#code', (el) => (el as unknown as { value: string }).value), 'import shutil\nshutil.rmtree(".", ignore_errors=True)');
+        assert.equal(await page.$eval('#notice', (el) => el.textContent), 'Another site sent you here with code to run. Read it, then press Run: it does not run by itself.');
+        assert.equal(server.runs(), runs, "another site's link ran its code");
+      } finally {
+        await page.close();
+        evil.close();
       }
     });
 
@@ -366,7 +387,7 @@ describe('in a browser (headless Chromium)', () => {
           await typeCode(page, 'import matplotlib.pyplot as plt; plt.plot([1,2,3]); print("hi")');
           await page.click('#run');
           await settled(page);
-          assert.equal(await page.$eval('#stream', (el) => (el as unknown as { innerText: string }).innerText), 'hi\n');
+          assert.equal(await shownAt(page, '#stream'), 'hi\n');
           await page.waitForFunction("[...document.querySelectorAll('#outputs img')].some((img) => img.complete && img.naturalWidth > 0)", { timeout: 10_000 });
         } finally {
           await page.close();
@@ -390,7 +411,7 @@ describe('in a browser (headless Chromium)', () => {
         assert.equal(keyed.runs(), 0, 'pasting the key ran the code');
         await page.click('#run');
         await settled(page);
-        assert.equal(await page.$eval('#stream', (el) => (el as unknown as { innerText: string }).innerText), 'shared\n');
+        assert.equal(await shownAt(page, '#stream'), 'shared\n');
         assert.equal(keyed.runs(), 1);
         // A download with a key goes through fetch with the header, and saves the exact bytes.
         await page.waitForFunction("[...document.querySelectorAll('#file-list a')].some((a) => a.textContent === 'out.txt')");
