@@ -277,7 +277,7 @@ export const settings = {
   },
   maxBodyBytes: {
     env: 'MAX_BODY_BYTES',
-    description: 'Largest request body accepted; larger ones get 413',
+    description: 'Largest request body accepted (a file upload, PUT /files/{path}, is bounded by workspace_mb instead); larger ones get 413',
     default: 2 * MiB,
     parse: integer(1024, 1024 * MiB),
   },
