@@ -156,6 +156,7 @@ export class JobRun {
 
     const cause = await this.stopped;
     clearTimeout(backstop);
+    if (this.job.onOutput) this.relayRest();
     this.job.signal?.removeEventListener('abort', abort);
     // A killed container's last bytes, or the abandon timer; an abandoned run's kill is the same.
     if (cause === 'deadline' || cause === 'aborted') await outputEnded;
@@ -244,13 +245,20 @@ export class JobRun {
   }
 
   /** Output as it arrives, to the job's sink; a sink that throws is the caller's fault, not the container's. */
-  private relay(stream: 'stdout' | 'stderr', chunk: Buffer): void {
-    const text = this.text[stream].write(chunk);
+  private relay(stream: 'stdout' | 'stderr', chunk: Buffer, text = this.text[stream].write(chunk)): void {
     if (!text) return;
     try {
       this.job.onOutput?.(stream, text);
     } catch (err) {
       this.logger.warn('output sink failed', { execution_id: this.job.executionId, error: String(err) });
+    }
+  }
+
+  /** What a decoder still holds (a character cut at the cap, say) goes out as the outcome will read it. */
+  private relayRest(): void {
+    for (const stream of ['stdout', 'stderr'] as const) {
+      const rest = this.text[stream].end();
+      if (rest) this.relay(stream, Buffer.alloc(0), rest);
     }
   }
 
