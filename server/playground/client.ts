@@ -168,7 +168,7 @@ function showError(message: string, traceback?: string | null): void {
   byId('error-message').textContent = message;
   const tb = byId('traceback');
   tb.textContent = traceback ?? '';
-  show(tb, Boolean(traceback));
+  show(tb, Boolean(traceback) && !(stream.textContent ?? '').includes(traceback ?? '')); // once is enough
   const line = lineOf(message);
   errorLine.textContent = line ? `line ${line}` : '';
   errorLine.dataset.line = line ? String(line) : '';

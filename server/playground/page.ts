@@ -64,6 +64,7 @@ export function playgroundPage(keysRequired: boolean, fromElsewhere: boolean): s
 export const PLAYGROUND_CSS = `
 :root { --fg: #1d2330; --muted: #667085; --line: #d8dce3; --bg: #f7f8fa; --accent: #2d5bd7; --bad: #b42318; }
 * { box-sizing: border-box; }
+[hidden] { display: none !important; }
 body { margin: 0; font: 15px/1.45 system-ui, sans-serif; color: var(--fg); background: var(--bg); }
 header { display: flex; align-items: baseline; justify-content: space-between; padding: 0.6rem 1rem; border-bottom: 1px solid var(--line); background: #fff; }
 h1 { margin: 0; font-size: 1.1rem; } h1 span { color: var(--muted); font-weight: normal; }
