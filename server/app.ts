@@ -3,10 +3,12 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import * as OpenApiValidator from 'express-openapi-validator';
 import { v4 as uuidv4 } from 'uuid';
 import { docsRoutes } from './api/docs-routes.js';
+import { EventStream } from './api/event-stream.js';
 import { executionRoutes } from './api/execution-routes.js';
-import { fileRouteSlashes, fileRoutes } from './api/file-routes.js';
+import { fileRouteSlashes, fileRoutes, isFileUpload } from './api/file-routes.js';
 import { mcpRoutes } from './api/mcp-routes.js';
 import { packageRoutes } from './api/package-routes.js';
+import { playgroundRoutes } from './api/playground-routes.js';
 import { serviceRoutes } from './api/service-routes.js';
 import { guardHostAndOrigin, originsInForce, type HostOriginPolicy } from './host-origin.js';
 import { metricsRoutes } from './api/metrics-routes.js';
@@ -43,8 +45,10 @@ export function createApp(service: Service, contract: Record<string, unknown> = 
   // Only origins the guard let through get here: each is answered as itself (or * when all are).
   app.use(cors({ origin: (_origin, done) => done(null, policy.origins().includes('*') ? '*' : true) }));
   app.use(authenticate(registry));
-  app.use(jsonBody(config, new ReceiveBudget(config.receivingMaxBytes, config.tenantReceivingMaxBytes)));
+  const json = jsonBody(config, new ReceiveBudget(config.receivingMaxBytes, config.tenantReceivingMaxBytes));
+  app.use((req, res, next) => (isFileUpload(req) ? next() : json(req, res, next))); // an upload is streamed to disk
   app.use(docsRoutes(contract));
+  app.use(playgroundRoutes(() => registry.keysRequired));
   app.use(fileRouteSlashes);
   app.use(
     OpenApiValidator.middleware({
@@ -54,17 +58,17 @@ export function createApp(service: Service, contract: Record<string, unknown> = 
       validateFormats: true,
       validateSecurity: false, // auth.ts does it: keys are optional and per tenant
       useRequestUrl: true, // the URL as fileRouteSlashes left it, not as it came
-      // The docs are not API operations; /mcp is JSON-RPC, validated by the MCP SDK.
-      ignorePaths: /^\/(docs|redoc|openapi\.json|mcp|metrics)(\/|$)/,
+      // The docs and the playground are not API operations; /mcp is JSON-RPC, validated by the MCP SDK.
+      ignorePaths: /^\/(docs|redoc|playground|openapi\.json|mcp|metrics)(\/|$)/,
     }),
   );
   app.use(serviceRoutes(health));
   app.use(executionRoutes(executions));
   app.use(packageRoutes(packages));
-  app.use(fileRoutes(files));
+  app.use(fileRoutes(files, config));
   app.use(tenantRoutes(registry, history));
   if (metrics && config.metricsPort === 0) app.use(metricsRoutes(metrics));
-  app.use(mcpRoutes({ executions, packages, logger }));
+  app.use(mcpRoutes({ config, executions, packages, files, logger }));
   app.use((req) => {
     throw notFound(`Not found: ${req.method} ${req.path}`); // paths the validator does not cover
   });
@@ -99,7 +103,13 @@ function errorHandler(logger: Logger) {
       logger.info('request refused', { execution_id: executionId, path: req.path, status, error: message });
     }
     const body: ErrorResponse = { success: false, result: null, error: message, execution_id: executionId };
-    if (res.headersSent) return;
+    if (res.headersSent) {
+      // A stream of events already open says it in its last event; any other answer under way is cut.
+      const events = EventStream.of(res);
+      if (events) events.close('result', body);
+      else if (!res.writableEnded) res.destroy();
+      return;
+    }
     if (retryAfterS !== undefined) res.setHeader('Retry-After', String(retryAfterS));
     res.status(status).json(body);
   };

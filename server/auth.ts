@@ -3,8 +3,8 @@ import { ServiceError } from './errors.js';
 import { DEFAULT_TENANT } from './tenancy/tenant-id.js';
 import type { TenantRegistry } from './tenancy/tenant-registry.js';
 
-/** Paths anyone may read: the service's name, its health and its documentation. */
-const PUBLIC = /^\/(health|openapi\.json|redoc(\/redoc\.standalone\.js)?|docs(\/.*)?)?$/;
+/** Paths anyone may read: the service's name, its health, its documentation and the playground page (whose calls need a key). */
+const PUBLIC = /^\/(health|openapi\.json|redoc(\/redoc\.standalone\.js)?|docs(\/.*)?|playground(\/playground\.(js|css))?)?$/;
 
 /**
  * Sets `res.locals.tenant`. With no keys anywhere everyone is the default tenant; with keys,

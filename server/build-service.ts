@@ -17,6 +17,7 @@ import { Admission } from './tenancy/admission.js';
 import { TenantRegistry } from './tenancy/tenant-registry.js';
 import { FileService } from './workspace/file-service.js';
 import { WorkspaceStore } from './workspace/workspace-store.js';
+import { workspaceCaps } from './workspace/tree.js';
 
 export interface BuildOptions {
   logger: Logger;
@@ -65,7 +66,10 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
     history,
     health: new HealthService(config, sandbox),
     executions: new ExecutionService(deps, workspaces),
-    files: new FileService(workspaces),
+    files: new FileService(workspaces, {
+      capsOf: (tenant) => workspaceCaps(limitsFor(config, registry.get(tenant).limits)),
+      uploadRetryS: config.headersTimeoutS + config.bodyTimeoutS,
+    }),
     packages: new PackageService(deps),
     volumes,
 

@@ -119,6 +119,12 @@ export const settings = {
     parse: text,
     show: '(none)',
   },
+  mcpResourceMaxBytes: {
+    env: 'MCP_RESOURCE_MAX_BYTES',
+    description: 'Largest workspace file an MCP client may read as a resource (resources/read); a larger one is refused, pointing to GET /files/{path}',
+    default: 8 * MiB,
+    parse: integer(1024, 1024 * MiB),
+  },
   tenantsFile: {
     env: 'TENANTS_FILE',
     description: 'YAML or JSON file of tenants: their API key hashes and limits (reloaded on SIGHUP and on change)',
@@ -271,7 +277,7 @@ export const settings = {
   },
   maxBodyBytes: {
     env: 'MAX_BODY_BYTES',
-    description: 'Largest request body accepted; larger ones get 413',
+    description: 'Largest request body accepted (a file upload, PUT /files/{path}, is bounded by workspace_mb instead); larger ones get 413',
     default: 2 * MiB,
     parse: integer(1024, 1024 * MiB),
   },

@@ -55,6 +55,10 @@ export interface paths {
          *     if, with what concurrent runs of the tenant kept meanwhile, they would take the workspace
          *     past `SANDBOX_MAX_FILES` or `workspace_mb`, none is kept and the answer is `success: false`
          *     with the cap in `error`.
+         *
+         *     With `Accept: text/event-stream` the output arrives as the code makes it, then the envelope
+         *     (Server-Sent Events: `ExecutionEvents`); the same holds for `/save-and-execute` and
+         *     `/run-python-file`.
          */
         post: operations["execute"];
         delete?: never;
@@ -72,7 +76,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Save code to a workspace file and execute it */
+        /**
+         * Save code to a workspace file and execute it
+         * @description With `Accept: text/event-stream`, the output as it is made, then the envelope (see `/execute`).
+         */
         post: operations["saveAndExecute"];
         delete?: never;
         options?: never;
@@ -89,7 +96,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Run a Python file that exists in the workspace */
+        /**
+         * Run a Python file that exists in the workspace
+         * @description With `Accept: text/event-stream`, the output as it is made, then the envelope (see `/execute`).
+         */
         post: operations["runPythonFile"];
         delete?: never;
         options?: never;
@@ -128,7 +138,12 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * The files in the caller's workspace
+         * @description Every regular file of the caller's tenant's workspace, in every directory, with its size and
+         *     the time it last changed (directories themselves are not listed, their files are).
+         */
+        get: operations["listFiles"];
         put?: never;
         post?: never;
         /**
@@ -149,14 +164,25 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
-        put?: never;
-        post?: never;
         /**
-         * Delete a file, or a directory with everything in it, from the caller's workspace
-         * @description `path` follows the rules of `file_name`. Its slashes may be sent as they are
-         *     (`/files/lib/util.py`) or percent-encoded (`/files/lib%2Futil.py`, as OpenAPI clients do).
+         * Download a file of the caller's workspace
+         * @description The file's bytes, exactly as the workspace holds them, with a `Content-Type` from its name
+         *     (`application/octet-stream` when the name says nothing) and `Content-Disposition: attachment`
+         *     naming it. A directory, or nothing at the path, is a 404.
          */
+        get: operations["getFile"];
+        /**
+         * Upload a file to the caller's workspace
+         * @description The raw body (any content type; `application/octet-stream` is usual) becomes the file at
+         *     `path`, its directories made as needed: 201 when it is new, 200 when it replaced one. The body
+         *     is written to the server's disk as it arrives, never held in memory, and the workspace changes
+         *     only once all of it is there. It must arrive within `BODY_TIMEOUT_S` (408) and fit the
+         *     tenant's `workspace_mb` with the rest of the workspace, and with this tenant's other uploads
+         *     in flight (413 past it; 429 while other uploads hold the room). Runs see it from their start on.
+         */
+        put: operations["putFile"];
+        post?: never;
+        /** Delete a file, or a directory with everything in it, from the caller's workspace */
         delete: operations["deleteFile"];
         options?: never;
         head?: never;
@@ -347,6 +373,47 @@ export interface components {
              */
             warnings: string[];
         };
+        /**
+         * @description Server-Sent Events, sent as the run goes (a request that prefers `Accept: text/event-stream`):
+         *
+         *     - `event: stdout` and `event: stderr`, `data: {"text": "..."}`: the code's output, as the
+         *       sandbox's runner relays it (a line printed and flushed arrives while the code still runs),
+         *       in order, never a character split; within the same `output_bytes` cap as the envelope's
+         *       `stdout` and `stderr`, so the texts of each stream add up to exactly the envelope's;
+         *     - then one `event: result`, `data:` the full `ExecutionResponse`, and the stream ends.
+         *
+         *     Lines starting with `:` keep an idle stream open. Refusals before the run (a bad body, a
+         *     missing file, the queue, the rate limit, Docker down) answer the usual JSON with their status;
+         *     the stream (HTTP 200) opens with the first output, or with the result when there is none. A
+         *     fault of the service after that is the `result` event with the error envelope
+         *     (`ErrorResponse`). A client that closes the stream stops the run, and its container is removed.
+         * @example event: stdout
+         *     data: {"text":"first\n"}
+         *
+         *     event: result
+         *     data: {"success":true,"result":"first\nsecond","error":null,...}
+         */
+        ExecutionEvents: string;
+        WorkspaceFile: {
+            /** @description Relative to the workspace, with `/` between directories (as `file_name` takes it) */
+            path: string;
+            /** @description Bytes */
+            size: number;
+            /**
+             * Format: date-time
+             * @description When its content last changed
+             */
+            modified: string;
+        };
+        FileList: {
+            /** @description Every regular file of the workspace, in every directory, sorted by path */
+            files: components["schemas"]["WorkspaceFile"][];
+        };
+        FileWritten: {
+            path: string;
+            /** @description Bytes written */
+            size: number;
+        };
         InstallPackageRequest: {
             /** @description One PEP 508 requirement: a name, optional extras, optional version specifiers */
             package_name: string;
@@ -451,13 +518,18 @@ export interface components {
                 "application/json": components["schemas"]["ErrorResponse"];
             };
         };
-        /** @description The execution ran; `success` says whether the code succeeded */
+        /**
+         * @description The execution ran; `success` says whether the code succeeded. With `Accept: text/event-stream`
+         *     (preferred over `application/json`) the answer is a stream of Server-Sent Events instead: see
+         *     `ExecutionEvents`.
+         */
         Execution: {
             headers: {
                 [name: string]: unknown;
             };
             content: {
                 "application/json": components["schemas"]["ExecutionResponse"];
+                "text/event-stream": components["schemas"]["ExecutionEvents"];
             };
         };
         /** @description The request is malformed or asks for more than a limit allows; `error` names the field */
@@ -596,7 +668,14 @@ export interface components {
             };
         };
     };
-    parameters: never;
+    parameters: {
+        /**
+         * @description Path of a file (or, for DELETE, a directory) inside the workspace, relative, e.g. `out` or
+         *     `lib/util.py`. It follows the rules of `file_name`. Its slashes may be sent as they are
+         *     (`/files/lib/util.py`) or percent-encoded (`/files/lib%2Futil.py`, as OpenAPI clients do).
+         */
+        FilePath: string;
+    };
     requestBodies: never;
     headers: never;
     pathItems: never;
@@ -798,6 +877,30 @@ export interface operations {
             default: components["responses"]["Error"];
         };
     };
+    listFiles: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The workspace's files */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FileList"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            500: components["responses"]["InternalError"];
+            default: components["responses"]["Error"];
+        };
+    };
     clearFiles: {
         parameters: {
             query?: never;
@@ -820,13 +923,127 @@ export interface operations {
             default: components["responses"]["Error"];
         };
     };
+    getFile: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Path of a file (or, for DELETE, a directory) inside the workspace, relative, e.g. `out` or
+                 *     `lib/util.py`. It follows the rules of `file_name`. Its slashes may be sent as they are
+                 *     (`/files/lib/util.py`) or percent-encoded (`/files/lib%2Futil.py`, as OpenAPI clients do).
+                 */
+                path: components["parameters"]["FilePath"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The file */
+            200: {
+                headers: {
+                    /** @description `attachment; filename=...` (with `filename*` for names beyond ASCII) */
+                    "Content-Disposition"?: string;
+                    "Content-Length"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "*/*": string;
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            500: components["responses"]["InternalError"];
+            default: components["responses"]["Error"];
+        };
+    };
+    putFile: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Path of a file (or, for DELETE, a directory) inside the workspace, relative, e.g. `out` or
+                 *     `lib/util.py`. It follows the rules of `file_name`. Its slashes may be sent as they are
+                 *     (`/files/lib/util.py`) or percent-encoded (`/files/lib%2Futil.py`, as OpenAPI clients do).
+                 */
+                path: components["parameters"]["FilePath"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "*/*": string;
+            };
+        };
+        responses: {
+            /** @description An existing file was replaced */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FileWritten"];
+                };
+            };
+            /** @description A new file was made */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FileWritten"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            408: components["responses"]["RequestTimeout"];
+            /** @description A directory is at `path`, or a part of it is a file */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The file, or the workspace with it, would be over the tenant's `workspace_mb` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The body has a `Content-Encoding`; send the file's bytes as they are */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            default: components["responses"]["Error"];
+        };
+    };
     deleteFile: {
         parameters: {
             query?: never;
             header?: never;
             path: {
-                /** @description Path of a file or directory inside the workspace, relative, e.g. `out` or `lib/util.py` */
-                path: string;
+                /**
+                 * @description Path of a file (or, for DELETE, a directory) inside the workspace, relative, e.g. `out` or
+                 *     `lib/util.py`. It follows the rules of `file_name`. Its slashes may be sent as they are
+                 *     (`/files/lib/util.py`) or percent-encoded (`/files/lib%2Futil.py`, as OpenAPI clients do).
+                 */
+                path: components["parameters"]["FilePath"];
             };
             cookie?: never;
         };

@@ -2,10 +2,10 @@ import type { Config } from '../config.js';
 import type { ExecuteRequest, ExecutionResponse, RunPythonFileRequest, SaveAndExecuteRequest } from '../contract/contract.js';
 import { badRequest, notFound } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { Sandbox, SandboxJob, SandboxLimits } from '../sandbox/sandbox.js';
+import type { OutputSink, Sandbox, SandboxJob, SandboxLimits } from '../sandbox/sandbox.js';
 import { requireWorkspacePath } from '../workspace/paths.js';
 import type { WorkspaceStore } from '../workspace/workspace-store.js';
-import type { WorkspaceCaps } from '../workspace/tree.js';
+import { workspaceCaps } from '../workspace/tree.js';
 import type { PackagesVolumes } from '../packages/volume.js';
 import type { Admission } from '../tenancy/admission.js';
 import type { TenantRegistry } from '../tenancy/tenant-registry.js';
@@ -26,6 +26,8 @@ export interface ExecutionContext {
   tenant: string;
   /** Aborts when the caller went away: a run waiting for a slot leaves the queue, a running one is stopped. */
   signal?: AbortSignal;
+  /** Gets the code's output while it runs, for callers that stream it (SSE, MCP progress). */
+  onOutput?: OutputSink;
 }
 
 /**
@@ -41,11 +43,6 @@ function requireText(value: string, field: string): string {
     );
   }
   return value;
-}
-
-/** The workspace caps of one run. */
-function workspaceCaps(limits: SandboxLimits): WorkspaceCaps {
-  return { maxBytes: limits.workspaceMb * 1024 * 1024, maxEntries: limits.maxFiles };
 }
 
 /** What every sandbox-running service needs besides its own parts. */
@@ -87,7 +84,8 @@ export class ExecutionService {
     const code = requireText(req.code, 'code');
     const budget = this.budget(ctx, req);
     const workspace = await this.workspaces.for(ctx.tenant);
-    await workspace.save(file, Buffer.from(code, 'utf8'), req.overwrite ?? true, workspaceCaps(budget.limits));
+    const saved = await workspace.save(file, [Buffer.from(code, 'utf8')], req.overwrite ?? true, workspaceCaps(budget.limits));
+    if (saved.over) throw badRequest(`Workspace is full: with ${file} it would hold ${saved.over}`);
     return this.run({ mode: 'file', file, variable: req.variable_to_return }, budget, ctx);
   }
 
@@ -119,6 +117,7 @@ export class ExecutionService {
           limits,
           packagesVolume: volumes.name(ctx.tenant),
           signal: ctx.signal,
+          onOutput: ctx.onOutput,
         });
         return { outcome: result, refused: result.changes ? await workspace.merge(staged, result.changes, caps) : null };
       } finally {

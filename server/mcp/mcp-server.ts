@@ -1,5 +1,6 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
+import type { CallToolResult, ServerNotification, ServerRequest } from '@modelcontextprotocol/sdk/types.js';
 import { v4 as uuidv4 } from 'uuid';
 import { z } from 'zod';
 import { classify } from '../errors.js';
@@ -8,11 +9,30 @@ import type { ExecutionContext, ExecutionService } from '../execution/execution-
 import type { Logger } from '../logger.js';
 import type { PackageService } from '../packages/package-service.js';
 import { serviceName, serviceVersion } from '../project.js';
+import { registerWorkspaceResources, type ResourceServices } from './workspace-resources.js';
 
-export interface McpServices {
+export interface McpServices extends ResourceServices {
   executions: ExecutionService;
   packages: PackageService;
   logger: Logger;
+}
+
+type ToolExtra = RequestHandlerExtra<ServerRequest, ServerNotification>;
+
+/**
+ * A call that carries a progressToken hears the output while it runs: each piece as it comes is a
+ * progress notification with that text as its `message` (together they are the output so far) and
+ * the output's bytes so far as its `progress`.
+ */
+function progressOf(extra: ToolExtra): ExecutionContext['onOutput'] {
+  const progressToken = extra._meta?.progressToken;
+  if (progressToken === undefined) return undefined;
+  let bytes = 0;
+  return (_stream, text) => {
+    bytes += Buffer.byteLength(text);
+    // A client that has gone misses it; the run's own signal says so.
+    extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress: bytes, message: text } }).catch(() => undefined);
+  };
 }
 
 const SANDBOX = [
@@ -65,8 +85,8 @@ function toToolResult(envelope: ExecutionResponse): CallToolResult {
 export function createMcpServer(services: McpServices, tenant: string): McpServer {
   const server = new McpServer({ name: serviceName, version: serviceVersion });
   // The SDK aborts a tool call's signal when its client cancels it or goes away: the run stops too.
-  const call = async (tool: string, signal: AbortSignal, run: (ctx: ExecutionContext) => Promise<ExecutionResponse>): Promise<CallToolResult> => {
-    const ctx: ExecutionContext = { executionId: uuidv4(), endpoint: `mcp:${tool}`, tenant, signal };
+  const call = async (tool: string, extra: ToolExtra, run: (ctx: ExecutionContext) => Promise<ExecutionResponse>): Promise<CallToolResult> => {
+    const ctx: ExecutionContext = { executionId: uuidv4(), endpoint: `mcp:${tool}`, tenant, signal: extra.signal, onOutput: progressOf(extra) };
     try {
       return toToolResult(await run(ctx));
     } catch (err) {
@@ -91,7 +111,7 @@ export function createMcpServer(services: McpServices, tenant: string): McpServe
       description: `Execute Python code and return what it printed (stripped stdout). ${SANDBOX} On failure the result is an error with the exception and its traceback.`,
       inputSchema: { code: z.string().min(1).describe('The Python code to execute'), timeout: timeout.optional() },
     },
-    ({ code, timeout }, { signal }) => call('run_python_code', signal, (ctx) => services.executions.execute({ code, timeout }, ctx)),
+    ({ code, timeout }, extra) => call('run_python_code', extra, (ctx) => services.executions.execute({ code, timeout }, ctx)),
   );
 
   server.registerTool(
@@ -106,8 +126,8 @@ export function createMcpServer(services: McpServices, tenant: string): McpServe
         overwrite: z.boolean().optional().describe('Overwrite the file if it exists (default true)'),
       },
     },
-    ({ file_name, code, variable_to_return, overwrite }, { signal }) =>
-      call('save_to_file_and_run', signal, (ctx) =>
+    ({ file_name, code, variable_to_return, overwrite }, extra) =>
+      call('save_to_file_and_run', extra, (ctx) =>
         services.executions.saveAndExecute({ file_name, code, variable_to_return, overwrite: overwrite ?? true }, ctx),
       ),
   );
@@ -125,8 +145,8 @@ export function createMcpServer(services: McpServices, tenant: string): McpServe
         upgrade: z.boolean().optional().describe('Upgrade the package if it is already installed (default false)'),
       },
     },
-    ({ package_name, upgrade }, { signal }) =>
-      call('pip_install_package', signal, (ctx) => services.packages.install({ package_name, upgrade: upgrade ?? false }, ctx)),
+    ({ package_name, upgrade }, extra) =>
+      call('pip_install_package', extra, (ctx) => services.packages.install({ package_name, upgrade: upgrade ?? false }, ctx)),
   );
 
   server.registerTool(
@@ -136,9 +156,10 @@ export function createMcpServer(services: McpServices, tenant: string): McpServe
       description: `Run a Python file that exists in the workspace and return the value of variable_to_return (or the stripped stdout). ${SANDBOX}`,
       inputSchema: { file_name: fileName, variable_to_return: variable.optional() },
     },
-    ({ file_name, variable_to_return }, { signal }) =>
-      call('run_python_file', signal, (ctx) => services.executions.runFile({ file_name, variable_to_return }, ctx)),
+    ({ file_name, variable_to_return }, extra) =>
+      call('run_python_file', extra, (ctx) => services.executions.runFile({ file_name, variable_to_return }, ctx)),
   );
 
+  registerWorkspaceResources(server, services, tenant);
   return server;
 }

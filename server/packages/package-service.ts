@@ -129,6 +129,7 @@ export class PackageService {
       const installed = await sandbox.run(job(ctx.executionId, {
         mode: 'install',
         install: { ...install, pins: pinsOf(plan) },
+        onOutput: ctx.onOutput, // pip's output as it goes (MCP progress)
         wheelhouse: [...wheelhouse, ...built.wheels()],
         packagesWritable: true,
         // The downloaded wheels and their unpacked trees, each within the room left.

@@ -1,3 +1,4 @@
+import { StringDecoder } from 'node:string_decoder';
 import type { Logger } from '../logger.js';
 import { ChangesReader, packJob } from './files-tar.js';
 import { FrameDecoder, PROTOCOL_VERSION, ProtocolViolation, type RunnerJob, type RunnerReport } from './protocol.js';
@@ -77,6 +78,8 @@ export class JobRun {
   private readonly stopped = new Promise<StopCause>((resolve) => (this.stop = resolve));
   private readonly changes: ChangesReader;
   private readonly decoder: FrameDecoder;
+  /** For the job's output sink: one decoder per stream, so a character split across frames arrives whole. */
+  private readonly text = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
 
   constructor(
     private readonly engine: ContainerRuntime,
@@ -96,7 +99,12 @@ export class JobRun {
         filesBytes: workspaceBytes + (limits.maxFiles + 16) * 3 * 512,
         reportBytes: 20 * limits.outputBytes + (limits.maxFiles + 1) * 1100,
       },
-      { files: (chunk) => this.takeFiles(chunk), overCap: () => this.kill(), done: () => this.stop('done') },
+      {
+        files: (chunk) => this.takeFiles(chunk),
+        overCap: () => this.kill(),
+        done: () => this.stop('done'),
+        output: job.onOutput ? (stream, chunk) => this.relay(stream, chunk) : undefined,
+      },
     );
   }
 
@@ -150,6 +158,7 @@ export class JobRun {
 
     const cause = await this.stopped;
     clearTimeout(backstop);
+    if (this.job.onOutput) this.relayRest();
     this.job.signal?.removeEventListener('abort', abort);
     // A killed container's last bytes, or the abandon timer; an abandoned run's kill is the same.
     if (cause === 'deadline' || cause === 'aborted') await outputEnded;
@@ -235,6 +244,24 @@ export class JobRun {
     if (!this.outputPaused) return;
     this.outputPaused = false;
     this.container.io.resume();
+  }
+
+  /** Output as it arrives, to the job's sink; a sink that throws is the caller's fault, not the container's. */
+  private relay(stream: 'stdout' | 'stderr', chunk: Buffer, text = this.text[stream].write(chunk)): void {
+    if (!text) return;
+    try {
+      this.job.onOutput?.(stream, text);
+    } catch (err) {
+      this.logger.warn('output sink failed', { execution_id: this.job.executionId, error: String(err) });
+    }
+  }
+
+  /** What a decoder still holds (a character cut at the cap, say) goes out as the outcome will read it. */
+  private relayRest(): void {
+    for (const stream of ['stdout', 'stderr'] as const) {
+      const rest = this.text[stream].end();
+      if (rest) this.relay(stream, Buffer.alloc(0), rest);
+    }
   }
 
   /** Frames from the container; the first violation stops the run and kills it. */

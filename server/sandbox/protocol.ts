@@ -163,6 +163,8 @@ export interface DecoderSinks {
   overCap(): void;
   /** The runner said it is done: the answer need not wait for the container to exit. */
   done(): void;
+  /** The part of an o or e frame kept within the output cap, as it arrives (for output as it happens). */
+  output?(stream: 'stdout' | 'stderr', chunk: Buffer): void;
 }
 
 /** Incremental decoder of the runner's stdout. `push` throws ProtocolViolation on bad input. */
@@ -212,9 +214,10 @@ export class FrameDecoder {
       const stream = this.out[kind];
       const room = this.caps.outputBytes - stream.bytes;
       if (room > 0) {
-        const kept = payload.subarray(0, room);
-        stream.chunks.push(Buffer.from(kept));
+        const kept = Buffer.from(payload.subarray(0, room));
+        stream.chunks.push(kept);
         stream.bytes += kept.length;
+        this.sinks.output?.(kind === 'o' ? 'stdout' : 'stderr', kept);
       }
       if (payload.length > room) {
         this.truncated = true;

@@ -95,12 +95,20 @@ export interface SandboxJob {
   limits: SandboxLimits;
   /** Aborted when nobody waits for the answer any more (the client went away): the run is stopped. */
   signal?: AbortSignal;
+  /** Receives the code's output while it runs (see OutputSink). */
+  onOutput?: OutputSink;
 }
 
 export interface Scratch {
   mb: number;
   inodes: number;
 }
+
+/**
+ * Called with each piece of a run's stdout or stderr as its frame arrives, within the output caps
+ * (so the pieces of a stream add up to the outcome's), decoded as UTF-8 with no character split.
+ */
+export type OutputSink = (stream: 'stdout' | 'stderr', text: string) => void;
 
 /** Everything that came out of one container, already capped and validated. */
 export interface SandboxOutcome {

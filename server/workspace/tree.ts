@@ -9,6 +9,11 @@ export interface WorkspaceCaps {
   maxEntries: number;
 }
 
+/** The workspace caps of a tenant's limits: workspace_mb and SANDBOX_MAX_FILES. */
+export function workspaceCaps(limits: { workspaceMb: number; maxFiles: number }): WorkspaceCaps {
+  return { maxBytes: limits.workspaceMb * MIB, maxEntries: limits.maxFiles };
+}
+
 export interface Usage {
   /** Files and directories together. */
   entries: number;

@@ -14,9 +14,12 @@ export interface MergeChanges {
 }
 
 interface Listing {
-  files: { path: string; size: number }[];
+  files: { path: string; size: number; modified: Date }[];
   dirs: string[];
 }
+
+/** How a save went: whether it replaced a file, or which cap it would have passed (then nothing changed). */
+export type Saved = { replaced: boolean; over: null } | { replaced?: undefined; over: string };
 
 /** What is at a workspace path: nothing, a file, a directory, something else; or a parent that is no directory. */
 type Probe = { stat: Stats | null; blockedBy?: undefined } | { stat: null; blockedBy: string };
@@ -113,12 +116,27 @@ export class Workspace {
           listing.dirs.push(child);
           await walk(child);
         } else if (entry.isFile()) {
-          listing.files.push({ path: child, size: (await fs.lstat(path.join(this.root, child))).size });
+          const stat = await fs.lstat(path.join(this.root, child));
+          listing.files.push({ path: child, size: stat.size, modified: stat.mtime });
         }
       }
     };
     await walk('');
     return listing;
+  }
+
+  /** The regular files, in every directory, sorted by path (listed under the lock, like a run's snapshot). */
+  async files(): Promise<Listing['files']> {
+    const { files } = await this.exclusive(() => this.list());
+    return files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  }
+
+  /**
+   * The regular file at `rel`, opened under the lock (null when there is none): what is read is
+   * that file as it was then, whatever a merge puts in its place meanwhile.
+   */
+  read(rel: string): Promise<OpenedFile | null> {
+    return this.exclusive(async () => ((await this.probe(rel)).stat?.isFile() ? this.openFile(rel) : null));
   }
 
   /** A fresh staging area for files on their way in (a run's changes, a save). */
@@ -135,18 +153,22 @@ export class Workspace {
     return this.exclusive(() => this.mergeNow(staged, changes, caps));
   }
 
-  /** Saves a client's file (save-and-execute): 409 if it exists and overwrite is false, 400 past the caps. */
-  async save(rel: string, data: Buffer, overwrite: boolean, caps: WorkspaceCaps): Promise<void> {
+  /**
+   * Saves a client's file (save-and-execute, PUT /files/{path}) from its chunks: staged on disk
+   * first, so the workspace changes only once all of it is there. 409 if a part of its path is a
+   * file, if a directory is there, or if a file is there and `overwrite` is false.
+   */
+  async save(rel: string, chunks: AsyncIterable<Buffer> | Iterable<Buffer>, overwrite: boolean, caps: WorkspaceCaps): Promise<Saved> {
     const staged = await this.stage();
     try {
-      await staged.file(rel, [data]);
-      await this.exclusive(async () => {
+      await staged.file(rel, chunks);
+      return await this.exclusive(async (): Promise<Saved> => {
         const { stat, blockedBy } = await this.probe(rel);
         if (blockedBy) throw conflict(`${blockedBy} is not a directory`);
         if (stat && !stat.isFile()) throw conflict(`${rel} exists and is not a regular file`);
         if (stat && !overwrite) throw conflict(`File ${rel} already exists and overwrite is false`);
         const over = await this.mergeNow(staged, { dirs: [], deleted: [] }, caps);
-        if (over) throw badRequest(`Workspace is full: with ${rel} it would hold ${over}`);
+        return over ? { over } : { replaced: stat !== null, over: null };
       });
     } finally {
       await staged.discard();

@@ -8,11 +8,12 @@ export interface RawAnswer {
 
 /**
  * One request with exactly the headers given, Host included (fetch always sends the URL's own
- * Host), as a browser after DNS rebinding or a web page would send it.
+ * Host), as a browser after DNS rebinding or a web page would send it; `path`, when given, is sent
+ * as it is (a URL would lose its `..`).
  */
 export function rawRequest(
   url: string,
-  { method = 'GET', headers = {}, body, socketPath }: { method?: string; headers?: Record<string, string>; body?: string; socketPath?: string } = {},
+  { method = 'GET', headers = {}, body, socketPath, path }: { method?: string; headers?: Record<string, string>; body?: string; socketPath?: string; path?: string } = {},
 ): Promise<RawAnswer> {
   const target = new URL(url);
   return new Promise((resolve, reject) => {
@@ -20,7 +21,7 @@ export function rawRequest(
       {
         ...(socketPath ? { socketPath } : { host: target.hostname, port: target.port }),
         method,
-        path: target.pathname + target.search,
+        path: path ?? target.pathname + target.search,
         headers: { ...(body === undefined ? {} : { 'content-length': String(Buffer.byteLength(body)) }), ...headers },
         agent: false,
       },

@@ -87,6 +87,45 @@ function toolSuite(name: string, connect: () => Promise<Client>, cleanup: () => 
       assert.match(text(file), /^Invalid file_name "x\\udc00\.py": it contains a lone UTF-16 surrogate/);
     });
 
+    it('a call with a progressToken hears the output as it comes: the messages add up to it, progress counts its bytes', async () => {
+      const heard: { progress: number; message?: string }[] = [];
+      const order: string[] = [];
+      const result = (await client.callTool(
+        { name: 'run_python_code', arguments: { code: 'import time\nprint("tick", flush=True)\ntime.sleep(1)\nprint("tock")' } },
+        undefined,
+        { onprogress: (p) => (heard.push(p), order.push('progress')) },
+      )) as CallToolResult;
+      order.push('result');
+      assert.equal(text(result), 'tick\ntock');
+      assert.equal(heard.map((p) => p.message).join(''), 'tick\ntock\n');
+      assert.deepEqual(heard.map((p) => p.progress), [5, 10]);
+      assert.deepEqual(order, ['progress', 'progress', 'result']);
+    });
+
+    it('the workspace files are resources: list, then read as text or as a blob, exact', async () => {
+      const made = await call('run_python_code', {
+        code: 'import os\nos.makedirs("res", exist_ok=True)\nopen("res/note.txt", "w").write("héllo\\n")\nopen("res/data.bin", "wb").write(bytes(range(256)))',
+      });
+      assert.equal(made.isError, false, text(made));
+      const { resources } = await client.listResources();
+      const ours = resources.filter((r) => r.uri.startsWith('file:///workspace/res/'));
+      assert.deepEqual(ours, [
+        { uri: 'file:///workspace/res/data.bin', name: 'res/data.bin', mimeType: 'application/octet-stream', size: 256, title: 'Workspace files', description: ours[0]?.description },
+        { uri: 'file:///workspace/res/note.txt', name: 'res/note.txt', mimeType: 'text/plain', size: 7, title: 'Workspace files', description: ours[1]?.description },
+      ]);
+      const note = await client.readResource({ uri: 'file:///workspace/res/note.txt' });
+      assert.deepEqual(note.contents, [{ uri: 'file:///workspace/res/note.txt', mimeType: 'text/plain', text: 'héllo\n' }]);
+      const data = await client.readResource({ uri: 'file:///workspace/res/data.bin' });
+      assert.deepEqual(data.contents, [
+        { uri: 'file:///workspace/res/data.bin', mimeType: 'application/octet-stream', blob: Buffer.from(Array.from({ length: 256 }, (_, i) => i)).toString('base64') },
+      ]);
+      await assert.rejects(client.readResource({ uri: 'file:///workspace/res/nope.txt' }), (err: { code: number; message: string }) =>
+        err.code === -32002 && /File not found: res\/nope\.txt/.test(err.message));
+      await assert.rejects(client.readResource({ uri: 'file:///workspace/res%2F..%2F..%2Fetc%2Fpasswd' }), (err: { code: number; message: string }) =>
+        err.code === -32602 && /Invalid path "res\/\.\.\/\.\.\/etc\/passwd"/.test(err.message));
+      await assert.rejects(client.readResource({ uri: 'file:///workspace/../etc/passwd' }), (err: { code: number }) => err.code === -32602);
+    });
+
     it('pip_install_package refuses what is not one requirement', async () => {
       const result = await call('pip_install_package', { package_name: '-r requirements.txt' });
       assert.equal(result.isError, true);
@@ -256,6 +295,28 @@ describe('API keys: REST and /mcp', () => {
     assert.equal(((await seen.json()) as Record<string, unknown>).result, '[]');
   });
 
+  it("a tenant's resources are its own workspace's: another's files are neither listed nor read", async () => {
+    const connect = async (key: string) => {
+      const client = new Client({ name: 'test', version: '1.0.0' });
+      await client.connect(new StreamableHTTPClientTransport(new URL(`${server.url}/mcp`), { requestInit: { headers: { Authorization: `Bearer ${key}` } } }));
+      return client;
+    };
+    const one = await connect('key-one-secret');
+    const two = await connect('key-two-secret');
+    try {
+      await request('/save-and-execute', 'key-one-secret', { file_name: 'only-one.py', code: 'x = 1' });
+      assert.ok((await one.listResources()).resources.some((r) => r.uri === 'file:///workspace/only-one.py'));
+      assert.ok(!(await two.listResources()).resources.some((r) => r.uri === 'file:///workspace/only-one.py'));
+      await assert.rejects(two.readResource({ uri: 'file:///workspace/only-one.py' }), (err: { code: number }) => err.code === -32002);
+      assert.deepEqual((await one.readResource({ uri: 'file:///workspace/only-one.py' })).contents, [
+        { uri: 'file:///workspace/only-one.py', mimeType: 'application/octet-stream', text: 'x = 1' },
+      ]);
+    } finally {
+      await one.close();
+      await two.close();
+    }
+  });
+
   it('/mcp refuses a client without a key and serves one with a key', async () => {
     const anonymous = new Client({ name: 'test', version: '1.0.0' });
     await assert.rejects(anonymous.connect(new StreamableHTTPClientTransport(new URL(`${server.url}/mcp`))), /401|Unauthorized|Missing API key/i);
@@ -266,5 +327,32 @@ describe('API keys: REST and /mcp', () => {
     const result = (await keyed.callTool({ name: 'run_python_file', arguments: { file_name: 'mine.py', variable_to_return: 'x' } })) as CallToolResult;
     assert.equal(text(result), 'one');
     await keyed.close();
+  });
+});
+
+describe('MCP resources within MCP_RESOURCE_MAX_BYTES', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startServer({ MCP_RESOURCE_MAX_BYTES: '1024' });
+  });
+  after(async () => {
+    await server.close();
+  });
+
+  it('a file over it is listed but not read, and the refusal names the way to download it', async () => {
+    assert.equal((await fetch(`${server.url}/files/big.txt`, { method: 'PUT', body: 'x'.repeat(1025) })).status, 201);
+    assert.equal((await fetch(`${server.url}/files/small.txt`, { method: 'PUT', body: 'x'.repeat(1024) })).status, 201);
+    const client = new Client({ name: 'test', version: '1.0.0' });
+    await client.connect(new StreamableHTTPClientTransport(new URL(`${server.url}/mcp`)));
+    try {
+      assert.deepEqual((await client.listResources()).resources.map((r) => [r.name, r.size]), [['big.txt', 1025], ['small.txt', 1024]]);
+      await assert.rejects(client.readResource({ uri: 'file:///workspace/big.txt' }), (err: { code: number; message: string }) =>
+        err.code === -32602 && err.message.endsWith('big.txt is 1025 bytes, over MCP_RESOURCE_MAX_BYTES (1024): download it with GET /files/big.txt'));
+      assert.deepEqual((await client.readResource({ uri: 'file:///workspace/small.txt' })).contents, [
+        { uri: 'file:///workspace/small.txt', mimeType: 'text/plain', text: 'x'.repeat(1024) },
+      ]);
+    } finally {
+      await client.close();
+    }
   });
 });

@@ -57,6 +57,19 @@ describe('FrameDecoder', () => {
     assert.equal(events.overCap, 1);
   });
 
+  it('hands each o and e frame, as kept within the cap, to the output sink as it arrives', () => {
+    const seen: [string, string][] = [];
+    const d = new FrameDecoder(
+      { outputBytes: 10, filesBytes: 1000, reportBytes: 2000 },
+      { files: () => undefined, overCap: () => undefined, done: () => undefined, output: (stream, chunk) => seen.push([stream, chunk.toString()]) },
+    );
+    d.push(frame('o', 'x'.repeat(8)));
+    assert.deepEqual(seen, [['stdout', 'xxxxxxxx']]); // before any other frame: as it arrives
+    d.push(Buffer.concat([frame('e', 'warn'), frame('o', 'y'.repeat(8)), frame('o', 'z'), frame('f', 'TAR')]));
+    assert.deepEqual(seen, [['stdout', 'xxxxxxxx'], ['stderr', 'warn'], ['stdout', 'yy']]);
+    assert.equal(seen.filter(([s]) => s === 'stdout').map(([, t]) => t).join(''), d.stdout());
+  });
+
   it('no report is null, not an error', () => {
     const { d } = decoder();
     d.push(frame('o', 'partial'));

@@ -117,6 +117,38 @@ describe('sandbox driver on the recording fake', () => {
     assert.match(toEnvelope('e1', outcome, limits).error ?? '', /^Output limit exceeded/);
   });
 
+  it("the job's output sink hears each piece in order, characters whole across frames, within the caps", async () => {
+    const euro = Buffer.from('€'); // three bytes, split between two frames
+    const { sandbox } = driver(() => ({
+      stdout: [
+        frame('o', Buffer.concat([Buffer.from('a'), euro.subarray(0, 1)])),
+        frame('e', 'oops\n'),
+        frame('o', Buffer.concat([euro.subarray(1), Buffer.from('\n')])),
+        frame('o', Buffer.concat([Buffer.from('x'.repeat(1018)), euro])), // the cap (1024) cuts the € in two
+      ],
+      then: 'hang',
+    }));
+    const heard: [string, string][] = [];
+    const outcome = await sandbox.run(job({ onOutput: (stream, text) => heard.push([stream, text]) }));
+    await sandbox.shutdown(false);
+    assert.deepEqual(heard.slice(0, 3), [['stdout', 'a'], ['stderr', 'oops\n'], ['stdout', '€\n']]);
+    assert.equal(heard.filter(([s]) => s === 'stdout').map(([, t]) => t).join(''), outcome.stdout); // the cut € included, as U+FFFD
+    assert.ok(outcome.stdout.endsWith('x\uFFFD'));
+    assert.equal(outcome.truncated, true);
+  });
+
+  it('an output sink that throws is logged, and the run goes on as if it had none', async () => {
+    const { sandbox, logger } = driver(() => ({ stdout: [frame('o', 'hi\n'), ...reportFrames()], then: 'hang' }));
+    const warned: string[] = [];
+    logger.warn = ((message: string) => (warned.push(message), logger)) as Logger['warn'];
+    const outcome = await sandbox.run(job({ onOutput: () => { throw new Error('sink broke'); } }));
+    await sandbox.shutdown(false);
+    assert.equal(outcome.violation, null);
+    assert.equal(outcome.stdout, 'hi\n');
+    assert.equal(outcome.report?.status, 'ok');
+    assert.deepEqual(warned, ['output sink failed']);
+  });
+
   it('a forged frame kind is a protocol violation: killed, output discarded', async () => {
     const { engine, sandbox } = driver(() => ({ stdout: [frame('o', 'fine\n'), frame('X', 'forged')], then: 'hang' }));
     const outcome = await sandbox.run(job());

@@ -126,21 +126,42 @@ describe('Workspace merges: under a lock, within the caps, all or nothing', () =
 });
 
 describe('Workspace saves, deletions and snapshots', () => {
-  it('save() counts the directories it makes', async () => {
-    const { ws, staging } = await workspace();
+  it('save() counts the directories it makes, and says whether it replaced a file', async () => {
+    const { ws, root, staging } = await workspace();
     const caps = { maxBytes: 1 << 20, maxEntries: 3 };
-    await ws.save('a/b/c.py', Buffer.from('x'), true, caps);
-    await assert.rejects(ws.save('a/d.py', Buffer.from('x'), true, caps), (err: ServiceError) =>
-      err.status === 400 && err.message === 'Workspace is full: with a/d.py it would hold 4 files and directories, over SANDBOX_MAX_FILES (3)');
-    await ws.save('a/b/c.py', Buffer.from('overwritten'), true, caps); // a replacement adds nothing
+    assert.deepEqual(await ws.save('a/b/c.py', [Buffer.from('x')], true, caps), { replaced: false, over: null });
+    assert.deepEqual(await ws.save('a/d.py', [Buffer.from('x')], true, caps), { over: '4 files and directories, over SANDBOX_MAX_FILES (3)' });
+    assert.equal(existsSync(path.join(root, 'a/d.py')), false);
+    // A replacement adds nothing; its chunks may come one by one, as an upload's do.
+    const chunks = async function* () {
+      yield Buffer.from('over');
+      yield Buffer.from('written');
+    };
+    assert.deepEqual(await ws.save('a/b/c.py', chunks(), true, caps), { replaced: true, over: null });
+    assert.equal(readFileSync(path.join(root, 'a/b/c.py'), 'utf8'), 'overwritten');
     assert.deepEqual(readdirSync(staging), []);
+  });
+
+  it('files() lists the regular files in every directory, sorted, with size and time; read() opens one', async () => {
+    const { ws } = await workspace({ 'b.txt': '22', 'a/z.py': '1', 'a/b/c': '333' });
+    const files = await ws.files();
+    assert.deepEqual(files.map((f) => [f.path, f.size]), [['a/b/c', 3], ['a/z.py', 1], ['b.txt', 2]]);
+    assert.ok(files.every((f) => f.modified instanceof Date && Math.abs(Date.now() - f.modified.getTime()) < 60_000));
+    const opened = await ws.read('a/b/c');
+    assert.ok(opened);
+    const chunks: Buffer[] = [];
+    for await (const chunk of opened.chunks) chunks.push(chunk);
+    await opened.close();
+    assert.equal(Buffer.concat(chunks).toString(), '333');
+    assert.equal(await ws.read('a/b'), null); // a directory
+    assert.equal(await ws.read('nope'), null);
   });
 
   it('save() keeps its 409s, and leaves no staged file on any failure', async () => {
     const { ws, staging } = await workspace({ 'f.py': 'x', 'lib/in.py': 'y' });
-    await assert.rejects(ws.save('f.py', Buffer.from('z'), false, roomy), (err: ServiceError) => err.status === 409);
-    await assert.rejects(ws.save('lib', Buffer.from('z'), true, roomy), (err: ServiceError) => err.status === 409);
-    await assert.rejects(ws.save('f.py/x.py', Buffer.from('z'), true, roomy), /f\.py is not a directory/);
+    await assert.rejects(ws.save('f.py', [Buffer.from('z')], false, roomy), (err: ServiceError) => err.status === 409);
+    await assert.rejects(ws.save('lib', [Buffer.from('z')], true, roomy), (err: ServiceError) => err.status === 409);
+    await assert.rejects(ws.save('f.py/x.py', [Buffer.from('z')], true, roomy), /f\.py is not a directory/);
     assert.deepEqual(readdirSync(staging), []);
   });
 
