@@ -1,11 +1,13 @@
 /**
  * The benchmark harness: `npm run bench` (full run, writes docs/benchmarks.md), `-- --quick`
  * (tiny counts: checks the harness works, asserts nothing about time, writes nothing),
+ * `-- --data-science` (only the pandas + matplotlib rows, full counts, writes nothing),
  * `-- --workspaces` (the baseline and the workspace rows only, full counts, writes nothing) and
  * `-- --soak` (2000 mixed requests at concurrency 16, checks failures, leftovers and RSS growth).
  *
  * Every figure is printed as a ratio to the baseline measured in the same run on the same machine:
- * `docker run --rm` of the sandbox image with the same caps running `print(1)`.
+ * `docker run --rm` of the sandbox image with the same caps running `print(1)` (or, for the data
+ * science rows, the same pandas + matplotlib code).
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -15,14 +17,15 @@ import { promisify } from 'node:util';
 import autocannon from 'autocannon';
 import { loadConfig } from '../server/config.js';
 import { projectRoot } from '../server/project.js';
+import { DEPLOYMENT_FILE, DEPLOYMENT_LABEL } from '../server/packages/volume.js';
 
 const run = promisify(execFile);
 const args = new Set(process.argv.slice(2));
-const mode = args.has('--soak') ? 'soak' : args.has('--quick') ? 'quick' : args.has('--workspaces') ? 'workspaces' : 'full';
+const mode = args.has('--soak') ? 'soak' : args.has('--quick') ? 'quick' : args.has('--data-science') ? 'data-science' : args.has('--workspaces') ? 'workspaces' : 'full';
 const config = loadConfig({ ...process.env, BASE_DIR: os.tmpdir() });
 const counts = mode === 'quick'
-  ? { sequential: 3, parallelRuns: 8, perConnection: 1, numpy: 2, pairs: 2, workspaceMb: 8, workspaceRounds: 1 }
-  : { sequential: 40, parallelRuns: 48, perConnection: 6, numpy: 10, pairs: 10, workspaceMb: 100, workspaceRounds: 5 };
+  ? { sequential: 3, parallelRuns: 8, perConnection: 1, numpy: 2, pairs: 2, dataScience: 2, workspaceMb: 8, workspaceRounds: 1 }
+  : { sequential: 40, parallelRuns: 48, perConnection: 6, numpy: 10, pairs: 10, dataScience: 12, workspaceMb: 100, workspaceRounds: 5 };
 
 // ---------- statistics ----------
 const quantile = (values: number[], q: number) => {
@@ -48,9 +51,10 @@ const dockerRun = (code: string) => [
   '--label', 'run-python-code.bench=1', '--entrypoint', 'python3', config.sandboxImage, '-c', code,
 ];
 
-async function timeDockerRun(): Promise<number> {
+/** One `docker run` of `code`, which must print 1. */
+async function timeDockerRun(code = 'print(1)'): Promise<number> {
   const start = performance.now();
-  const { stdout } = await run('docker', dockerRun('print(1)'));
+  const { stdout } = await run('docker', dockerRun(code));
   if (stdout.trim() !== '1') throw new Error(`docker run printed ${stdout}`);
   return performance.now() - start;
 }
@@ -72,10 +76,13 @@ async function baselineParallel(parallelism: number, total: number): Promise<Sam
 
 // ---------- the server under test, as its own process ----------
 interface Server { url: string; child: ChildProcess; instance: string; baseDir: string }
+let serversStarted = 0;
+const BENCH_VOLUME_PREFIX = 'rpc-bench-';
 
 async function startServer(poolSize: number, dockerHost?: string, env: Record<string, string> = {}): Promise<Server> {
   const port = 21000 + Math.floor(Math.random() * 20000);
-  const instance = `bench-${process.pid}-${poolSize}${dockerHost ? '-proxy' : ''}${Object.keys(env).length ? '-env' : ''}`;
+  // Each server an instance of its own: a server removes its instance's containers as it starts.
+  const instance = `bench-${process.pid}-${++serversStarted}-${poolSize}${dockerHost ? '-proxy' : ''}`;
   const baseDir = mkdtempSync(path.join(os.tmpdir(), 'rpc-bench-'));
   const child = spawn(process.execPath, [path.join(projectRoot, 'dist/server/index.js')], {
     env: {
@@ -86,7 +93,8 @@ async function startServer(poolSize: number, dockerHost?: string, env: Record<st
       POOL_SIZE: String(poolSize),
       INSTANCE_ID: instance,
       BASE_DIR: baseDir,
-      PACKAGES_VOLUME_PREFIX: `rpc-${instance}-`,
+      // The prefix the Docker proxy below admits; each server's volumes are told apart by their deployment label.
+      PACKAGES_VOLUME_PREFIX: BENCH_VOLUME_PREFIX,
       ...(dockerHost ? { DOCKER_HOST: dockerHost } : {}),
       ...env,
     },
@@ -107,7 +115,8 @@ async function stopServer(server: Server): Promise<number> {
   server.child.kill('SIGTERM');
   await new Promise((r) => server.child.once('exit', r));
   const { stdout } = await run('docker', ['ps', '-aq', '--filter', `label=run-python-code.instance=${server.instance}`]);
-  await run('sh', ['-c', `docker volume ls -q | grep '^rpc-${server.instance}-' | xargs -r docker volume rm`]);
+  const deployment = readFileSync(path.join(server.baseDir, DEPLOYMENT_FILE), 'utf8').trim();
+  await run('sh', ['-c', `docker volume ls -q --filter label=${DEPLOYMENT_LABEL}=${deployment} | xargs -r docker volume rm`]);
   rmSync(server.baseDir, { recursive: true, force: true });
   return stdout.trim() ? stdout.trim().split('\n').length : 0;
 }
@@ -116,7 +125,7 @@ async function stopServer(server: Server): Promise<number> {
 async function startProxy(): Promise<{ url: string; child: ChildProcess }> {
   const port = 21000 + Math.floor(Math.random() * 20000);
   const child = spawn(process.execPath, [path.join(projectRoot, 'dist/server/docker-proxy/main.js')], {
-    env: { ...process.env, DOCKER_PROXY_PORT: String(port), PACKAGES_VOLUME_PREFIX: 'rpc-bench-', LOG_LEVEL: 'warn' },
+    env: { ...process.env, DOCKER_PROXY_PORT: String(port), PACKAGES_VOLUME_PREFIX: BENCH_VOLUME_PREFIX, LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const url = `http://127.0.0.1:${port}`;
@@ -259,6 +268,114 @@ async function measureWorkspaces(rows: Row[], baseline: Sample): Promise<void> {
   if (left > 0) throw new Error(`${left} containers left after stopping the server (workspaces)`);
 }
 
+// ---------- data science: pandas and matplotlib, one figure saved ----------
+const DATA_SCIENCE = [
+  'import pandas as pd',
+  'import matplotlib.pyplot as plt',
+  'fig, ax = plt.subplots()',
+  'pd.Series([1, 3, 2]).plot(ax=ax)',
+  'fig.savefig("plot.png")',
+  'print(1)',
+].join('\n');
+// What the runner does before any code (prepare_matplotlib): the image's font cache, so that the
+// baseline does not rebuild it on every run.
+const MPL_CACHE = 'import shutil; shutil.copytree("/opt/run-python-code/mpl-cache", "/tmp/matplotlib")\n';
+
+async function metric(server: Server, name: string): Promise<number> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const match = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  return match ? Number(match[1]) : NaN;
+}
+
+/** Waits until the pool is full again and nothing is being made: a warm container waits, the machine is idle. */
+async function poolFull(server: Server): Promise<void> {
+  for (let i = 0; (await metric(server, 'rpc_pool_ready')) < config.poolSize; i++) {
+    if (i > 1200) throw new Error('the pool did not refill within 2 minutes');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * What a container's memory cgroup says it holds, as [usage, anon] in MiB, read on this host:
+ * cgroup v2 (memory.current, memory.stat anon) or v1 (memory.usage_in_bytes, memory.stat rss).
+ */
+async function containerMemoryMb(id: string): Promise<[number, number]> {
+  const { stdout } = await run('docker', ['inspect', '-f', '{{.State.Pid}}', id]);
+  const cgroups = readFileSync(`/proc/${stdout.trim()}/cgroup`, 'utf8').split('\n');
+  const v1 = cgroups.map((l) => /^\d+:(?:[^:]*,)?memory(?:,[^:]*)?:(.*)$/.exec(l)?.[1]).find((p) => p !== undefined);
+  const v2 = cgroups.map((l) => /^0::(.*)$/.exec(l)?.[1]).find((p) => p !== undefined);
+  const dir = v1 !== undefined ? `/sys/fs/cgroup/memory${v1}` : `/sys/fs/cgroup${v2}`;
+  const stat = Object.fromEntries(readFileSync(`${dir}/memory.stat`, 'utf8').trim().split('\n').map((l) => l.split(' ')));
+  const usage = Number(readFileSync(`${dir}/${v1 !== undefined ? 'memory.usage_in_bytes' : 'memory.current'}`, 'utf8'));
+  const anon = Number(v1 !== undefined ? stat.rss : stat.anon);
+  return [usage / 2 ** 20, anon / 2 ** 20];
+}
+
+async function warmMemory(server: Server): Promise<string> {
+  const { stdout } = await run('docker', ['ps', '-q', '--no-trunc', '--filter', `label=run-python-code.instance=${server.instance}`]);
+  const ids = stdout.trim().split('\n').filter(Boolean);
+  try {
+    const each = await Promise.all(ids.map(containerMemoryMb));
+    const mean = (i: 0 | 1) => each.reduce((n, m) => n + m[i], 0) / each.length;
+    return `${mean(0).toFixed(0)} MiB (anon ${mean(1).toFixed(0)} MiB), mean of ${each.length}`;
+  } catch (err) {
+    return `n/a (${(err as Error).message.split('\n')[0]}: the cgroup is not readable from here)`;
+  }
+}
+
+async function executeDataScience(server: Server): Promise<number> {
+  const start = performance.now();
+  const res = await fetch(`${server.url}/execute`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code: DATA_SCIENCE }) });
+  const answer = (await res.json()) as { result?: string; outputs?: { source: string }[]; error?: string };
+  if (answer.result !== '1' || answer.outputs?.length !== 1) throw new Error(`the data science run answered ${JSON.stringify(answer).slice(0, 300)}`);
+  return performance.now() - start;
+}
+
+/**
+ * The issue's target: an execution that imports pandas and matplotlib and saves one figure, pool
+ * on, against `docker run` of the same code; with preloading off (as before) and on. The three are
+ * interleaved, one of each in turn, so that a shared machine's load weighs on them alike; each
+ * server's request waits until its pool is full again (a warm container waiting). Then each
+ * server back to back (when the pool cannot keep up), and the memory a warm container holds.
+ */
+async function measureDataScience(rows: Row[]): Promise<void> {
+  const variants = [['preload off (as before)', ''], ['preload on', config.preloadModules.join(',')]] as const;
+  const servers: Server[] = [];
+  let failure: unknown = null;
+  try {
+    for (const [, preload] of variants) servers.push(await startServer(config.poolSize, undefined, { PRELOAD_MODULES: preload }));
+    await timeDockerRun(MPL_CACHE + DATA_SCIENCE);
+    const memory = await Promise.all(servers.map(async (server) => (await poolFull(server), warmMemory(server))));
+    const times: number[][] = [[], [], []];
+    for (let i = 0; i < counts.dataScience; i++) {
+      times[0]!.push(await timeDockerRun(MPL_CACHE + DATA_SCIENCE));
+      for (const [at, server] of servers.entries()) {
+        await poolFull(server);
+        times[at + 1]!.push(await executeDataScience(server));
+      }
+    }
+    const base = summarize(times[0]!);
+    rows.push(latencyRow('baseline: docker run --rm, the same caps: pandas + matplotlib, one figure saved', base, base));
+    for (const [at, [label]] of variants.entries()) {
+      rows.push(latencyRow(`/execute pandas + matplotlib + one figure, pool on, ${label}, a warm container waiting`, summarize(times[at + 1]!), base));
+    }
+    for (const [at, [label]] of variants.entries()) {
+      await poolFull(servers[at]!);
+      const burst = await load(servers[at]!, '/execute', { connections: 1, amount: counts.dataScience, bodies: [JSON.stringify({ code: DATA_SCIENCE })] });
+      if (burst.failed > 0) throw new Error(`${burst.failed} failed data science requests`);
+      rows.push(latencyRow(`/execute pandas + matplotlib + one figure, pool on, ${label}, back to back`, burst, base));
+    }
+    for (const [at, [label]] of variants.entries()) {
+      rows.push({ what: `memory of a warm container (its cgroup), ${label}`, value: memory[at]!, ratio: '' });
+    }
+  } catch (err) {
+    failure = err;
+  }
+  const left = await Promise.all(servers.map(stopServer));
+  if (failure) throw failure;
+  if (left.some((n) => n > 0)) throw new Error(`${left.join(' + ')} containers left after stopping the data science servers`);
+}
+
 // ---------- the table ----------
 interface Row { what: string; value: string; ratio: string }
 const ms = (v: number) => `${v.toFixed(0)}`;
@@ -275,27 +392,41 @@ const throughputRow = (what: string, s: Sample, base: Sample): Row => ({
 const table = (rows: Row[]) =>
   ['| what | measured | ratio to baseline |', '|---|---|---|', ...rows.map((r) => `| ${r.what} | ${r.value} | ${r.ratio} |`)].join('\n');
 
-async function benchmark(): Promise<void> {
-  const started = new Date();
+/** The print(1) baseline: `docker run --rm` sequential, and at parallelism 8. */
+async function print1Baseline(rows: Row[]): Promise<[Sample, Sample]> {
   await timeDockerRun(); // warm the image's page cache
   const seq: number[] = [];
   for (let i = 0; i < counts.sequential; i++) seq.push(await timeDockerRun());
   const baseline = summarize(seq);
-  const rows: Row[] = [latencyRow("baseline: docker run --rm <image> python3 -c 'print(1)', sequential", baseline, baseline)];
-  if (mode !== 'workspaces') {
-    const parallel8 = await baselineParallel(8, counts.parallelRuns);
-    rows.push(throughputRow('baseline: docker run --rm, parallelism 8', parallel8, parallel8));
-    await measureServer(0, rows, baseline, parallel8);
-    await measureServer(config.poolSize, rows, baseline, parallel8);
+  const parallel8 = await baselineParallel(8, counts.parallelRuns);
+  rows.push(
+    latencyRow("baseline: docker run --rm <image> python3 -c 'print(1)', sequential", baseline, baseline),
+    throughputRow('baseline: docker run --rm, parallelism 8', parallel8, parallel8),
+  );
+  return [baseline, parallel8];
+}
+
+async function benchmark(): Promise<void> {
+  const started = new Date();
+  const rows: Row[] = [];
+  // `--data-science`: only the rows of the pandas + matplotlib path, for tuning preloading;
+  // `--workspaces`: only the print(1) baseline and the workspace rows.
+  const baselines = mode === 'data-science' ? null : await print1Baseline(rows);
+  if (baselines && mode !== 'workspaces') {
+    await measureServer(0, rows, ...baselines);
+    await measureServer(config.poolSize, rows, ...baselines);
+  }
+  if (mode !== 'workspaces') await measureDataScience(rows);
+  if (baselines && mode !== 'workspaces') {
     // What docker-compose's proxy costs: the pool-off rows again, with every Docker call through it.
     const proxy = await startProxy();
     try {
-      await measureServer(0, rows, baseline, parallel8, proxy.url.replace('http:', 'tcp:'));
+      await measureServer(0, rows, ...baselines, proxy.url.replace('http:', 'tcp:'));
     } finally {
       proxy.child.kill('SIGTERM');
     }
   }
-  await measureWorkspaces(rows, baseline);
+  if (baselines) await measureWorkspaces(rows, baselines[0]);
   const { stdout: dockerVersion } = await run('docker', ['version', '--format', '{{.Server.Version}}']);
   const machine = `${os.availableParallelism()} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Docker ${dockerVersion.trim()}, Node ${process.version}, ${os.release()}`;
   const text = table(rows);
@@ -313,6 +444,9 @@ async function benchmark(): Promise<void> {
         'of the sandbox image with the same caps running `print(1)`: latencies against its sequential',
         'p50/p95/p99, throughput against its throughput at parallelism 8. Sequential rows use',
         `${counts.sequential} requests; each concurrency row ${counts.perConnection} requests per connection.`,
+        'The data science rows (pandas and matplotlib imported, one figure saved) have a baseline of',
+        `their own, \`docker run\` of that code, and ${counts.dataScience} requests each: "a warm container`,
+        'waiting" waits before each request until the pool is full again; "back to back" does not.',
         '',
         text,
         '',

@@ -6,10 +6,13 @@ Protocol (its version is the image's RUNNER_PROTOCOL, declared in sandbox-image/
   out (stdout): frames of [kind: 1 byte][length: 4 bytes big-endian][payload], payload <= 64 KiB:
                 b'o' user stdout, b'e' user stderr, b'f' a chunk of the tar of changed workspace
                 files, b'r' the final JSON report, then b'z' (empty): done, nothing follows.
+                A container asked to preload (RUNNER_PRELOAD) first imports those modules and then
+                sends b'w' (empty): ready, send the job.
 The user's code runs in a forked child whose stdout/stderr are pipes to this process, so nothing
 it prints can be mistaken for a frame. This process stays PID 1 (the kernel ignores SIGKILL sent
 to a namespace's init from inside it) and is made non-dumpable, so user code (same uid) cannot
-open its file descriptors through /proc. Stdlib only: the image may have nothing else.
+open its file descriptors through /proc. Stdlib only at import: the image may have nothing else
+(numpy, pandas and matplotlib are only ever preloaded, and only when they are there).
 """
 
 import json
@@ -24,6 +27,7 @@ import time
 
 # Taken out of the environment so that the user's code never sees it.
 PROTOCOL = int(os.environ.pop("RUNNER_PROTOCOL", "0"))
+PRELOAD = [name for name in os.environ.pop("RUNNER_PRELOAD", "").split(",") if name]
 WORKSPACE = "/workspace"
 WHEELHOUSE = "/wheelhouse"
 PACKAGES = "/opt/packages"  # the tenant's packages volume: read-only for code, writable for installs
@@ -36,6 +40,16 @@ MPL_CACHE_SRC = "/opt/run-python-code/mpl-cache"
 # Names the server keeps, in bytes of UTF-8 (server/relative-path.ts declares the same two numbers).
 MAX_PATH_BYTES = 1024
 MAX_SEGMENT_BYTES = 255
+# matplotlib's backend for the user's code (provided by RunnerModules): Agg, with figures as outputs.
+INLINE_BACKEND = "run_python_code_inline"
+# The forms an output may take, richest first (an object's text/plain comes last); images are base64.
+MIMES = ("image/png", "image/svg+xml", "text/html", "text/markdown", "application/json", "text/plain")
+IMAGE_MIMES = ("image/png", "image/svg+xml")
+REPR_METHODS = (("image/png", "_repr_png_"), ("image/svg+xml", "_repr_svg_"), ("text/html", "_repr_html_"),
+                ("text/markdown", "_repr_markdown_"), ("application/json", "_repr_json_"))
+SOURCES = ("figure", "display", "value")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+OUTPUTS = None  # the job's Outputs, in the user's process (figures reach it through the backend)
 
 
 class Channel:
@@ -288,25 +302,427 @@ def user_traceback(exc):
     return summary + place, "".join(lines)
 
 
+def split_last_expression(source, filename):
+    """The code as a notebook cell runs: everything but a last expression ('exec'), then that
+    expression ('eval', or None), compiled apart from one parse so that each runs once and
+    tracebacks keep the user's own line numbers."""
+    import ast
+
+    tree = compile(source, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = compile(ast.Expression(tree.body.pop().value), filename, "eval", dont_inherit=True)
+    return compile(tree, filename, "exec", dont_inherit=True), last
+
+
+def real_method(obj, name):
+    """obj's `name` method when it really has one: not a class's unbound one, and not an object that
+    answers every attribute (as IPython checks, with an attribute nobody defines)."""
+    if isinstance(obj, type):
+        return None
+    try:
+        if hasattr(obj, "_run_python_code_canary_that_does_not_exist_"):
+            return None
+        method = getattr(obj, name, None)
+    except Exception:
+        return None
+    return method if callable(method) else None
+
+
+def encode_form(mime, value):
+    """One form of an object as an output's data (base64 for images, text otherwise), or None."""
+    import base64
+    import binascii
+
+    if isinstance(value, tuple) and len(value) == 2:
+        value = value[0]  # (data, metadata), as IPython allows
+    if mime == "application/json":
+        if isinstance(value, str):
+            try:
+                json.loads(value)
+            except ValueError:
+                return None
+            return value
+        try:
+            return json.dumps(value, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):
+            return None
+    if mime in IMAGE_MIMES:
+        if isinstance(value, str) and mime == "image/svg+xml":
+            value = value.encode("utf-8", "backslashreplace")
+        if isinstance(value, str):  # already base64, as IPython takes a str _repr_png_
+            try:
+                value = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                return None
+        if not isinstance(value, (bytes, bytearray)) or (mime == "image/png" and not value.startswith(PNG_MAGIC)):
+            return None
+        return base64.b64encode(value).decode("ascii")
+    return value if isinstance(value, str) else None
+
+
+def mime_bundle(obj, plain=None):
+    """An object's forms as IPython shows them: its _repr_mimebundle_ and _repr_*_ methods, then
+    text/plain (its repr(), or `plain`), as [(mime, data)], richest first. A form that fails is left out."""
+    forms = {} if plain is None else {"text/plain": plain}
+    method = real_method(obj, "_repr_mimebundle_")
+    if method:
+        try:
+            bundle = method(include=None, exclude=None)
+        except Exception:
+            bundle = None
+        if isinstance(bundle, tuple) and len(bundle) == 2:
+            bundle = bundle[0]
+        if isinstance(bundle, dict):
+            for mime in MIMES:
+                if mime in bundle:
+                    data = encode_form(mime, bundle[mime])
+                    if data is not None:
+                        forms[mime] = data
+    for mime, name in REPR_METHODS:
+        method = None if mime in forms else real_method(obj, name)
+        if method:
+            try:
+                data = encode_form(mime, method())
+            except Exception:
+                data = None
+            if data is not None:
+                forms[mime] = data
+    if "text/plain" not in forms:
+        try:
+            forms["text/plain"] = repr(obj)
+        except Exception:
+            pass
+    return [(mime, forms[mime]) for mime in MIMES if mime in forms]
+
+
+def is_figure(obj):
+    figure = sys.modules.get("matplotlib.figure")
+    return figure is not None and isinstance(obj, figure.Figure)
+
+
+class Outputs:
+    """What the code shows, in the order it shows it, within the job's caps: figures, display()
+    calls, the last expression's rich forms. Past a cap nothing more is kept and `truncated` says so."""
+
+    def __init__(self, max_count, max_bytes):
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        self.items = []
+        self.bytes = 0
+        self.truncated = False
+        self.shown = {}  # id -> figure already an output (kept, so that its id is not reused)
+
+    def full(self):
+        if self.truncated or len(self.items) >= self.max_count:
+            self.truncated = True
+            return True
+        return False
+
+    def add(self, mime, data, source):
+        size = len(data.encode("utf-8", "backslashreplace"))
+        if self.full() or self.bytes + size > self.max_bytes:
+            self.truncated = True
+            return
+        self.items.append({"mime": mime, "data": data, "source": source})
+        self.bytes += size
+
+    def figure(self, fig, source):
+        """A matplotlib figure as one PNG, at its own size and dpi; an empty one shows nothing."""
+        import base64
+
+        if not fig.axes and not fig.lines:
+            return
+        if self.full():
+            return
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=fig.dpi)
+        self.shown[id(fig)] = fig
+        self.add("image/png", base64.b64encode(buf.getvalue()).decode("ascii"), source)
+
+    def show(self, obj, source, rich_only=False, plain=None):
+        """Every form of one object; with `rich_only`, nothing for an object that has only text/plain.
+        `plain`: its repr(), when that is already known."""
+        if is_figure(obj):
+            self.figure(obj, source)
+            return
+        if self.full():
+            return
+        forms = mime_bundle(obj, plain)
+        if rich_only and all(mime == "text/plain" for mime, _ in forms):
+            return
+        for mime, data in forms:
+            self.add(mime, data, source)
+
+    def display(self, *objs, raw=False, **_options):
+        """IPython's display(): each object's forms become outputs, now. `raw`: objects are
+        {mime: data} bundles already. Options IPython has for live documents are ignored."""
+        for obj in objs:
+            if raw and isinstance(obj, dict):
+                for mime in MIMES:
+                    data = encode_form(mime, obj[mime]) if mime in obj else None
+                    if data is not None:
+                        self.add(mime, data, "display")
+            else:
+                self.show(obj, "display")
+
+    def open_figures(self):
+        """Every figure still open (pyplot's), unless it is already an output and unchanged since."""
+        helpers = sys.modules.get("matplotlib._pylab_helpers")
+        if helpers is None:
+            return
+        for manager in helpers.Gcf.get_all_fig_managers():
+            fig = manager.canvas.figure
+            if self.shown.get(id(fig)) is fig and not fig.stale:
+                continue
+            self.figure(fig, "figure")
+
+    def report(self):
+        return {"outputs": self.items, "outputs_truncated": self.truncated}
+
+
+def clean_outputs(outputs, truncated, max_count, max_bytes):
+    """The user's process's outputs (hostile: it can write anything on its report pipe) as the
+    server takes them: known mimes and sources, text data, base64 images (a PNG is a PNG), in order
+    within the caps. Returns (outputs, truncated)."""
+    import base64
+    import binascii
+
+    kept = []
+    total = 0
+    truncated = truncated is True
+    for item in outputs if isinstance(outputs, list) else []:
+        if not isinstance(item, dict):
+            continue
+        mime, data, source = item.get("mime"), item.get("data"), item.get("source")
+        if mime not in MIMES or source not in SOURCES or not isinstance(data, str):
+            continue
+        if mime in IMAGE_MIMES:
+            try:
+                raw = base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            if mime == "image/png" and not raw.startswith(PNG_MAGIC):
+                continue
+        size = len(data.encode("utf-8", "backslashreplace"))
+        if len(kept) >= max_count or total + size > max_bytes:
+            truncated = True
+            break
+        kept.append({"mime": mime, "data": data, "source": source})
+        total += size
+    return kept, truncated
+
+
+def inline_backend(module):
+    """Fills matplotlib's backend for the user's code: Agg drawing, where pyplot.show() makes every
+    open figure an output and closes it (as Jupyter's inline backend does) and Figure.show() shows one."""
+    from matplotlib.backend_bases import FigureManagerBase
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    class Manager(FigureManagerBase):
+        def show(self):
+            if OUTPUTS is not None:
+                OUTPUTS.figure(self.canvas.figure, "figure")
+
+    class Canvas(FigureCanvasAgg):
+        manager_class = Manager
+
+    def show(*args, **kwargs):
+        from matplotlib import pyplot
+        from matplotlib._pylab_helpers import Gcf
+
+        if OUTPUTS is not None:
+            for manager in Gcf.get_all_fig_managers():
+                OUTPUTS.figure(manager.canvas.figure, "figure")
+        pyplot.close("all")
+
+    module.FigureCanvas = Canvas
+    module.FigureManager = Manager
+    module.show = show
+
+
+def display(*objs, **options):
+    """IPython's display() for the user's code (a builtin, as in IPython, and in IPython.display)."""
+    if OUTPUTS is not None:
+        OUTPUTS.display(*objs, **options)
+
+
+def ipython_display(module):
+    """What code written for IPython imports from IPython.display, when IPython is not installed:
+    display() and the wrappers that give data a form (HTML("<b>x</b>"), Image(filename="a.png"), ...)."""
+
+    def wrapper(name, method, binary=False):
+        def __init__(self, data=None, url=None, filename=None, **_options):
+            if filename is not None:
+                with open(filename, "rb" if binary else "r") as f:
+                    data = f.read()
+            self.data = data
+
+        return type(name, (), {"__init__": __init__, method: lambda self: self.data,
+                               "__repr__": lambda self: "<IPython.core.display.%s object>" % name})
+
+    module.display = display
+    module.HTML = wrapper("HTML", "_repr_html_")
+    module.Markdown = wrapper("Markdown", "_repr_markdown_")
+    module.SVG = wrapper("SVG", "_repr_svg_")
+    module.JSON = wrapper("JSON", "_repr_json_")
+    module.Image = wrapper("Image", "_repr_png_", binary=True)
+
+
+class AfterPyplot:
+    """matplotlib.pyplot's own loader, then the runner's backend, unless the code chose another
+    (Agg is the image's default, so the environment of the code's subprocesses stays as it was)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        try:
+            if str(module.rcParams["backend"]).lower() == "agg":
+                module.switch_backend("module://" + INLINE_BACKEND)
+        except Exception as exc:  # figures still open at the end are outputs all the same
+            sys.stderr.write("runner: the inline backend is not available: %s: %s\n" % (type(exc).__name__, exc))
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
+class RunnerModules:
+    """Modules with no file of their own, for the user's code: matplotlib's inline backend (and the
+    hook that turns it on when pyplot is imported) and, when IPython is not installed, `IPython`
+    and `IPython.display`."""
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        import importlib.machinery
+        import importlib.util
+
+        if name == "matplotlib.pyplot":
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            if spec is not None and spec.loader is not None:
+                spec.loader = AfterPyplot(spec.loader)
+            return spec
+        if name == INLINE_BACKEND or (name in ("IPython", "IPython.display")
+                                      and importlib.machinery.PathFinder.find_spec(name, path) is None):
+            return importlib.util.spec_from_loader(name, cls, is_package=name == "IPython")
+        return None
+
+    @staticmethod
+    def create_module(spec):
+        return None
+
+    @staticmethod
+    def exec_module(module):
+        if module.__name__ == INLINE_BACKEND:
+            inline_backend(module)
+        elif module.__name__ == "IPython.display":
+            ipython_display(module)
+        else:
+            module.get_ipython = lambda: None  # not an IPython shell: libraries that ask behave as in a script
+            module.display = display
+
+
+def use_runner_modules():
+    if RunnerModules not in sys.meta_path:
+        sys.meta_path.insert(0, RunnerModules)
+
+
+def top_level_name(entry):
+    """The module a site-packages entry provides (`pkg/`, `mod.py`, `ext.cpython-311-x86_64-linux-gnu.so`), or None."""
+    if entry.endswith((".dist-info", ".egg-info", ".pth", ".egg-link")) or entry == "__pycache__":
+        return None
+    name = entry.split(".", 1)[0]
+    return name if name.isidentifier() else None
+
+
+def shadowed_modules(site_dirs, search_path):
+    """The modules of the tenant's site dirs that the image also has on `search_path`, sorted."""
+    import importlib.machinery
+
+    found = set()
+    for sitedir in site_dirs:
+        try:
+            entries = os.listdir(sitedir)
+        except OSError:
+            continue
+        for entry in entries:
+            name = top_level_name(entry)
+            if name and name not in found and importlib.machinery.PathFinder.find_spec(name, search_path) is not None:
+                found.add(name)
+    return sorted(found)
+
+
+def preload(modules):
+    """Imports the image's libraries while the container waits for its job, so that the job's forked
+    child finds them imported. Only the image's own: this process never imports the tenant's
+    packages (their code would run as PID 1), so a tenant whose packages shadow any of the image's
+    gets nothing preloaded, and its code imports its own. A module that fails to import is left out."""
+    if not modules:
+        return
+    shadowed = shadowed_modules(venv_site_dirs(), sys.path)
+    if shadowed:
+        sys.stderr.write("runner: not preloading: the tenant's packages shadow the image's %s\n" % ", ".join(shadowed[:5]))
+        return
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:  # whatever a module raises, the runner goes on without it
+            sys.stderr.write("runner: preloading %s failed: %s: %s\n" % (name, type(exc).__name__, exc))
+    if "matplotlib.pyplot" in sys.modules:
+        try:  # a first drawing (fonts, the renderer, pandas' plotting), so that the job's figures start warm
+            from matplotlib.figure import Figure
+
+            fig = Figure(figsize=(1, 1))
+            if "pandas" in sys.modules:
+                sys.modules["pandas"].Series([0, 1]).plot(ax=fig.add_subplot())
+            else:
+                fig.add_subplot().plot([0, 1])
+            fig.savefig(io.BytesIO(), format="png")
+        except BaseException as exc:
+            sys.stderr.write("runner: preparing matplotlib failed: %s: %s\n" % (type(exc).__name__, exc))
+    import gc
+
+    # What is imported now stays: the collector leaves it alone, so the job's child neither scans
+    # it nor copies its pages (a collection writes to every object it visits).
+    gc.collect()
+    gc.freeze()
+
+
 def run_user_code(job, report_fd):
-    """In the forked child: run the code as __main__ in /workspace and report on report_fd."""
+    """In the forked child: run the code as __main__ in /workspace and report on report_fd. As in a
+    notebook, a last expression's value is kept (its repr(), and its rich forms as outputs), and
+    the figures the code leaves open become outputs too."""
     import atexit
     import builtins
     import linecache
     import types
 
+    global OUTPUTS
     main_pid = os.getpid()
+    OUTPUTS = outputs = Outputs(job.get("max_outputs", 0), job.get("outputs_limit", 0))
+    shown = {}  # "value": the last expression's repr()
 
     def report(data, exit_code):
         if os.getpid() != main_pid:
             os._exit(exit_code)  # a process the user's code forked: only the main one reports
+        try:
+            outputs.open_figures()  # what the code drew, also when it failed
+        except BaseException:
+            pass
+        data.update(outputs.report(), **shown)
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except Exception:
                 pass
         limit = job["result_limit"]
-        for key in ("error", "traceback"):
+        for key in ("error", "traceback", "value"):
             if isinstance(data.get(key), str):
                 data[key] = data[key][:limit]
         payload = json.dumps(data, ensure_ascii=False).encode("utf-8", "backslashreplace")
@@ -335,6 +751,8 @@ def run_user_code(job, report_fd):
         linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
 
     use_tenant_packages()
+    use_runner_modules()
+    builtins.display = display
     module = types.ModuleType("__main__")
     module.__dict__.update({"__file__": filename, "__builtins__": builtins, "__cached__": None})
     sys.modules["__main__"] = module
@@ -343,9 +761,12 @@ def run_user_code(job, report_fd):
     namespace = module.__dict__
 
     exit_code = 0
+    value = None
     try:
-        code = compile(source, filename, "exec", dont_inherit=True)
+        code, last = split_last_expression(source, filename)
         exec(code, namespace)
+        if last is not None:
+            value = eval(last, namespace)
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             exit_code = (exc.code or 0) & 0xFF
@@ -356,6 +777,22 @@ def run_user_code(job, report_fd):
         summary, text = user_traceback(exc)
         sys.stderr.write(text)
         report({"status": "exception", "error": summary, "traceback": text}, 1)
+
+    # The value's forms, then the figures still open: before the atexit handlers, pyplot's among
+    # them, which close every figure.
+    if value is not None:
+        try:
+            shown["value"] = repr(value)
+        except BaseException as exc:  # as Python's own prompt does: the traceback, and no value
+            sys.stderr.write(user_traceback(exc)[1])
+        try:
+            outputs.show(value, "value", rich_only=True, plain=shown.get("value"))
+        except BaseException:
+            pass
+    try:
+        outputs.open_figures()
+    except BaseException:
+        pass
 
     try:  # what a normal interpreter exit does: atexit handlers, then wait for non-daemon threads
         atexit._run_exitfuncs()
@@ -373,13 +810,13 @@ def run_user_code(job, report_fd):
             report({"status": "exception", "error": "Variable '%s' not found after execution" % variable,
                     "traceback": None}, 1)
         try:
-            value = str(namespace[variable])
+            result = str(namespace[variable])
         except BaseException as exc:
             summary, text = user_traceback(exc)
             report({"status": "exception", "error": "str(%s) failed: %s" % (variable, summary),
                     "traceback": text}, 1)
         limit = job["result_limit"]
-        report({"status": "ok", "result": value[:limit], "result_truncated": len(value) > limit}, 0)
+        report({"status": "ok", "result": result[:limit], "result_truncated": len(result) > limit}, 0)
     report({"status": "ok"}, 0)
 
 
@@ -454,7 +891,8 @@ def supervise(job, channel, argv=None, deadline=None, sent=None):
     kinds = {out_r: b"o", err_r: b"e"}
     open_fds = {out_r, err_r, rep_r}
     report = bytearray()
-    report_limit = 12 * job["result_limit"] + 65536  # three capped strings, up to 4 UTF-8 bytes a character
+    # Four capped strings, up to 4 UTF-8 bytes a character, and the outputs (escaped, at most 6 bytes a byte).
+    report_limit = 16 * job["result_limit"] + 6 * job.get("outputs_limit", 0) + 128 * job.get("max_outputs", 0) + 65536
     status = None
     timed_out = truncated = False
     deadline = time.monotonic() + job["timeout_s"] if deadline is None else deadline
@@ -636,6 +1074,8 @@ def build_report(outcome, job, deleted=(), run_ms=0, warnings=(), **extra):
         if status == "exit" and outcome["exit_code"] == 0 and job.get("variable"):
             status = "exception"
             error = "The code exited before variable '%s' could be read" % job["variable"]
+    outputs, outputs_truncated = clean_outputs(child.get("outputs"), child.get("outputs_truncated"),
+                                               job.get("max_outputs", 0), job.get("outputs_limit", 0))
     return {
         "protocol": PROTOCOL,
         "exit_code": outcome["exit_code"],
@@ -647,6 +1087,9 @@ def build_report(outcome, job, deleted=(), run_ms=0, warnings=(), **extra):
         "traceback": text("traceback"),
         "result": text("result"),
         "result_truncated": child.get("result_truncated") is True,
+        "value": text("value"),
+        "outputs": outputs,
+        "outputs_truncated": outputs_truncated,
         "deleted": list(deleted),
         "warnings": list(warnings),
         "run_ms": run_ms,
@@ -776,7 +1219,6 @@ def run_install(job, channel, manifest):
 
 def run_code(job, channel, manifest):
     """The user's code (`code`, or a workspace `file`), then the workspace's changes."""
-    prepare_matplotlib()
     started = time.monotonic()
     outcome = supervise(job, channel)
     run_ms = int((time.monotonic() - started) * 1000)
@@ -798,6 +1240,11 @@ def main():
     channel = Channel(os.dup(1))
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # stray prints from this process can never reach the protocol stream
+    prepare_matplotlib()
+    use_runner_modules()
+    if PRELOAD:
+        preload(PRELOAD)
+        channel.send(b"w", b"")  # imported: the job may come
     try:
         job, manifest = receive_job(sys.stdin.buffer)
     except (tarfile.TarError, ValueError, OSError) as exc:

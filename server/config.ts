@@ -2,6 +2,7 @@ import { mkdtempSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseHostList, parseOriginList } from './host-origin.js';
+import { MAX_PRELOAD, MODULE_NAME } from './sandbox/container-spec.js';
 
 /**
  * Every setting, declared once: environment variable, description, default and a parser that
@@ -14,6 +15,8 @@ export interface Setting<T> {
   default: T | (() => T);
   parse: (raw: string) => T;
   show?: string;
+  /** The value when the variable is set but empty; without it, empty means the default (compose passes unset variables as empty). */
+  whenEmpty?: T;
 }
 
 export class ConfigError extends Error {}
@@ -407,6 +410,30 @@ export const settings = {
     description: 'Default max_code_bytes: the largest code a request may send',
     default: MiB,
   }, { type: 'integer', minimum: 1, maximum: 1024 * MiB }),
+  maxOutputs: limitSetting<number>('max_outputs', {
+    env: 'MAX_OUTPUTS',
+    description: 'Default max_outputs: the outputs (figures, display() calls, rich values) one execution may return; past it outputs_truncated says so',
+    default: 16,
+  }, { type: 'integer', minimum: 0, maximum: 1000 }),
+  maxOutputsBytes: limitSetting<number>('max_outputs_bytes', {
+    env: 'MAX_OUTPUTS_BYTES',
+    description: "Default max_outputs_bytes: cap on one execution's outputs together, counted as returned (base64 for images)",
+    default: 8 * MiB,
+  }, { type: 'integer', minimum: 0, maximum: 256 * MiB }),
+  preloadModules: {
+    env: 'PRELOAD_MODULES',
+    description: "Comma-separated modules of the sandbox image that a warm container imports while it waits, so that code using them starts at once; empty turns preloading off",
+    default: ['numpy', 'pandas', 'matplotlib.pyplot'],
+    parse: (raw: string) => {
+      const modules = list(raw);
+      if (!modules.every((m) => MODULE_NAME.test(m)) || modules.length > MAX_PRELOAD) {
+        throw new Error(`expected at most ${MAX_PRELOAD} comma-separated module names (numpy, matplotlib.pyplot)`);
+      }
+      return modules;
+    },
+    whenEmpty: [] as string[],
+    show: 'numpy,pandas,matplotlib.pyplot',
+  },
   allowInstall: limitSetting<boolean>('may_install', {
     env: 'ALLOW_INSTALL',
     description: 'Default may_install: whether tenants may install packages',
@@ -433,6 +460,10 @@ export function readSettings<S extends Declared>(declared: S, env: NodeJS.Proces
   const values: Record<string, unknown> = {};
   for (const [key, setting] of Object.entries(declared)) {
     const raw = env[setting.env];
+    if (raw === '' && setting.whenEmpty !== undefined) {
+      values[key] = setting.whenEmpty;
+      continue;
+    }
     if (raw === undefined || raw === '') {
       values[key] = typeof setting.default === 'function' ? (setting.default as () => unknown)() : setting.default;
       continue;

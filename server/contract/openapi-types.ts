@@ -372,6 +372,39 @@ export interface components {
              *     sandbox). Empty when there is nothing to say.
              */
             warnings: string[];
+            /**
+             * @description As in a notebook: when the code's last statement is an expression whose value is not None,
+             *     its `repr()` (cut at `output_bytes`), e.g. `"5"` for `x = 2\nx + 3`; null otherwise, and
+             *     when the execution failed. `result` keeps its own meaning.
+             */
+            value: string | null;
+            /**
+             * @description What the code showed, in the order it was made: figures, `display()` calls, the last
+             *     expression's rich forms. One object may give several entries, richest first: a
+             *     `display()` or a value gives each of its forms and always ends with its `text/plain`; a
+             *     figure gives one `image/png`. Kept while within `max_outputs` and `max_outputs_bytes`.
+             */
+            outputs: components["schemas"]["Output"][];
+            /** @description The code showed more than `max_outputs` or `max_outputs_bytes` allow; the outputs past the cap were left out */
+            outputs_truncated: boolean;
+        };
+        Output: {
+            /**
+             * @description The form of `data`. `text/html` and `image/svg+xml` are the code's own markup: show them
+             *     sandboxed (an `<img>` for SVG, a sandboxed frame for HTML), never in your page as they are.
+             * @enum {string}
+             */
+            mime: "text/plain" | "text/html" | "text/markdown" | "image/png" | "image/svg+xml" | "application/json";
+            /** @description Base64 for the images (`image/png`, `image/svg+xml`), the text itself otherwise (JSON text for `application/json`) */
+            data: string;
+            /**
+             * @description `figure`: a matplotlib figure, shown with `plt.show()` or still open at the end (PNG, at the
+             *     figure's own size and dpi); `display`: the code called `display(obj)` (a builtin, also
+             *     importable from `IPython.display` with `HTML`, `Markdown`, `SVG`, `JSON` and `Image`);
+             *     `value`: a rich form of the last expression's value (a pandas DataFrame's HTML table, say).
+             * @enum {string}
+             */
+            source: "figure" | "display" | "value";
         };
         /**
          * @description Server-Sent Events, sent as the run goes (a request that prefers `Accept: text/event-stream`):
@@ -464,6 +497,10 @@ export interface components {
             max_code_bytes: number;
             /** @description Whether this tenant may install packages */
             may_install: boolean;
+            /** @description Outputs (figures, displays, rich values) an execution may return */
+            max_outputs: number;
+            /** @description Cap on the outputs' data together, in bytes as returned (base64 for images) */
+            max_outputs_bytes: number;
         };
         LimitsResponse: {
             tenant: string;

@@ -1,5 +1,5 @@
 import { DEPLOYMENT_LABEL, deploymentKey, packagesVolumePattern } from '../packages/volume.js';
-import { LABEL, SANDBOX_USER, SECCOMP_PROFILE } from '../sandbox/container-spec.js';
+import { LABEL, MAX_PRELOAD, MODULE_NAME, PRELOAD_ENV, SANDBOX_USER, SECCOMP_PROFILE } from '../sandbox/container-spec.js';
 
 /**
  * What the Docker API proxy lets through: exactly the calls the server makes, and for container
@@ -265,6 +265,15 @@ const tmpfsOptions = all(
   text(/(?:^|,)size=[1-9]/, 'tmpfs options with a size'),
 );
 
+/** The one variable a sandbox may be given: the modules its runner preloads, by name only. */
+const preloadVariable: Check = (v, at) => {
+  const prefix = `${PRELOAD_ENV}=`;
+  const modules = typeof v === 'string' && v.startsWith(prefix) ? v.slice(prefix.length).split(',') : [];
+  return modules.length > 0 && modules.length <= MAX_PRELOAD && modules.every((m) => MODULE_NAME.test(m))
+    ? null
+    : `${at} must be ${prefix} and up to ${MAX_PRELOAD} comma-separated module names`;
+};
+
 function containerCreate(policy: ProxyPolicy): Check {
   // tmpfs and shm pages are charged to the memory cap, so this one bound holds them too.
   const memory = whole(1, policy.maxMemoryMb * 1024 * 1024, ' (DOCKER_PROXY_MAX_MEMORY_MB)');
@@ -326,6 +335,7 @@ function containerCreate(policy: ProxyPolicy): Check {
       StdinOnce: bool,
       Tty: is(false),
       NetworkDisabled: bool,
+      Env: list(preloadVariable, 1, 1),
       HostConfig: hostConfig,
     },
     ['Image', 'User', 'Labels', 'HostConfig'],

@@ -30,6 +30,10 @@ export function toEnvelope(executionId: string, outcome: SandboxOutcome, limits:
     oom_killed: outcome.oomKilled,
     traceback: cap(report?.traceback),
     warnings: outcome.warnings,
+    value: null,
+    // What the code showed before it failed (a figure, say) is worth as much as the error.
+    outputs: report?.outputs ?? [],
+    outputs_truncated: report?.outputs_truncated ?? false,
   });
 
   if (outcome.violation) {
@@ -65,6 +69,7 @@ export function toEnvelope(executionId: string, outcome: SandboxOutcome, limits:
     error: null,
     result: result ? result.text : outcome.stdout.trim(),
     traceback: null,
+    value: cap(report.value),
   };
 }
 

@@ -34,5 +34,7 @@ export function limitsFor(config: Config, tenant: TenantLimits, requested: Reque
     tmpMb: config.tmpMb,
     nofile: config.nofile,
     maxFiles: config.maxFiles,
+    maxOutputs: tenant.max_outputs,
+    outputsBytes: tenant.max_outputs_bytes,
   };
 }

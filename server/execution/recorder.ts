@@ -54,6 +54,7 @@ export class Recorder {
       stdout_bytes: Buffer.byteLength(outcome.stdout),
       stderr_bytes: Buffer.byteLength(outcome.stderr),
       files_changed: outcome.changes ? outcome.changes.files.length + outcome.changes.deleted.length : 0,
+      outputs: response.outputs.length,
       phases_ms: outcome.phases,
       ...extra,
     });

@@ -40,6 +40,8 @@ const SANDBOX = [
   'no network, a non-root user, capped memory, CPU, processes, output and time.',
   'The working directory is /workspace; files written there persist to later calls (save_to_file_and_run,',
   'run_python_file). Packages installed with pip_install_package are importable in later calls.',
+  'As in a notebook, the value of a last expression comes back too (structured content: `value`; rich',
+  'forms and display(obj) calls in `outputs`), and matplotlib figures come back as PNG images.',
 ].join(' ');
 
 const fileName = z
@@ -59,19 +61,26 @@ const timeout = z
   .min(1)
   .describe('Wall-clock limit in seconds (default 90; the server caps it)');
 
-/** A finished execution as a tool result: the answer (or error with traceback) as text, the envelope as structure. */
-function toToolResult(envelope: ExecutionResponse): CallToolResult {
+/**
+ * A finished execution as a tool result: the answer (or error with traceback) as text, then the last
+ * expression's value, as a notebook shows it (many clients give the model only the content); the
+ * figures and other PNG outputs as image blocks; the envelope as structure.
+ */
+export function toToolResult(envelope: ExecutionResponse): CallToolResult {
   let text: string;
   if (envelope.success) {
-    text = envelope.result ?? '';
+    text = [envelope.result, envelope.value].filter(Boolean).join('\n\n');
     if (text === '') text = envelope.stdout === '' ? '(no output)' : envelope.stdout;
   } else {
     text = [envelope.error, envelope.traceback, envelope.traceback ? null : envelope.stderr.trim() || null]
       .filter(Boolean)
       .join('\n\n');
   }
+  const images = envelope.outputs
+    .filter((o) => o.mime === 'image/png')
+    .map((o) => ({ type: 'image' as const, data: o.data, mimeType: o.mime }));
   return {
-    content: [{ type: 'text', text }],
+    content: [{ type: 'text', text }, ...images],
     structuredContent: envelope as unknown as Record<string, unknown>,
     isError: !envelope.success,
   };

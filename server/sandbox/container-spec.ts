@@ -18,6 +18,15 @@ export const EXECUTION_LABEL = 'run-python-code.execution';
 export const SECCOMP_PROFILE = JSON.stringify(JSON.parse(readFileSync(path.join(projectRoot, 'sandbox-image', 'seccomp.json'), 'utf8')));
 const SECURITY_OPT = ['no-new-privileges', `seccomp=${SECCOMP_PROFILE}`];
 
+/**
+ * The one variable a sandbox's environment may gain (the image sets the rest): the modules its
+ * runner imports while it waits for its job (sandbox-image/runner.py, `preload`): module names only,
+ * as the settings and the Docker proxy check them.
+ */
+export const PRELOAD_ENV = 'RUNNER_PRELOAD';
+export const MODULE_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,99}(\.[A-Za-z_][A-Za-z0-9_]{0,99}){0,9}$/;
+export const MAX_PRELOAD = 32;
+
 export interface SpecInput {
   image: string;
   runtime: string;
@@ -32,6 +41,8 @@ export interface SpecInput {
   wheelhouseMb?: number;
   /** A size- and inode-capped /scratch tmpfs, for installs. */
   scratch?: Scratch;
+  /** Modules of the image the runner imports before its job (warm containers); none when empty. */
+  preload?: string[];
 }
 
 /**
@@ -48,6 +59,7 @@ export function containerSpec(input: SpecInput): Docker.ContainerCreateOptions {
   const network = input.network ?? 'none';
   const tmpfs = (size: number, mode: string, owner = '') =>
     `rw,nosuid,nodev,size=${size}m,mode=${mode}${owner}`;
+  const preload = input.preload ?? [];
   return {
     name: `run-python-code-${input.executionId}`,
     Image: input.image,
@@ -62,6 +74,7 @@ export function containerSpec(input: SpecInput): Docker.ContainerCreateOptions {
     StdinOnce: true,
     Tty: false,
     NetworkDisabled: network === 'none',
+    ...(preload.length > 0 ? { Env: [`${PRELOAD_ENV}=${preload.join(',')}`] } : {}),
     HostConfig: {
       NetworkMode: network,
       ReadonlyRootfs: true,

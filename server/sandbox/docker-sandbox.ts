@@ -3,8 +3,8 @@ import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { containerSpec, INSTANCE_LABEL, LABEL, type SpecInput } from './container-spec.js';
 import { JobRun, type JobRunTimings, type PreparedContainer } from './job-run.js';
-import { PROTOCOL_VERSION } from './protocol.js';
-import { EngineError, type ContainerRuntime } from './runtime.js';
+import { PROTOCOL_VERSION, READY_FRAME } from './protocol.js';
+import { EngineError, type Attachment, type ContainerRuntime } from './runtime.js';
 import type { Sandbox, SandboxHealth, SandboxJob, SandboxOutcome } from './sandbox.js';
 import { WarmPool } from './warm-pool.js';
 
@@ -18,6 +18,8 @@ export interface DockerSandboxOptions {
    * exists without them is never mounted (it is another's on the same engine).
    */
   volumeLabels?: Record<string, string>;
+  /** Modules of the image a warm container imports while it waits for its job; empty: none. */
+  preload: string[];
 }
 
 export interface PoolOptions {
@@ -34,9 +36,34 @@ export interface DriverTimings extends JobRunTimings {
   removeAttempts: number;
   /** The wait before removal attempt n is n times this. */
   removeBackoffMs: number;
+  /** How long a preloading container may take to say it is ready before it is given up. */
+  readyTimeoutMs: number;
 }
 
-const TIMINGS: DriverTimings = { backstopGraceMs: 2000, finalWaitMs: 10_000, removeAttempts: 8, removeBackoffMs: 250 };
+const TIMINGS: DriverTimings = { backstopGraceMs: 2000, finalWaitMs: 10_000, removeAttempts: 8, removeBackoffMs: 250, readyTimeoutMs: 60_000 };
+
+/**
+ * Resolves once a preloading runner has sent its ready frame, the first and only bytes it sends
+ * before its job; anything else, an end first, or silence past `ms` rejects. Reads in paused mode,
+ * so the stream is left as it was for the job's run, with whatever came after the frame.
+ */
+function runnerReady(io: Attachment, ms: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const finish = (problem: string | null) => {
+      clearTimeout(timer);
+      io.stdout.off('readable', onReadable);
+      if (problem) reject(new EngineError('refused', `The sandbox runner did not get ready: ${problem}`));
+      else resolve();
+    };
+    const onReadable = () => {
+      const head = io.stdout.read(READY_FRAME.length) as Buffer | null;
+      if (head !== null) finish(head.equals(READY_FRAME) ? null : 'it sent something else first');
+    };
+    const timer = setTimeout(() => finish(`no word within ${ms / 1000} s`), ms);
+    io.stdout.on('readable', onReadable);
+    void io.ended.then(() => finish('the container stopped first'));
+  });
+}
 
 /**
  * The sandbox driver: one fresh container per job, through the container runtime seam. It
@@ -90,6 +117,11 @@ export class DockerSandbox implements Sandbox {
       prepared.startMs = Date.now() - t1;
       this.metrics?.containerPhase.observe({ phase: 'create' }, prepared.createMs / 1000);
       this.metrics?.containerPhase.observe({ phase: 'start' }, prepared.startMs / 1000);
+      if (spec.preload?.length) {
+        const t2 = Date.now();
+        await runnerReady(io, this.timings.readyTimeoutMs);
+        this.metrics?.containerPhase.observe({ phase: 'preload' }, (Date.now() - t2) / 1000);
+      }
       return prepared;
     } catch (err) {
       this.remove(id);
@@ -130,13 +162,18 @@ export class DockerSandbox implements Sandbox {
     const poolable = this.pool !== null && (job.mode === 'code' || job.mode === 'file');
     const pooled = poolable ? this.pool!.take(spec) : null;
     if (poolable) this.metrics?.poolTakes.inc({ result: pooled ? 'hit' : 'miss' });
-    const prepared = pooled ?? (await this.prepare(spec));
+    // A cold container runs its job at once: preloading would only make the job wait.
+    const prepared = pooled ?? (await this.prepare({ ...spec, preload: [] }));
     this.running.set(job.executionId, prepared.id);
     try {
       return await new JobRun(this.engine, prepared, pooled !== null, job, this.timings, this.logger).run();
     } finally {
       this.running.delete(job.executionId);
       this.remove(prepared.id);
+      // Warm containers of these packages preloaded them as they were before this install.
+      if (job.mode === 'install' && this.options.preload.length > 0) {
+        this.pool?.drop((s) => s.packagesVolume === job.packagesVolume);
+      }
     }
   }
 

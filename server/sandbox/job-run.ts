@@ -56,6 +56,8 @@ export function runnerJob(job: SandboxJob): RunnerJob {
     timeout_s: limits.timeoutS,
     output_limit: limits.outputBytes,
     result_limit: limits.outputBytes,
+    max_outputs: limits.maxOutputs,
+    outputs_limit: limits.outputsBytes,
   };
 }
 
@@ -97,7 +99,10 @@ export class JobRun {
       {
         outputBytes: limits.outputBytes,
         filesBytes: workspaceBytes + (limits.maxFiles + 16) * 3 * 512,
-        reportBytes: 20 * limits.outputBytes + (limits.maxFiles + 1) * 1100,
+        // Four capped strings (the value among them), the outputs as JSON escapes them, the deleted paths.
+        reportBytes: 32 * limits.outputBytes + 6 * limits.outputsBytes + 128 * limits.maxOutputs + (limits.maxFiles + 1) * 1100,
+        maxOutputs: limits.maxOutputs,
+        outputsBytes: limits.outputsBytes,
       },
       {
         files: (chunk) => this.takeFiles(chunk),

@@ -7,11 +7,21 @@ import { projectRoot } from '../project.js';
  * The runner's wire protocol (sandbox-image/runner.py), read as hostile input: every frame is
  * checked for kind and size, every stream is capped, and the final report must match a schema.
  * Frame: [kind: 1 byte][length: uint32 big-endian][payload <= 64 KiB]. Kinds: o (stdout), e (stderr),
- * f (changed-files tar), r (report), z (done: empty, last).
+ * f (changed-files tar), r (report), z (done: empty, last). Before its job, a container asked to
+ * preload sends w (ready: empty), read by the driver (`READY_FRAME`), never by the decoder.
  */
 export const PROTOCOL_VERSION = declaredProtocol();
 const MAX_FRAME = 64 * 1024;
 const HEADER = 5;
+/** The whole of what a preloading runner sends before its job: its modules are imported. */
+export const READY_FRAME = Buffer.from([0x77, 0, 0, 0, 0]);
+
+/** What the code may show (openapi.yaml's Output says the same), and where it came from. */
+export const OUTPUT_MIMES = ['text/plain', 'text/html', 'text/markdown', 'image/png', 'image/svg+xml', 'application/json'] as const;
+export const OUTPUT_SOURCES = ['figure', 'display', 'value'] as const;
+const IMAGE_MIMES = new Set(['image/png', 'image/svg+xml']);
+const PNG_MAGIC = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 /**
  * The protocol version is declared once, as `ARG RUNNER_PROTOCOL` in sandbox-image/Dockerfile: the
@@ -47,6 +57,16 @@ export interface RunnerJob {
   timeout_s: number;
   output_limit: number;
   result_limit: number;
+  /** Caps on the outputs: how many, and their data's bytes together. */
+  max_outputs: number;
+  outputs_limit: number;
+}
+
+/** One thing the code showed: data is base64 for images, text otherwise. */
+export interface RunnerOutput {
+  mime: (typeof OUTPUT_MIMES)[number];
+  data: string;
+  source: (typeof OUTPUT_SOURCES)[number];
 }
 
 export interface RunnerReport {
@@ -60,6 +80,10 @@ export interface RunnerReport {
   traceback: string | null;
   result: string | null;
   result_truncated: boolean;
+  /** repr() of the last expression's value, when it was an expression whose value is not None. */
+  value: string | null;
+  outputs: RunnerOutput[];
+  outputs_truncated: boolean;
   deleted: string[];
   /** What the runner could not do for this run without failing it (entries it could not keep). */
   warnings: string[];
@@ -95,7 +119,7 @@ const reportSchema = {
   type: 'object',
   additionalProperties: false,
   required: ['protocol', 'exit_code', 'timed_out', 'truncated', 'oom_killed', 'status', 'error', 'traceback',
-    'result', 'result_truncated', 'deleted', 'warnings', 'run_ms'],
+    'result', 'result_truncated', 'value', 'outputs', 'outputs_truncated', 'deleted', 'warnings', 'run_ms'],
   properties: {
     protocol: { type: 'integer', const: PROTOCOL_VERSION },
     exit_code: { type: 'integer', minimum: 0, maximum: 255 },
@@ -107,6 +131,22 @@ const reportSchema = {
     traceback: { type: 'string', nullable: true },
     result: { type: 'string', nullable: true },
     result_truncated: { type: 'boolean' },
+    value: { type: 'string', nullable: true },
+    outputs: {
+      type: 'array',
+      maxItems: 1000,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['mime', 'data', 'source'],
+        properties: {
+          mime: { type: 'string', enum: OUTPUT_MIMES },
+          data: { type: 'string' },
+          source: { type: 'string', enum: OUTPUT_SOURCES },
+        },
+      },
+    },
+    outputs_truncated: { type: 'boolean' },
     deleted: { type: 'array', items: { type: 'string', maxLength: 1024 }, maxItems: 1_000_000 },
     warnings: { type: 'array', items: { type: 'string', maxLength: 2048 }, maxItems: 21 },
     run_ms: { type: 'number', minimum: 0 },
@@ -154,6 +194,9 @@ export interface DecoderCaps {
   filesBytes: number;
   /** Cap on the JSON report. */
   reportBytes: number;
+  /** Caps on the outputs in the report: how many, and their data's bytes together. */
+  maxOutputs: number;
+  outputsBytes: number;
 }
 
 export interface DecoderSinks {
@@ -256,8 +299,32 @@ export class FrameDecoder {
     }
     if (!validateReport(parsed)) {
       const first = validateReport.errors?.[0];
-      throw new ProtocolViolation(`report does not match the protocol: ${first?.instancePath || '/'} ${first?.message ?? ''}`);
+      const allowed = (first?.params as { allowedValues?: unknown[] } | undefined)?.allowedValues;
+      throw new ProtocolViolation(
+        `report does not match the protocol: ${first?.instancePath || '/'} ${first?.message ?? ''}${allowed ? ` (${allowed.join(', ')})` : ''}`,
+      );
     }
-    return parsed;
+    return this.capOutputs(parsed);
+  }
+
+  /**
+   * The outputs as the client may get them: every image decodes as base64 (a PNG is a PNG), or the
+   * report is refused; then they are kept in order within the caps, and the rest left out.
+   */
+  private capOutputs(report: RunnerReport): RunnerReport {
+    let bytes = 0;
+    let kept = 0;
+    for (const [i, output] of report.outputs.entries()) {
+      if (IMAGE_MIMES.has(output.mime)) {
+        if (!BASE64.test(output.data)) throw new ProtocolViolation(`output ${i} (${output.mime}) is not base64`);
+        if (output.mime === 'image/png' && !Buffer.from(output.data.slice(0, 12), 'base64').subarray(0, PNG_MAGIC.length).equals(PNG_MAGIC)) {
+          throw new ProtocolViolation(`output ${i} says image/png but is not a PNG`);
+        }
+      }
+      bytes += Buffer.byteLength(output.data);
+      if (kept === i && i < this.caps.maxOutputs && bytes <= this.caps.outputsBytes) kept += 1;
+    }
+    if (kept === report.outputs.length) return report;
+    return { ...report, outputs: report.outputs.slice(0, kept), outputs_truncated: true };
   }
 }

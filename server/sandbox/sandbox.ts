@@ -60,6 +60,9 @@ export interface SandboxLimits {
   tmpMb: number;
   nofile: number;
   maxFiles: number;
+  /** Outputs (figures, displays, rich values) one run may return, and their bytes together. */
+  maxOutputs: number;
+  outputsBytes: number;
 }
 
 export interface SandboxJob {

@@ -17,9 +17,9 @@ export type Profile = Omit<SpecInput, 'executionId' | 'limits'> & {
 
 export function profileOf(spec: SpecInput): Profile {
   const { memoryMb, cpus, pids, workspaceMb, tmpMb, nofile } = spec.limits;
-  const { image, runtime, instanceId, packagesVolume, packagesWritable, network, wheelhouseMb, scratch } = spec;
+  const { image, runtime, instanceId, packagesVolume, packagesWritable, network, wheelhouseMb, scratch, preload } = spec;
   return {
-    image, runtime, instanceId, packagesVolume, packagesWritable, network, wheelhouseMb, scratch,
+    image, runtime, instanceId, packagesVolume, packagesWritable, network, wheelhouseMb, scratch, preload,
     limits: { memoryMb, cpus, pids, workspaceMb, tmpMb, nofile },
   };
 }
@@ -30,6 +30,8 @@ interface Slot<P extends Prepared> {
   creating: number;
   lastUsed: number;
   retryAt: number;
+  /** Bumped by `drop`: a container whose making began before is discarded when it is ready. */
+  generation: number;
 }
 
 export interface WarmPoolOptions<P extends Prepared> {
@@ -104,6 +106,19 @@ export class WarmPool<P extends Prepared> {
     return found;
   }
 
+  /**
+   * Discards the containers of the profiles `matches` picks, ready or still being made, and makes
+   * new ones: for when what they hold is out of date (a preloading container, after its packages changed).
+   */
+  drop(matches: (spec: SpecInput) => boolean): void {
+    for (const [key, slot] of this.slots) {
+      if (!matches(slot.spec)) continue;
+      slot.generation += 1;
+      for (const prepared of slot.ready.splice(0)) this.options.discard(prepared);
+      this.fill(key);
+    }
+  }
+
   /** Starts filling a profile before anyone asks (at start-up, for the known tenants). */
   warm(spec: SpecInput): void {
     this.fill(this.slot(spec)[0]);
@@ -114,7 +129,7 @@ export class WarmPool<P extends Prepared> {
     const key = JSON.stringify(profileOf(spec));
     let slot = this.slots.get(key);
     if (!slot) {
-      slot = { spec, ready: [], creating: 0, lastUsed: 0, retryAt: 0 };
+      slot = { spec, ready: [], creating: 0, lastUsed: 0, retryAt: 0, generation: 0 };
       this.slots.set(key, slot);
     }
     slot.lastUsed = Date.now();
@@ -139,13 +154,15 @@ export class WarmPool<P extends Prepared> {
 
   private startOne(key: string, slot: Slot<P>): void {
     slot.creating += 1;
+    const { generation } = slot;
     const work = this.options
       .prepare({ ...slot.spec, executionId: `pool-${Math.random().toString(36).slice(2, 12)}` })
       .then(
         (prepared) => {
           slot.creating -= 1;
-          if (this.closed || this.slots.get(key) !== slot) {
+          if (this.closed || this.slots.get(key) !== slot || slot.generation !== generation) {
             this.options.discard(prepared);
+            this.fill(key);
             return;
           }
           slot.ready.push(prepared);

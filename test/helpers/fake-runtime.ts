@@ -1,6 +1,7 @@
 import { PassThrough } from 'node:stream';
 import tar from 'tar-stream';
-import { PROTOCOL_VERSION, type RunnerReport } from '../../server/sandbox/protocol.js';
+import { PRELOAD_ENV } from '../../server/sandbox/container-spec.js';
+import { PROTOCOL_VERSION, READY_FRAME, type RunnerReport } from '../../server/sandbox/protocol.js';
 import { EngineError, type Attachment, type ContainerRuntime, type ContainerSpec, type ContainerState } from '../../server/sandbox/runtime.js';
 
 /** What one scripted container does once it has its whole job on stdin. */
@@ -17,6 +18,11 @@ export interface Script {
   removeFailures?: number;
   /** Its creation fails with this. */
   createError?: EngineError;
+  /**
+   * What it sends at start when asked to preload (RUNNER_PRELOAD in its environment), as the runner
+   * does once its modules are imported: the ready frame unless this says otherwise; null sends nothing.
+   */
+  ready?: Buffer | null;
 }
 
 class FakeContainer {
@@ -47,6 +53,9 @@ class FakeContainer {
 
   start(): void {
     this.running = true;
+    const preloads = this.spec.Env?.some((v) => v.startsWith(`${PRELOAD_ENV}=`)) ?? false;
+    const ready = this.script.ready === undefined ? READY_FRAME : this.script.ready;
+    if (preloads && ready) this.stdout.write(ready);
     if (this.script.diesAfterMs !== undefined) setTimeout(() => this.exit(137), this.script.diesAfterMs);
   }
 
@@ -82,7 +91,8 @@ class FakeContainer {
 
 /**
  * A recording fake of the container runtime seam: it plays scripted containers (frames on
- * stdout, an exit code, an OOM, a hang, a crash mid-frame, a refused removal) and records every
+ * stdout, an exit code, an OOM, a hang, a crash mid-frame, a refused removal, a preloading runner's
+ * ready frame or its absence) and records every
  * call as `op name`, so tests assert the exact lifecycle without an engine.
  */
 export class FakeRuntime implements ContainerRuntime {
@@ -204,7 +214,8 @@ export function frame(kind: string, payload: Buffer | string = Buffer.alloc(0)):
 export function reportFrames(over: Partial<RunnerReport> = {}): Buffer[] {
   const report: RunnerReport = {
     protocol: PROTOCOL_VERSION, exit_code: 0, timed_out: false, truncated: false, oom_killed: false, status: 'ok',
-    error: null, traceback: null, result: null, result_truncated: false, deleted: [], warnings: [], run_ms: 1, ...over,
+    error: null, traceback: null, result: null, result_truncated: false,
+    value: null, outputs: [], outputs_truncated: false, deleted: [], warnings: [], run_ms: 1, ...over,
   };
   return [frame('r', JSON.stringify(report)), frame('z')];
 }

@@ -260,7 +260,7 @@ function sandboxSpec(executionId: string, packagesVolume: string) {
     runtime: '',
     instanceId: `test-proxy-${process.pid}`,
     executionId,
-    limits: { timeoutS: 5, memoryMb: 64, cpus: 0.5, pids: 16, outputBytes: 1000, workspaceMb: 1, tmpMb: 1, nofile: 64, maxFiles: 10 },
+    limits: { timeoutS: 5, memoryMb: 64, cpus: 0.5, pids: 16, outputBytes: 1000, workspaceMb: 1, tmpMb: 1, nofile: 64, maxFiles: 10, maxOutputs: 16, outputsBytes: 1 << 20 },
     packagesVolume,
   });
 }

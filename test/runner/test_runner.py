@@ -4,12 +4,15 @@ What needs a container (fork, caps, PID 1) is tested through the server against 
 here: path safety, the job's unpacking, the changed-files diff, the report, the frame writer.
 """
 
+import base64
+import contextlib
 import importlib.util
 import io
 import json
 import os
 import struct
 import tarfile
+import sys
 import tempfile
 import unittest
 
@@ -159,7 +162,9 @@ class Report(unittest.TestCase):
         self.assertEqual(report["deleted"], ["a"])
         self.assertEqual(report["run_ms"], 3)
         self.assertEqual(set(report), {"protocol", "exit_code", "timed_out", "truncated", "oom_killed", "status", "error",
-                                       "traceback", "result", "result_truncated", "deleted", "warnings", "run_ms"})
+                                       "traceback", "result", "result_truncated", "value", "outputs", "outputs_truncated",
+                                       "deleted", "warnings", "run_ms"})
+        self.assertEqual((report["value"], report["outputs"], report["outputs_truncated"]), (None, [], False))
 
     def test_no_word_from_the_child_is_killed_or_exit(self):
         killed = runner.build_report({"exit_code": 137, "signaled": True, "child": {}}, self.job)
@@ -183,6 +188,236 @@ class Report(unittest.TestCase):
         report = runner.build_report({"exit_code": 0, "child": {"status": "ok"}}, self.job, packages={"a": "1"}, changed=[])
         self.assertEqual(report["packages"], {"a": "1"})
         self.assertEqual(report["changed"], [])
+
+
+PNG = base64.b64encode(runner.PNG_MAGIC + b"IHDR").decode()
+
+
+def run_child(job):
+    """run_user_code in a forked child, as in the sandbox: (its report, its stdout, its stderr)."""
+    files = [tempfile.TemporaryFile() for _ in range(3)]
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.dup2(files[1].fileno(), 1)
+            os.dup2(files[2].fileno(), 2)
+            runner.run_user_code(dict({"mode": "code", "result_limit": 1000, "max_outputs": 16, "outputs_limit": 1 << 20}, **job),
+                                 files[0].fileno())
+        finally:
+            os._exit(99)
+    os.waitpid(pid, 0)
+    report, out, err = (f.seek(0) or f.read() for f in files)
+    for f in files:
+        f.close()
+    return json.loads(report), out.decode(), err.decode()
+
+
+class Rich:
+    """An object as libraries make them: several forms, one of which fails."""
+
+    def __repr__(self):
+        return "Rich()"
+
+    def _repr_html_(self):
+        return "<table><tr><td>1</td></tr></table>"
+
+    def _repr_png_(self):
+        return base64.b64decode(PNG)
+
+    def _repr_markdown_(self):
+        raise ValueError("no markdown today")
+
+
+class AnswersEverything:
+    """Like a mock: every attribute exists. It must not pass for an object with rich forms."""
+
+    def __getattr__(self, name):
+        return lambda *a, **k: "<b>fake</b>"
+
+    def __repr__(self):
+        return "AnswersEverything()"
+
+
+class LastExpression(InTempWorkspace):
+    def test_the_last_expression_is_the_value(self):
+        report, out, _ = run_child({"code": "x = 2\nprint('once')\nx + 3"})
+        self.assertEqual(report["status"], "ok")
+        self.assertEqual(report["value"], "5")
+        self.assertEqual(out, "once\n", "side effects happen once")
+        self.assertEqual(report["outputs"], [], "a plain value gives no outputs: value says it all")
+
+    def test_no_value_for_a_statement_or_none(self):
+        for code in ("x = 5", "print(1)", "if True:\n    7", "None", "", "def f(): pass"):
+            report, _, _ = run_child({"code": code})
+            self.assertEqual(report["status"], "ok", code)
+            self.assertNotIn("value", report, code)
+
+    def test_an_error_in_the_last_expression_names_its_line(self):
+        report, _, err = run_child({"code": "x = 1\n\n1 / (x - 1)"})
+        self.assertEqual(report["status"], "exception")
+        self.assertEqual(report["error"], "ZeroDivisionError: division by zero (line 3)")
+        self.assertIn('File "<code>", line 3, in <module>', report["traceback"])
+        self.assertNotIn("value", report)
+
+    def test_a_repr_that_fails_leaves_no_value_and_the_run_a_success(self):
+        code = "class B:\n    def __repr__(self):\n        raise RuntimeError('no repr')\nB()"
+        report, _, err = run_child({"code": code})
+        self.assertEqual(report["status"], "ok")
+        self.assertNotIn("value", report)
+        self.assertIn("RuntimeError: no repr", err)
+
+    def test_split_keeps_the_users_lines(self):
+        body, last = runner.split_last_expression(b"a = 1\n\n\na * 2", "<code>")
+        namespace = {}
+        exec(body, namespace)
+        self.assertEqual(eval(last, namespace), 2)
+        self.assertEqual({line for _, _, line in last.co_lines() if line}, {4})
+        self.assertIsNone(runner.split_last_expression(b"a = 1", "<code>")[1])
+        with self.assertRaises(SyntaxError):
+            runner.split_last_expression(b"a = (", "<code>")
+
+
+class Outputs(InTempWorkspace):
+    def test_display_twice_gives_two_outputs_in_order(self):
+        report, _, _ = run_child({"code": "display('first')\ndisplay('second')"})
+        self.assertEqual(report["outputs"], [{"mime": "text/plain", "data": "'first'", "source": "display"},
+                                             {"mime": "text/plain", "data": "'second'", "source": "display"}])
+        self.assertIs(report["outputs_truncated"], False)
+
+    def test_rich_forms_richest_first_then_text_plain(self):
+        self.assertEqual(runner.mime_bundle(Rich()), [("image/png", PNG), ("text/html", "<table><tr><td>1</td></tr></table>"),
+                                                      ("text/plain", "Rich()")])
+        self.assertEqual(runner.mime_bundle(AnswersEverything()), [("text/plain", "AnswersEverything()")])
+        self.assertEqual(runner.mime_bundle(Rich), [("text/plain", repr(Rich))], "a class is not its instances")
+
+    def test_a_mimebundle_and_the_forms_that_are_not_what_they_say(self):
+        class Bundle:
+            def _repr_mimebundle_(self, include=None, exclude=None):
+                return {"text/html": "<i>b</i>", "application/json": {"a": [1]}, "application/javascript": "alert(1)",
+                        "image/png": "not base64!", "text/plain": "bundle"}, {}
+
+        self.assertEqual(runner.mime_bundle(Bundle()), [("text/html", "<i>b</i>"), ("application/json", '{"a": [1]}'),
+                                                        ("text/plain", "bundle")])
+        self.assertIsNone(runner.encode_form("image/png", b"GIF89a"), "a PNG is a PNG")
+        self.assertEqual(runner.encode_form("image/svg+xml", "<svg/>"), base64.b64encode(b"<svg/>").decode())
+        self.assertIsNone(runner.encode_form("application/json", {"nan": float("nan")}))
+
+    def test_the_last_expressions_rich_forms_are_outputs(self):
+        code = "class T:\n    def _repr_html_(self):\n        return '<table></table>'\n    def __repr__(self):\n        return 'T()'\nT()"
+        report, _, _ = run_child({"code": code})
+        self.assertEqual(report["value"], "T()")
+        self.assertEqual(report["outputs"], [{"mime": "text/html", "data": "<table></table>", "source": "value"},
+                                             {"mime": "text/plain", "data": "T()", "source": "value"}])
+
+    def test_the_caps_keep_the_first_and_say_so(self):
+        report, _, _ = run_child({"code": "for i in range(5):\n    display(i)", "max_outputs": 3})
+        self.assertEqual([o["data"] for o in report["outputs"]], ["0", "1", "2"])
+        self.assertIs(report["outputs_truncated"], True)
+        report, _, _ = run_child({"code": "display('a' * 50)\ndisplay('b' * 50)\ndisplay('c')", "outputs_limit": 100})
+        self.assertEqual([len(o["data"]) for o in report["outputs"]], [52])
+        self.assertIs(report["outputs_truncated"], True)
+        report, _, _ = run_child({"code": "display(1)\ndisplay(2)", "max_outputs": 2})
+        self.assertIs(report["outputs_truncated"], False, "exactly at the cap is not past it")
+
+    def test_what_was_shown_before_an_error_is_kept(self):
+        report, _, _ = run_child({"code": "display('before')\nraise ValueError('after')"})
+        self.assertEqual(report["status"], "exception")
+        self.assertEqual([o["data"] for o in report["outputs"]], ["'before'"])
+
+    def test_ipython_display_wrappers(self):
+        module = type(runner)("IPython.display")
+        runner.ipython_display(module)
+        self.assertEqual(runner.mime_bundle(module.HTML("<b>x</b>")), [("text/html", "<b>x</b>"), ("text/plain", "<IPython.core.display.HTML object>")])
+        self.assertEqual(runner.mime_bundle(module.Markdown("# t"))[0], ("text/markdown", "# t"))
+        path = os.path.join(runner.WORKSPACE, "a.png")
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(PNG))
+        self.assertEqual(runner.mime_bundle(module.Image(filename=path))[0], ("image/png", PNG))
+        self.assertIs(module.display, runner.display)
+
+    def test_a_real_ipython_comes_first(self):
+        import importlib.machinery
+
+        real = importlib.machinery.PathFinder.find_spec("IPython") is not None
+        self.assertEqual(runner.RunnerModules.find_spec("IPython") is None, real)
+
+
+class CleanOutputs(unittest.TestCase):
+    """The user's process writes its report itself: its outputs are hostile."""
+
+    def test_keeps_only_what_the_server_takes(self):
+        outputs = [
+            {"mime": "text/plain", "data": "ok", "source": "display"},
+            {"mime": "text/javascript", "data": "alert(1)", "source": "display"},
+            {"mime": "image/png", "data": "%%%", "source": "figure"},
+            {"mime": "image/png", "data": base64.b64encode(b"<svg onload=alert(1)>").decode(), "source": "figure"},
+            {"mime": "text/html", "data": ["not", "text"], "source": "display"},
+            {"mime": "text/html", "data": "<b>", "source": "server"},
+            "not even an object",
+            {"mime": "image/png", "data": PNG, "source": "figure", "extra": "dropped"},
+        ]
+        kept, truncated = runner.clean_outputs(outputs, False, 16, 1000)
+        self.assertEqual(kept, [{"mime": "text/plain", "data": "ok", "source": "display"},
+                                {"mime": "image/png", "data": PNG, "source": "figure"}])
+        self.assertIs(truncated, False)
+
+    def test_caps_and_flags(self):
+        many = [{"mime": "text/plain", "data": "x" * 10, "source": "display"}] * 5
+        self.assertEqual([len(runner.clean_outputs(many, False, 3, 1000)[0]), runner.clean_outputs(many, False, 3, 1000)[1]], [3, True])
+        self.assertEqual([len(runner.clean_outputs(many, False, 16, 25)[0]), runner.clean_outputs(many, False, 16, 25)[1]], [2, True])
+        self.assertEqual(runner.clean_outputs("nope", "yes", 16, 1000), ([], False))
+        self.assertEqual(runner.clean_outputs([], True, 16, 1000), ([], True), "the child may say it left some out")
+
+    def test_build_report_cleans_them(self):
+        report = runner.build_report({"exit_code": 0, "child": {"status": "ok", "value": "v" * 10, "outputs": [
+            {"mime": "application/x-evil", "data": "x", "source": "value"}]}}, {"result_limit": 5, "max_outputs": 16, "outputs_limit": 100})
+        self.assertEqual((report["value"], report["outputs"]), ("vvvvv", []))
+
+
+class Preload(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.saved = runner.VENV
+        runner.VENV = os.path.join(self.tmp.name, "venv")
+
+    def tearDown(self):
+        runner.VENV = self.saved
+        self.tmp.cleanup()
+
+    def site(self, *entries):
+        site = os.path.join(runner.VENV, "lib", "python3.11", "site-packages")
+        for entry in entries:
+            if entry.endswith("/"):
+                os.makedirs(os.path.join(site, entry))
+            else:
+                os.makedirs(site, exist_ok=True)
+                open(os.path.join(site, entry), "w").close()
+        return site
+
+    def test_top_level_names(self):
+        self.assertEqual([runner.top_level_name(e) for e in ("numpy", "six.py", "_cffi.cpython-311-x86_64-linux-gnu.so",
+                                                               "numpy-2.0.dist-info", "x.pth", "__pycache__", "not-a-name")],
+                         ["numpy", "six", "_cffi", None, None, None, None])
+
+    def test_what_the_tenant_shadows(self):
+        self.site("json/", "colorsys.py", "zz_only_the_tenant_has_it/", "json-9.dist-info/")
+        self.assertEqual(runner.shadowed_modules(runner.venv_site_dirs(), sys.path), ["colorsys", "json"])
+
+    def test_a_module_that_fails_does_not_stop_the_others(self):
+        for name in ("wave", "zz_no_such_module"):
+            sys.modules.pop(name, None)
+        with contextlib.redirect_stderr(io.StringIO()) as err:
+            runner.preload(["zz_no_such_module", "wave"])
+        self.assertIn("wave", sys.modules)
+        self.assertIn("runner: preloading zz_no_such_module failed: ModuleNotFoundError", err.getvalue())
+
+    def test_nothing_when_the_tenant_shadows_the_image(self):
+        self.site("json/")
+        sys.modules.pop("wave", None)
+        with contextlib.redirect_stderr(io.StringIO()) as err:
+            runner.preload(["wave"])
+        self.assertNotIn("wave", sys.modules, "the tenant's own json must be the one its code imports")
+        self.assertIn("the tenant's packages shadow the image's json", err.getvalue())
 
 
 class FileMode(InTempWorkspace):

@@ -31,12 +31,21 @@ describe('settings', () => {
     [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL="loud": expected one of error, warn, info, debug/],
     [{ INSTANCE_ID: 'has space' }, /^INSTANCE_ID=/],
     [{ DEFAULT_TIMEOUT_S: '100', MAX_TIMEOUT_S: '50' }, /DEFAULT_TIMEOUT_S \(100\) is above MAX_TIMEOUT_S \(50\)/],
+    [{ PRELOAD_MODULES: 'numpy, os;import sys' }, /^PRELOAD_MODULES="numpy, os;import sys": expected at most 32 comma-separated module names/],
+    [{ MAX_OUTPUTS: '1001' }, /^MAX_OUTPUTS="1001": expected a whole number from 0 to 1000/],
   ];
   for (const [env, message] of bad) {
     it(`a bad ${Object.keys(env)[0]} names the setting`, () => {
       assert.throws(() => loadConfig({ BASE_DIR: '/tmp/x', ...env }), (err: Error) => err instanceof ConfigError && message.test(err.message));
     });
   }
+
+  it('PRELOAD_MODULES: the three libraries of the image by default, a list of names, and set but empty: off', () => {
+    assert.deepEqual(loadConfig({ BASE_DIR: '/tmp/x' }).preloadModules, ['numpy', 'pandas', 'matplotlib.pyplot']);
+    assert.deepEqual(loadConfig({ BASE_DIR: '/tmp/x', PRELOAD_MODULES: 'numpy, scipy.stats' }).preloadModules, ['numpy', 'scipy.stats']);
+    assert.deepEqual(loadConfig({ BASE_DIR: '/tmp/x', PRELOAD_MODULES: '' }).preloadModules, []);
+    assert.equal(loadConfig({ BASE_DIR: '/tmp/x', POOL_SIZE: '' }).poolSize > 0, true, 'elsewhere empty still means the default');
+  });
 
   it('every setting, the Docker proxy ones too, is documented in the README with its default and description', () => {
     const readme = readFileSync(path.join(projectRoot, 'README.md'), 'utf8');

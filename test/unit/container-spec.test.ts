@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { containerSpec, SECCOMP_PROFILE } from '../../server/sandbox/container-spec.js';
 
-const limits = { timeoutS: 5, memoryMb: 256, cpus: 0.5, pids: 64, outputBytes: 1000, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10 };
+const limits = { timeoutS: 5, memoryMb: 256, cpus: 0.5, pids: 64, outputBytes: 1000, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10, maxOutputs: 16, outputsBytes: 1 << 20 };
 
 describe('containerSpec: the caps of every sandbox container', () => {
   const spec = containerSpec({
@@ -55,6 +55,13 @@ describe('containerSpec: the caps of every sandbox container', () => {
     assert.equal(spec.StdinOnce, true);
     assert.equal(spec.Tty, false);
     assert.equal(host.Runtime, undefined);
+  });
+
+  it('no environment of its own, unless it is a warm container that preloads', () => {
+    assert.equal(spec.Env, undefined);
+    const warm = containerSpec({ image: 'i', runtime: '', instanceId: 'x', executionId: 'e', limits, packagesVolume: 'v', preload: ['numpy', 'matplotlib.pyplot'] });
+    assert.deepEqual(warm.Env, ['RUNNER_PRELOAD=numpy,matplotlib.pyplot']);
+    assert.equal(containerSpec({ image: 'i', runtime: '', instanceId: 'x', executionId: 'e', limits, packagesVolume: 'v', preload: [] }).Env, undefined);
   });
 
   it('uses the configured runtime (e.g. gVisor)', () => {

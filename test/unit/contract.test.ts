@@ -7,7 +7,7 @@ import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import { loadContract } from '../../server/contract/contract.js';
 import { createMcpServer, type McpServices } from '../../server/mcp/mcp-server.js';
 import { projectRoot } from '../../server/project.js';
-import { PROTOCOL_VERSION } from '../../server/sandbox/protocol.js';
+import { OUTPUT_MIMES, OUTPUT_SOURCES, PROTOCOL_VERSION } from '../../server/sandbox/protocol.js';
 import { limitsSchema } from '../../server/tenancy/limits.js';
 
 /** Rules declared once, and what other places must say the same: held together here. */
@@ -65,6 +65,16 @@ describe('declared once, said the same everywhere', () => {
         assert.equal(operation.responses.default?.$ref, '#/components/responses/Error', `${method.toUpperCase()} ${route}`);
       }
     }
+  });
+
+  it("openapi.yaml's Output takes exactly the mimes and sources the protocol decoder lets through", () => {
+    const output = schemas.Output!.properties!;
+    assert.deepEqual(output.mime!.enum, [...OUTPUT_MIMES]);
+    assert.deepEqual(output.source!.enum, [...OUTPUT_SOURCES]);
+    const runner = readFileSync(path.join(projectRoot, 'sandbox-image', 'runner.py'), 'utf8');
+    const tuple = (name: string) => [...(new RegExp(`^${name} = \\(([^)]*)\\)`, 'm').exec(runner)?.[1] ?? '').matchAll(/"([^"]+)"/g)].map((m) => m[1]);
+    assert.deepEqual(tuple('MIMES').sort(), [...OUTPUT_MIMES].sort(), "runner.py's MIMES");
+    assert.deepEqual(tuple('SOURCES'), [...OUTPUT_SOURCES], "runner.py's SOURCES");
   });
 
   it('the runner protocol is declared once, in the sandbox Dockerfile, and labelled and handed to the runner from there', () => {

@@ -13,7 +13,7 @@ const policy: ProxyPolicy = {
   maxPids: 4096,
 };
 const volumes = new PackagesVolumes(policy.packagesVolumePrefix, 'host-8083');
-const limits = { timeoutS: 5, memoryMb: 256, cpus: 0.5, pids: 64, outputBytes: 1000, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10 };
+const limits = { timeoutS: 5, memoryMb: 256, cpus: 0.5, pids: 64, outputBytes: 1000, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10, maxOutputs: 16, outputsBytes: 1 << 20 };
 const input: SpecInput = {
   image: policy.sandboxImage,
   runtime: '',
@@ -46,6 +46,12 @@ describe('docker proxy policy: container bodies', () => {
     assert.equal(checkContainerCreate(body(containerSpec({ ...input, runtime: 'runsc' })), gvisor), null);
   });
 
+  it('allows a warm container that preloads: its one variable, module names only', () => {
+    const warm = body(containerSpec({ ...input, preload: ['numpy', 'pandas', 'matplotlib.pyplot'] }));
+    assert.deepEqual(warm.Env, ['RUNNER_PRELOAD=numpy,pandas,matplotlib.pyplot']);
+    assert.equal(checkContainerCreate(warm, policy), null);
+  });
+
   const refusals: [string, (b: Record<string, unknown>, h: Record<string, unknown>) => void, RegExp][] = [
     ['privileged', (_b, h) => (h.Privileged = true), /Privileged must be false/],
     ['a bind of the host', (_b, h) => (h.Binds = ['/:/host']), /HostConfig\.Binds is not allowed/],
@@ -73,7 +79,15 @@ describe('docker proxy policy: container bodies', () => {
     ['no user', (b) => delete b.User, /body\.User is required/],
     ['a command of its own', (b) => (b.Cmd = ['sh', '-c', 'id']), /body\.Cmd is not allowed/],
     ['an entrypoint of its own', (b) => (b.Entrypoint = ['sh']), /body\.Entrypoint is not allowed/],
-    ['environment', (b) => (b.Env = ['LD_PRELOAD=/x']), /body\.Env is not allowed/],
+    ['any other variable', (b) => (b.Env = ['LD_PRELOAD=/x']), /body\.Env\[0\] must be RUNNER_PRELOAD= and up to 32 comma-separated module names/],
+    ['another variable beside the preload one', (b) => (b.Env = ['RUNNER_PRELOAD=numpy', 'PYTHONPATH=/tmp']), /body\.Env must be a list of 1 to 1 entries/],
+    ['an empty environment list', (b) => (b.Env = []), /body\.Env must be a list of 1 to 1 entries/],
+    ['a preload of a path', (b) => (b.Env = ['RUNNER_PRELOAD=../../tmp/x']), /body\.Env\[0\] must be RUNNER_PRELOAD=/],
+    ['a preload that is code', (b) => (b.Env = ['RUNNER_PRELOAD=os;os.system("id")']), /body\.Env\[0\] must be RUNNER_PRELOAD=/],
+    ['an empty preload', (b) => (b.Env = ['RUNNER_PRELOAD=']), /body\.Env\[0\] must be RUNNER_PRELOAD=/],
+    ['a preload with an empty name', (b) => (b.Env = ['RUNNER_PRELOAD=numpy,,pandas']), /body\.Env\[0\] must be RUNNER_PRELOAD=/],
+    ['too many preloads', (b) => (b.Env = [`RUNNER_PRELOAD=${Array.from({ length: 33 }, (_, i) => `m${i}`).join(',')}`]), /body\.Env\[0\] must be RUNNER_PRELOAD=/],
+    ['a variable that is not a string', (b) => (b.Env = [{ RUNNER_PRELOAD: 'numpy' }]), /body\.Env\[0\] must be RUNNER_PRELOAD=/],
     ['no run-python-code label', (b) => (b.Labels = { other: '1' }), /Labels/],
     ['a name that is not ours', (b) => (b.name = 'postgres'), /name must start run-python-code-/],
     ['a prototype key', (b) => Object.defineProperty(b, '__proto__', { value: { Privileged: true }, enumerable: true }), /__proto__ is not allowed/],

@@ -6,10 +6,11 @@ import { EngineError } from '../../server/sandbox/runtime.js';
 import { PROTOCOL_VERSION, type RunnerReport } from '../../server/sandbox/protocol.js';
 import type { SandboxOutcome } from '../../server/sandbox/sandbox.js';
 
-const limits = { timeoutS: 5, memoryMb: 256, cpus: 1, pids: 64, outputBytes: 10, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10 };
+const limits = { timeoutS: 5, memoryMb: 256, cpus: 1, pids: 64, outputBytes: 10, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10, maxOutputs: 16, outputsBytes: 1 << 20 };
 const report = (over: Partial<RunnerReport> = {}): RunnerReport => ({
   protocol: PROTOCOL_VERSION, exit_code: 0, timed_out: false, truncated: false, oom_killed: false, status: 'ok',
-  error: null, traceback: null, result: null, result_truncated: false, deleted: [], warnings: [], run_ms: 1, ...over,
+  error: null, traceback: null, result: null, result_truncated: false,
+    value: null, outputs: [], outputs_truncated: false, deleted: [], warnings: [], run_ms: 1, ...over,
 });
 const outcome = (over: Partial<SandboxOutcome> = {}): SandboxOutcome => ({
   stdout: ' 42\n', stderr: '', report: report(), changes: null, exitCode: 0, timedOut: false, truncated: false,
@@ -46,6 +47,24 @@ describe('toEnvelope', () => {
       assert.match(String(e.error), error);
     });
   }
+
+  it('value: the last expression on success, capped like the result; null on failure', () => {
+    assert.equal(toEnvelope('id', outcome({ report: report({ value: '5' }) }), limits).value, '5');
+    assert.equal(toEnvelope('id', outcome({ report: report({ value: 'v'.repeat(20) }) }), limits).value, 'v'.repeat(10));
+    assert.equal(toEnvelope('id', outcome(), limits).value, null);
+    const failed = toEnvelope('id', outcome({ report: report({ status: 'exception', exit_code: 1, error: 'E', value: '5' }) }), limits);
+    assert.equal(failed.value, null);
+  });
+
+  it('outputs: as reported, also when the code failed after making them; none without a report', () => {
+    const outputs = [{ mime: 'image/png' as const, data: 'iVBORw0KGgo=', source: 'figure' as const }];
+    const ok = toEnvelope('id', outcome({ report: report({ outputs, outputs_truncated: true }) }), limits);
+    assert.deepEqual([ok.outputs, ok.outputs_truncated], [outputs, true]);
+    const failed = toEnvelope('id', outcome({ report: report({ status: 'exception', exit_code: 1, error: 'E', outputs }) }), limits);
+    assert.deepEqual(failed.outputs, outputs);
+    const refused = toEnvelope('id', outcome({ report: null, violation: 'bad' }), limits);
+    assert.deepEqual([refused.outputs, refused.outputs_truncated, refused.value], [[], false, null]);
+  });
 
   it('caps what the container said', () => {
     const e = toEnvelope('id', outcome({ report: report({ status: 'exception', exit_code: 1, error: 'E'.repeat(100), traceback: 'T'.repeat(100) }) }), limits);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { FrameDecoder, PROTOCOL_VERSION, ProtocolViolation } from '../../server/sandbox/protocol.js';
+import { FrameDecoder, PROTOCOL_VERSION, ProtocolViolation, type RunnerOutput } from '../../server/sandbox/protocol.js';
 
 const frame = (kind: string, payload: Buffer | string) => {
   const body = Buffer.from(payload);
@@ -12,13 +12,14 @@ const frame = (kind: string, payload: Buffer | string) => {
 
 const goodReport = {
   protocol: PROTOCOL_VERSION, exit_code: 0, timed_out: false, truncated: false, oom_killed: false, status: 'ok',
-  error: null, traceback: null, result: '42', result_truncated: false, deleted: [], warnings: [], run_ms: 3,
+  error: null, traceback: null, result: '42', result_truncated: false, value: null, outputs: [] as RunnerOutput[], outputs_truncated: false,
+  deleted: [], warnings: [], run_ms: 3,
 };
 
-function decoder(outputBytes = 100) {
+function decoder(outputBytes = 100, outputs = { maxOutputs: 3, outputsBytes: 200 }) {
   const events = { files: [] as Buffer[], overCap: 0, done: 0 };
   const d = new FrameDecoder(
-    { outputBytes, filesBytes: 1000, reportBytes: 2000 },
+    { outputBytes, filesBytes: 1000, reportBytes: 2000, ...outputs },
     { files: (c) => events.files.push(c), overCap: () => (events.overCap += 1), done: () => (events.done += 1) },
   );
   return { d, events };
@@ -60,7 +61,7 @@ describe('FrameDecoder', () => {
   it('hands each o and e frame, as kept within the cap, to the output sink as it arrives', () => {
     const seen: [string, string][] = [];
     const d = new FrameDecoder(
-      { outputBytes: 10, filesBytes: 1000, reportBytes: 2000 },
+      { outputBytes: 10, filesBytes: 1000, reportBytes: 2000, maxOutputs: 16, outputsBytes: 1000 },
       { files: () => undefined, overCap: () => undefined, done: () => undefined, output: (stream, chunk) => seen.push([stream, chunk.toString()]) },
     );
     d.push(frame('o', 'x'.repeat(8)));
@@ -139,5 +140,52 @@ describe('FrameDecoder', () => {
     const { d } = decoder();
     d.push(frame('o', 'abc').subarray(0, 6));
     assert.throws(() => d.finish(), /ended inside a frame/);
+  });
+});
+
+describe('FrameDecoder: the outputs of a report, hostile like the rest', () => {
+  const png = Buffer.concat([Buffer.from('\x89PNG\r\n\x1a\n', 'latin1'), Buffer.from('IHDR')]).toString('base64');
+  const finish = (outputs: unknown[], caps?: { maxOutputs: number; outputsBytes: number }) => {
+    const { d } = decoder(100, caps);
+    d.push(frame('r', JSON.stringify({ ...goodReport, outputs })));
+    return d.finish()!;
+  };
+  const out = (mime: string, data: string, source = 'display') => ({ mime, data, source }) as RunnerOutput;
+
+  it('keeps them, in order, as they came', () => {
+    const outputs = [out('image/png', png, 'figure'), out('text/html', '<table></table>', 'value'), out('text/plain', 'df', 'value')];
+    assert.deepEqual(finish(outputs).outputs, outputs);
+    assert.equal(finish(outputs).outputs_truncated, false);
+  });
+
+  it('past max_outputs: the first ones, and outputs_truncated', () => {
+    const report = finish(['a', 'b', 'c', 'd'].map((t) => out('text/plain', t)));
+    assert.deepEqual(report.outputs.map((o) => o.data), ['a', 'b', 'c']);
+    assert.equal(report.outputs_truncated, true);
+  });
+
+  it('past the bytes cap: those before the one that does not fit, and outputs_truncated', () => {
+    const report = finish([out('text/plain', 'x'.repeat(150)), out('text/plain', 'y'.repeat(60)), out('text/plain', 'z')]);
+    assert.deepEqual(report.outputs.map((o) => o.data.length), [150]);
+    assert.equal(report.outputs_truncated, true);
+    assert.equal(finish([out('text/plain', 'é'.repeat(101))]).outputs.length, 0, 'bytes, not characters');
+  });
+
+  const refusals: [string, unknown[], RegExp][] = [
+    ['a forged mime', [out('text/javascript', 'alert(1)')], /\/outputs\/0\/mime must be equal to one of the allowed values \(text\/plain, text\/html/],
+    ['a forged source', [{ mime: 'text/plain', data: 'x', source: 'server' }], /\/outputs\/0\/source must be equal to one of the allowed values/],
+    ['a field of its own', [{ ...out('text/plain', 'x'), url: 'http://x' }], /\/outputs\/0 must NOT have additional properties/],
+    ['data that is not a string', [{ mime: 'text/plain', data: 7, source: 'display' }], /\/outputs\/0\/data must be string/],
+    ['bad base64', [out('image/png', png + '!')], /output 0 \(image\/png\) is not base64/],
+    ['base64 with whitespace', [out('image/svg+xml', 'PHN2Zz4=\nPC9zdmc+')], /output 0 \(image\/svg\+xml\) is not base64/],
+    ['an image/png that is no PNG', [out('text/plain', 'ok'), out('image/png', Buffer.from('<svg onload=alert(1)>').toString('base64'))], /output 1 says image\/png but is not a PNG/],
+  ];
+  for (const [name, outputs, message] of refusals) {
+    it(`refuses ${name}`, () => assert.throws(() => finish(outputs), (err: Error) => err instanceof ProtocolViolation && message.test(err.message)));
+  }
+
+  it('refuses an oversize output: the report is over its size cap before it is even parsed', () => {
+    const { d } = decoder();
+    assert.throws(() => d.push(frame('r', JSON.stringify({ ...goodReport, outputs: [out('text/plain', 'x'.repeat(3000))] }))), /report is over its size cap/);
   });
 });

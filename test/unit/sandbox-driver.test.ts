@@ -16,9 +16,9 @@ import { until } from '../helpers/until.js';
  * without an engine. Each case plays a scripted container and asserts the outcome and the exact calls.
  */
 const limits: SandboxLimits = {
-  timeoutS: 5, memoryMb: 64, cpus: 1, pids: 64, outputBytes: 1024, workspaceMb: 1, tmpMb: 1, nofile: 64, maxFiles: 10,
+  timeoutS: 5, memoryMb: 64, cpus: 1, pids: 64, outputBytes: 1024, workspaceMb: 1, tmpMb: 1, nofile: 64, maxFiles: 10, maxOutputs: 16, outputsBytes: 1 << 20,
 };
-const OPTIONS = { image: 'sandbox:test', runtime: '', instanceId: 'unit' };
+const OPTIONS = { image: 'sandbox:test', runtime: '', instanceId: 'unit', preload: [] as string[] };
 const TIMINGS = { backstopGraceMs: 20, finalWaitMs: 50, removeBackoffMs: 1 };
 
 function job(over: Partial<SandboxJob> = {}): SandboxJob {
@@ -320,5 +320,107 @@ describe('sandbox driver on the recording fake', () => {
     const { EngineError } = await import('../../server/sandbox/runtime.js');
     const { sandbox } = driver(() => ({ createError: new EngineError('no_image', 'Sandbox image sandbox:test is missing') }));
     await assert.rejects(sandbox.run(job()), (err: Error) => err instanceof EngineError && err.message === 'Sandbox image sandbox:test is missing');
+  });
+});
+
+describe('outputs from the container, on the recording fake: decoded, checked and capped', () => {
+  const png = Buffer.concat([Buffer.from('\x89PNG\r\n\x1a\n', 'latin1'), Buffer.alloc(16)]).toString('base64');
+  const figure = { mime: 'image/png' as const, data: png, source: 'figure' as const };
+  const play = async (report: Parameters<typeof reportFrames>[0], over: Partial<SandboxLimits> = {}) => {
+    const { sandbox } = driver(() => ({ stdout: reportFrames(report), then: 'hang' }));
+    const run = { ...limits, ...over };
+    const outcome = await sandbox.run(job({ limits: run }));
+    await sandbox.shutdown(false);
+    return toEnvelope('e1', outcome, run);
+  };
+
+  it('a value and a figure reach the envelope as the runner sent them', async () => {
+    const e = await play({ value: '5', outputs: [figure] });
+    assert.deepEqual([e.success, e.value, e.outputs, e.outputs_truncated], [true, '5', [figure], false]);
+  });
+
+  it('the server cuts them to its own caps too, and says so', async () => {
+    const e = await play({ outputs: [figure, figure, figure] }, { maxOutputs: 2 });
+    assert.deepEqual([e.success, e.outputs.length, e.outputs_truncated], [true, 2, true]);
+    const small = await play({ outputs: [figure, { mime: 'text/plain', data: 'x', source: 'display' }] }, { outputsBytes: png.length });
+    assert.deepEqual([small.outputs, small.outputs_truncated], [[figure], true]);
+  });
+
+  const hostile: [string, Parameters<typeof reportFrames>[0], RegExp][] = [
+    ['a forged mime', { outputs: [{ ...figure, mime: 'text/javascript' as never }] }, /^The sandbox broke the runner protocol \(report does not match the protocol: \/outputs\/0\/mime must be equal to one of the allowed values \(text\/plain, text\/html, text\/markdown, image\/png, image\/svg\+xml, application\/json\)\); its output was discarded$/],
+    ['bad base64', { outputs: [{ ...figure, data: `${png}%` }] }, /^The sandbox broke the runner protocol \(output 0 \(image\/png\) is not base64\); its output was discarded$/],
+    ['an output over the report cap', { outputs: [{ mime: 'text/plain', data: 'x'.repeat(56 * 1024), source: 'display' }] }, /^The sandbox broke the runner protocol \(report is over its size cap\)/],
+  ];
+  for (const [what, report, error] of hostile) {
+    it(`${what}: refused with a clear error, nothing of the run kept`, async () => {
+      const e = await play(report, { outputsBytes: 1024, maxOutputs: 4 });
+      assert.equal(e.success, false);
+      assert.match(e.error ?? '', error);
+      assert.deepEqual([e.outputs, e.value, e.stdout], [[], null, '']);
+    });
+  }
+});
+
+describe('warm containers that preload, on the recording fake', () => {
+  const PRELOAD = ['numpy', 'pandas', 'matplotlib.pyplot'];
+  function preloading(script: (name: string) => Script, size = 1) {
+    const engine = new FakeRuntime((spec) => script(spec.name ?? ''));
+    const logger = createLogger('error');
+    logger.silent = true;
+    const sandbox = new DockerSandbox(engine, { ...OPTIONS, preload: PRELOAD }, logger, { size, maxProfiles: 4, retryAfterFailureMs: 10_000 }, undefined, { ...TIMINGS, readyTimeoutMs: 50 });
+    return { engine, sandbox };
+  }
+  const specOf = (engine: FakeRuntime, part: string) => [...engine.containers.values()].find((c) => c.name.includes(part))!;
+
+  it('a warm container is asked to preload, waits in the pool once its runner says ready, and runs its job', async () => {
+    const { engine, sandbox } = preloading(() => ({ stdout: [frame('o', 'hi\n'), ...reportFrames()], then: 'hang' }));
+    sandbox.warm({ limits, packagesVolume: 'vol' });
+    await until(() => sandbox.ready() === 1, 'the pool to fill', 1000, 2);
+    assert.deepEqual(specOf(engine, 'pool-').spec.Env, ['RUNNER_PRELOAD=numpy,pandas,matplotlib.pyplot']);
+    const outcome = await sandbox.run(job());
+    assert.equal(outcome.phases.pool, 1);
+    assert.equal(outcome.stdout, 'hi\n', 'the frames after the ready frame are the job\'s, and none is lost');
+    assert.equal(outcome.violation, null);
+    await sandbox.shutdown(false);
+  });
+
+  it('a cold container (a pool miss, an install) never preloads, so its job does not wait for imports', async () => {
+    const { engine, sandbox } = preloading(() => ({ stdout: reportFrames() }), 0);
+    await sandbox.run(job());
+    await sandbox.run(job({ executionId: 'e2', mode: 'install', install: { requirement: 'x', upgrade: false, pipArgs: [], packagesMaxBytes: 1, packagesMaxFiles: 10 } }));
+    await sandbox.shutdown(false);
+    assert.equal(specOf(engine, 'e1').spec.Env, undefined);
+    assert.equal(specOf(engine, 'e2').spec.Env, undefined);
+  });
+
+  const unready: [string, Script][] = [
+    ['says nothing', { ready: null }],
+    ['sends anything but the ready frame first', { ready: frame('o', 'forged') }],
+    ['stops before it is ready', { ready: null, diesAfterMs: 1 }],
+  ];
+  for (const [what, script] of unready) {
+    it(`a warm container that ${what} is removed and never handed out: the run goes cold`, async () => {
+      const { engine, sandbox } = preloading((name) => (name.includes('pool-') ? script : { stdout: reportFrames() }));
+      sandbox.warm({ limits, packagesVolume: 'vol' });
+      await until(() => specOf(engine, 'pool-')?.removed === true, 'the unready container to be removed', 1000, 2);
+      assert.equal(sandbox.ready(), 0);
+      const outcome = await sandbox.run(job());
+      assert.equal(outcome.phases.pool, undefined, 'a cold start');
+      assert.equal(outcome.report?.status, 'ok');
+      await sandbox.shutdown(false);
+    });
+  }
+
+  it("an install drops the warm containers of its packages volume, which preloaded the old packages, and only those", async () => {
+    const { engine, sandbox } = preloading(() => ({ stdout: reportFrames() }));
+    sandbox.warm({ limits, packagesVolume: 'vol' });
+    await until(() => sandbox.ready() === 1, 'the first profile', 1000, 2);
+    sandbox.warm({ limits, packagesVolume: 'other' });
+    await until(() => sandbox.ready() === 2, 'both profiles', 1000, 2);
+    const [mine, theirs] = [...engine.containers.values()];
+    await sandbox.run(job({ mode: 'install', install: { requirement: 'x', upgrade: false, pipArgs: [], packagesMaxBytes: 1, packagesMaxFiles: 10 } }));
+    await until(() => mine!.removed && sandbox.ready() === 2, 'a fresh warm container for vol', 1000, 2);
+    assert.equal(theirs!.removed, false);
+    await sandbox.shutdown(false);
   });
 });

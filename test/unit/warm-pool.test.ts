@@ -17,7 +17,7 @@ logger.silent = true;
 function spec(memoryMb = 64): SpecInput {
   return {
     image: 'img', runtime: '', instanceId: 'unit', executionId: 'x', packagesVolume: 'vol',
-    limits: { timeoutS: 5, memoryMb, cpus: 1, pids: 64, outputBytes: 1024, workspaceMb: 1, tmpMb: 1, nofile: 64, maxFiles: 10 },
+    limits: { timeoutS: 5, memoryMb, cpus: 1, pids: 64, outputBytes: 1024, workspaceMb: 1, tmpMb: 1, nofile: 64, maxFiles: 10, maxOutputs: 16, outputsBytes: 1 << 20 },
   };
 }
 
@@ -70,6 +70,38 @@ describe('warm pool', () => {
     assert.equal(warm.take(spec(128)), null);
     const hit = warm.take(spec(64));
     assert.equal(hit?.profile, 64);
+  });
+
+  it('what a container preloads is part of its profile', async () => {
+    const { warm } = pool({ size: 1 });
+    warm.warm({ ...spec(), preload: ['numpy'] });
+    await tick('the preloading profile', () => warm.size === 1);
+    assert.equal(warm.take({ ...spec(), preload: [] }), null);
+    assert.notEqual(warm.take({ ...spec(), preload: ['numpy'] }), null);
+  });
+
+  it('drop: the containers of the profiles it picks go, ready or still being made, and are made anew', async () => {
+    let holding = false;
+    let release = () => undefined as void;
+    const hold = () => (holding ? new Promise<void>((resolve) => (release = resolve)) : Promise.resolve());
+    const { warm, prepared, discarded } = pool({ size: 1, hold });
+    const other = { ...spec(), packagesVolume: 'other' };
+    warm.warm(spec());
+    await tick('the first profile', () => warm.size === 1);
+    warm.warm(other);
+    await tick('both profiles', () => warm.size === 2);
+    const [mine, theirs] = prepared;
+    holding = true;
+    warm.drop((s) => s.packagesVolume === 'vol');
+    assert.deepEqual(discarded, [mine], 'the ready one goes at once');
+    await tick('its replacement to be under way', () => warm.stats().creating === 1);
+    warm.drop((s) => s.packagesVolume === 'vol'); // while that one is being made
+    holding = false;
+    release();
+    await tick('a fresh one', () => warm.size === 2 && prepared.length === 4);
+    assert.deepEqual(discarded, [mine, prepared[2]], 'the one begun before the second drop never served');
+    assert.equal(warm.take(spec()), prepared[3]);
+    assert.equal(warm.take(other), theirs, 'other profiles keep theirs');
   });
 
   it('a container that stops while waiting is dropped and replaced', async () => {
