@@ -15,6 +15,7 @@ open its file descriptors through /proc. Stdlib only at import: the image may ha
 (numpy, pandas and matplotlib are only ever preloaded, and only when they are there).
 """
 
+import io
 import json
 import os
 import select

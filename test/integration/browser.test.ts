@@ -8,7 +8,6 @@ import { after, before, describe, it } from 'node:test';
 import type { Duplex } from 'node:stream';
 import { deflateSync } from 'node:zlib';
 import puppeteer, { type Browser, type BrowserContext, type Page } from 'puppeteer-core';
-import { loadContract } from '../../server/contract/contract.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 import { tenantsFile } from '../helpers/tenants.js';
 import { until } from '../helpers/until.js';
@@ -380,23 +379,18 @@ describe('in a browser (headless Chromium)', () => {
       }
     });
 
-    const figuresMerged = 'outputs' in ((loadContract() as { components: { schemas: { ExecutionResponse: { properties: object } } } }).components.schemas.ExecutionResponse.properties);
-    it(
-      'type import matplotlib.pyplot as plt; plt.plot([1,2,3]); print("hi"), run, and find hi and a rendered <img> whose natural width is greater than 0',
-      { todo: figuresMerged ? false : "needs the envelope's outputs, the other half of issue 15" },
-      async () => {
-        const page = await open();
-        try {
-          await typeCode(page, 'import matplotlib.pyplot as plt; plt.plot([1,2,3]); print("hi")');
-          await page.click('#run');
-          await settled(page);
-          assert.equal(await shownAt(page, '#stream'), 'hi\n');
-          await page.waitForFunction("[...document.querySelectorAll('#outputs img')].some((img) => img.complete && img.naturalWidth > 0)", { timeout: 10_000 });
-        } finally {
-          await page.close();
-        }
-      },
-    );
+    it('type import matplotlib.pyplot as plt; plt.plot([1,2,3]); print("hi"), run, and find hi and a rendered <img> whose natural width is greater than 0', async () => {
+      const page = await open();
+      try {
+        await typeCode(page, 'import matplotlib.pyplot as plt; plt.plot([1,2,3]); print("hi")');
+        await page.click('#run');
+        await settled(page);
+        assert.equal(await shownAt(page, '#stream'), 'hi\n');
+        await page.waitForFunction("[...document.querySelectorAll('#outputs img')].some((img) => img.complete && img.naturalWidth > 0)", { timeout: 10_000 });
+      } finally {
+        await page.close();
+      }
+    });
 
     it('with keys, a shared link never runs before the key is pasted, and the key stays in the page', async () => {
       const keyed = await startServer({ TENANTS_FILE: tenantsFile({ alice: '' }) });
