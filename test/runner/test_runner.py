@@ -319,6 +319,19 @@ class Outputs(InTempWorkspace):
         report, _, _ = run_child({"code": "display(1)\ndisplay(2)", "max_outputs": 2})
         self.assertIs(report["outputs_truncated"], False, "exactly at the cap is not past it")
 
+    def test_a_figure_is_its_png_at_its_own_dpi(self):
+        class Figure:  # what Outputs.figure asks of a matplotlib Figure, so the host needs no matplotlib
+            axes, lines, dpi = ["ax"], [], 72
+
+            def savefig(self, out, format, dpi):
+                self.asked = (format, dpi)
+                out.write(runner.PNG_MAGIC + b"IHDR")
+
+        outputs, fig = runner.Outputs(5, 1 << 20), Figure()
+        outputs.figure(fig, "figure")
+        self.assertEqual(fig.asked, ("png", 72))
+        self.assertEqual(outputs.items, [{"mime": "image/png", "data": PNG, "source": "figure"}])
+
     def test_what_was_shown_before_an_error_is_kept(self):
         report, _, _ = run_child({"code": "display('before')\nraise ValueError('after')"})
         self.assertEqual(report["status"], "exception")
