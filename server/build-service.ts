@@ -1,4 +1,5 @@
 import type { Config } from './config.js';
+import { ContextService } from './contexts/context-service.js';
 import { ExecutionService, type RunDeps } from './execution/execution-service.js';
 import { HealthService } from './execution/health-service.js';
 import { ExecutionHistory } from './execution/history.js';
@@ -56,6 +57,7 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
   const history = new ExecutionHistory(config.executionRetentionS, config.executionRetentionMb * 1024 * 1024);
   const deps: RunDeps = { config, sandbox, registry, admission, recorder: new Recorder(logger, history, metrics), logger, volumes };
   const workspaces = new WorkspaceStore(config.baseDir);
+  const contexts = new ContextService(deps, volumes.deployment);
   return {
     config,
     logger,
@@ -65,7 +67,8 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
     admission,
     history,
     health: new HealthService(config, sandbox),
-    executions: new ExecutionService(deps, workspaces),
+    executions: new ExecutionService(deps, workspaces, contexts),
+    contexts,
     files: new FileService(workspaces, {
       capsOf: (tenant) => workspaceCaps(limitsFor(config, registry.get(tenant).limits)),
       uploadRetryS: config.headersTimeoutS + config.bodyTimeoutS,
@@ -92,6 +95,7 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
     /** Stops watching and refilling, and waits for removals; `force` kills runs still in flight. */
     async stop(force: boolean): Promise<void> {
       registry.close();
+      contexts.close();
       await sandbox.shutdown(force);
     },
   };

@@ -1,8 +1,9 @@
 import type { Config } from '../config.js';
 import type { ExecuteRequest, ExecutionResponse, RunPythonFileRequest, SaveAndExecuteRequest } from '../contract/contract.js';
+import { INTERRUPT_GRACE_S, type ContextService } from '../contexts/context-service.js';
 import { badRequest, notFound } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { OutputSink, Sandbox, SandboxJob, SandboxLimits } from '../sandbox/sandbox.js';
+import type { OutputSink, Sandbox, SandboxContext, SandboxJob, SandboxLimits, SandboxOutcome } from '../sandbox/sandbox.js';
 import { requireWorkspacePath } from '../workspace/paths.js';
 import type { WorkspaceStore } from '../workspace/workspace-store.js';
 import { workspaceCaps } from '../workspace/tree.js';
@@ -45,6 +46,17 @@ function requireText(value: string, field: string): string {
   return value;
 }
 
+/** What a run does: code, or a workspace file, and maybe a variable to return. */
+type Work = Pick<SandboxJob, 'mode' | 'code' | 'file' | 'variable'>;
+
+/** What a failed call in a context did to the context: kept after an interrupt, or lost. */
+function contextNote(outcome: SandboxOutcome): string {
+  if (outcome.report && !outcome.report.lost) {
+    return outcome.timedOut ? '; it was interrupted (KeyboardInterrupt) and the context keeps its state' : '';
+  }
+  return '; the context is lost with it (its state is gone): later calls to it answer 410';
+}
+
 /** What every sandbox-running service needs besides its own parts. */
 export interface RunDeps {
   config: Config;
@@ -66,17 +78,21 @@ export class ExecutionService {
   constructor(
     private readonly deps: RunDeps,
     private readonly workspaces: WorkspaceStore,
+    private readonly contexts: ContextService,
   ) {}
 
   /** The tenant's limits as they are now (a reload later does not change this request's). */
-  private budget(ctx: ExecutionContext, requested: RequestedLimits): Budget {
+  private budget(ctx: ExecutionContext, requested: RequestedLimits & { context_id?: string }): Budget {
+    if (requested.context_id !== undefined && requested.memory_mb !== undefined) {
+      throw badRequest('memory_mb cannot be given with context_id: a context keeps the memory cap it was created with (POST /contexts)');
+    }
     const tenant = this.deps.registry.get(ctx.tenant);
     return { limits: limitsFor(this.deps.config, tenant.limits, requested), maxConcurrent: tenant.limits.max_concurrent };
   }
 
   execute(req: ExecuteRequest, ctx: ExecutionContext): Promise<ExecutionResponse> {
     const code = requireText(req.code, 'code');
-    return this.run({ mode: 'code', code, variable: req.variable_to_return }, this.budget(ctx, req), ctx);
+    return this.dispatch({ mode: 'code', code, variable: req.variable_to_return }, this.budget(ctx, req), ctx, req.context_id);
   }
 
   async saveAndExecute(req: SaveAndExecuteRequest, ctx: ExecutionContext): Promise<ExecutionResponse> {
@@ -86,7 +102,7 @@ export class ExecutionService {
     const workspace = await this.workspaces.for(ctx.tenant);
     const saved = await workspace.save(file, [Buffer.from(code, 'utf8')], req.overwrite ?? true, workspaceCaps(budget.limits));
     if (saved.over) throw badRequest(`Workspace is full: with ${file} it would hold ${saved.over}`);
-    return this.run({ mode: 'file', file, variable: req.variable_to_return }, budget, ctx);
+    return this.dispatch({ mode: 'file', file, variable: req.variable_to_return }, budget, ctx, req.context_id);
   }
 
   async runFile(req: RunPythonFileRequest, ctx: ExecutionContext): Promise<ExecutionResponse> {
@@ -94,14 +110,25 @@ export class ExecutionService {
     const budget = this.budget(ctx, req);
     const workspace = await this.workspaces.for(ctx.tenant);
     if (!(await workspace.isFile(file))) throw notFound(`File not found: ${file}`);
-    return this.run({ mode: 'file', file, variable: req.variable_to_return }, budget, ctx);
+    return this.dispatch({ mode: 'file', file, variable: req.variable_to_return }, budget, ctx, req.context_id);
+  }
+
+  /** In a fresh sandbox, or in the context named: there with the context's caps and this call's timeout. */
+  private async dispatch(what: Work, budget: Budget, ctx: ExecutionContext, contextId?: string): Promise<ExecutionResponse> {
+    if (contextId === undefined) return (await this.run(what, budget, ctx)).response;
+    const { timeoutS } = budget.limits;
+    const { response } = await this.contexts.call(contextId, ctx.tenant, timeoutS, (box, limits) =>
+      this.run(what, { ...budget, limits: { ...limits, timeoutS } }, ctx, box),
+    );
+    return response;
   }
 
   private async run(
-    what: Pick<SandboxJob, 'mode' | 'code' | 'file' | 'variable'>,
+    what: Work,
     { limits, maxConcurrent }: Budget,
     ctx: ExecutionContext,
-  ): Promise<ExecutionResponse> {
+    box?: SandboxContext,
+  ): Promise<{ response: ExecutionResponse; outcome: SandboxOutcome }> {
     const { sandbox, admission, recorder, logger, volumes } = this.deps;
     const workspace = await this.workspaces.for(ctx.tenant);
     const caps = workspaceCaps(limits);
@@ -109,16 +136,18 @@ export class ExecutionService {
       logger.debug('execution starting', { execution_id: ctx.executionId, endpoint: ctx.endpoint, tenant: ctx.tenant, ...what });
       const staged = await workspace.stage();
       try {
-        const result = await sandbox.run({
+        const job = {
           ...what,
           executionId: ctx.executionId,
           workspace: await workspace.snapshot(caps),
           changes: staged,
           limits,
-          packagesVolume: volumes.name(ctx.tenant),
           signal: ctx.signal,
           onOutput: ctx.onOutput,
-        });
+        };
+        const result = box
+          ? await box.run({ ...job, interruptGraceS: INTERRUPT_GRACE_S })
+          : await sandbox.run({ ...job, packagesVolume: volumes.name(ctx.tenant) });
         return { outcome: result, refused: result.changes ? await workspace.merge(staged, result.changes, caps) : null };
       } finally {
         await staged.discard();
@@ -130,7 +159,8 @@ export class ExecutionService {
       const why = `the files it changed were not kept, as the workspace would then hold ${refused}; it keeps its earlier state`;
       response = { ...response, success: false, result: null, error: response.success ? `The code ran, but ${why}` : `${response.error}; and ${why}` };
     }
+    if (box && !response.success) response = { ...response, error: `${response.error}${contextNote(outcome)}` };
     recorder.record(ctx, outcome, response);
-    return response;
+    return { response, outcome };
   }
 }

@@ -96,8 +96,10 @@ export interface SandboxJob {
   /** A tmpfs at /scratch of this size and inode count, added on top of the memory cap. */
   scratch?: Scratch;
   limits: SandboxLimits;
-  /** Aborted when nobody waits for the answer any more (the client went away): the run is stopped. */
+  /** Aborted when nobody waits for the answer any more (the client went away): the run is stopped (not in a context). */
   signal?: AbortSignal;
+  /** Context calls: how long the kernel has, once interrupted at the timeout, to come back. */
+  interruptGraceS?: number;
   /** Receives the code's output while it runs (see OutputSink). */
   onOutput?: OutputSink;
 }
@@ -142,9 +144,30 @@ export interface SandboxHealth {
   error?: string;
 }
 
+/** What a context's container is made with: the caps of an execution's, for as long as it lives. */
+export interface ContextSpec {
+  contextId: string;
+  limits: SandboxLimits;
+  packagesVolume: string;
+}
+
+/** A context's container, its kernel started: calls run in it one at a time (the caller sees to that). */
+export interface SandboxContext {
+  /** One call in the kernel; a report with `lost` (or none) means the kernel is gone. */
+  run(job: Omit<SandboxJob, 'packagesVolume' | 'packagesWritable' | 'network' | 'scratch' | 'wheelhouse'>): Promise<SandboxOutcome>;
+  /** Resolves when the container's output ended: it stopped, whatever stopped it. */
+  readonly ended: Promise<void>;
+  /** Whether the engine says it was OOM-killed (asked once it ended). */
+  oomKilled(): Promise<boolean>;
+  /** Removes the container (in the background, tracked for shutdown). */
+  close(): void;
+}
+
 /** What the services ask of the sandbox driver. */
 export interface Sandbox {
   run(job: SandboxJob): Promise<SandboxOutcome>;
+  /** Starts a context's container and its kernel. */
+  openContext(spec: ContextSpec): Promise<SandboxContext>;
   health(): Promise<SandboxHealth>;
   /** Removes containers this server instance left behind (after a crash, say). */
   reapStale(): Promise<number>;
