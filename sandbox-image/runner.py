@@ -926,6 +926,21 @@ def kill_all():
         pass
 
 
+def child_report_limit(job):
+    # Four capped strings, up to 4 UTF-8 bytes a character, and the outputs (escaped, at most 6 bytes a byte).
+    return 16 * job["result_limit"] + 6 * job.get("outputs_limit", 0) + 128 * job.get("max_outputs", 0) + 65536
+
+
+def relay(channel, kind, data, sent, limit):
+    """Sends what fits of the user's output `data` as frames of `kind` (`sent` counts each kind's bytes
+    against `limit`); True when some of it did not fit."""
+    room = limit - sent[kind]
+    if room > 0:
+        channel.send(kind, data[:room])
+        sent[kind] += min(room, len(data))
+    return len(data) > room
+
+
 def supervise(job, channel, argv=None, deadline=None, sent=None):
     """Forks the user's code (or execs `argv`), relays its output as frames within the caps, enforces the deadline.
 
@@ -975,8 +990,7 @@ def supervise(job, channel, argv=None, deadline=None, sent=None):
     kinds = {out_r: b"o", err_r: b"e"}
     open_fds = {out_r, err_r, rep_r}
     report = bytearray()
-    # Four capped strings, up to 4 UTF-8 bytes a character, and the outputs (escaped, at most 6 bytes a byte).
-    report_limit = 16 * job["result_limit"] + 6 * job.get("outputs_limit", 0) + 128 * job.get("max_outputs", 0) + 65536
+    report_limit = child_report_limit(job)
     status = None
     timed_out = truncated = False
     deadline = time.monotonic() + job["timeout_s"] if deadline is None else deadline
@@ -999,11 +1013,7 @@ def supervise(job, channel, argv=None, deadline=None, sent=None):
                 if len(report) < report_limit:
                     report.extend(data[: report_limit - len(report)])
                 continue
-            room = limit - sent[kinds[fd]]
-            if room > 0:
-                channel.send(kinds[fd], data[:room])
-                sent[kinds[fd]] += min(room, len(data))
-            if len(data) > room:
+            if relay(channel, kinds[fd], data, sent, limit):
                 truncated = True
                 kill_all()
 
@@ -1418,7 +1428,7 @@ class Kernel:
         """Runs one job's code in the kernel; returns (outcome as supervise() gives it, why the kernel is lost or None)."""
         limit = job["output_limit"]
         sent = {b"o": 0, b"e": 0}
-        report_limit = 16 * job["result_limit"] + 6 * job.get("outputs_limit", 0) + 128 * job.get("max_outputs", 0) + 65536
+        report_limit = child_report_limit(job)
         report = bytearray()
         child = None
         lost = None
@@ -1455,12 +1465,7 @@ class Kernel:
                     return
                 if not data:
                     return
-                kind = self.out[fd]
-                room = limit - sent[kind]
-                if room > 0:
-                    channel.send(kind, data[:room])
-                    sent[kind] += min(room, len(data))
-                if len(data) > room and not truncated:
+                if relay(channel, self.out[fd], data, sent, limit) and not truncated:
                     truncated = True
                     interrupt()
 
@@ -1541,15 +1546,23 @@ class FramedInput:
             return None
         return data + rest
 
-    def read(self, size=-1):
+    def begin(self):
+        """Reads up to the job's first bytes; False when stdin ended first (no job comes)."""
+        self._header()
+        return not self.closed
+
+    def _header(self):
         while not self.ended and self.left == 0:
             header = self._exact(4)
             if header is None:
-                return b""
+                return
             (self.left,) = struct.unpack(">I", header)
             if self.left > MAX_FRAME:
                 raise ValueError("job frame of %d bytes" % self.left)
             self.ended = self.left == 0
+
+    def read(self, size=-1):
+        self._header()
         if self.ended:
             return b""
         data = os.read(self.fd, self.left if size is None or size < 0 else min(size, self.left))
@@ -1572,6 +1585,8 @@ def run_context(channel, head):
     while True:
         stream = FramedInput(0, head)
         head = b""
+        if not stream.begin():
+            return 0  # stdin closed: the context is over
         job, manifest = receive_job(stream)
         stream.finish()
         if job is None:

@@ -1,10 +1,30 @@
+import type { Config } from '../config.js';
 import type { ContextInfo, CreateContextRequest } from '../contract/contract.js';
 import { badRequest, gone, notFound, ServiceError, unavailable } from '../errors.js';
-import type { ExecutionContext, RunDeps } from '../execution/execution-service.js';
 import { limitsFor } from '../execution/limits.js';
+import type { Logger } from '../logger.js';
+import type { PackagesVolumes } from '../packages/volume.js';
 import type { LostReason } from '../sandbox/protocol.js';
-import type { SandboxContext, SandboxLimits, SandboxOutcome } from '../sandbox/sandbox.js';
+import type { Sandbox, SandboxContext, SandboxLimits, SandboxOutcome } from '../sandbox/sandbox.js';
+import type { Admission } from '../tenancy/admission.js';
+import type { TenantRegistry } from '../tenancy/tenant-registry.js';
 import { ContextIds } from './context-ids.js';
+
+/** What the context service uses (the execution service's deps have them all). */
+export interface ContextDeps {
+  config: Config;
+  sandbox: Sandbox;
+  registry: TenantRegistry;
+  admission: Admission;
+  logger: Logger;
+  volumes: PackagesVolumes;
+}
+
+/** Who asks: the tenant, and a signal that aborts when the caller went away. */
+export interface Caller {
+  tenant: string;
+  signal?: AbortSignal;
+}
 
 /** How long an ended context's state (and why it ended) is shown. */
 const ENDED_KEPT_MS = 3600_000;
@@ -59,14 +79,14 @@ export class ContextService {
   private closed = false;
 
   constructor(
-    private readonly deps: RunDeps,
+    private readonly deps: ContextDeps,
     /** The deployment's id: the key of the ids' MAC. */
     deployment: string,
   ) {
     this.ids = new ContextIds(deployment);
   }
 
-  async create(req: CreateContextRequest, ctx: ExecutionContext): Promise<ContextInfo> {
+  async create(req: CreateContextRequest, ctx: Caller): Promise<ContextInfo> {
     const { config, registry, sandbox, admission, volumes, logger } = this.deps;
     if (this.closed) throw unavailable('The server is shutting down; retry on another instance or later');
     const { limits } = registry.get(ctx.tenant);

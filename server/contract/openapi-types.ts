@@ -243,9 +243,7 @@ export interface paths {
         parameters: {
             query?: never;
             header?: never;
-            path: {
-                context_id: components["parameters"]["ContextIdParam"];
-            };
+            path?: never;
             cookie?: never;
         };
         /**
