@@ -38,6 +38,9 @@ WORKSPACE = "/workspace"
 WHEELHOUSE = "/wheelhouse"
 PACKAGES = "/opt/packages"  # the tenant's packages volume: read-only for code, writable for installs
 VENV = PACKAGES + "/venv"
+# An execution's declared dependencies (PEP 723, or the request's): their own volume, read-only,
+# its venv made when it was installed (then mounted at /opt/packages), seen ahead of the tenant's.
+DEPENDENCIES = "/opt/deps"
 SCRATCH = "/scratch"  # install containers: a size- and inode-capped tmpfs, memory on top of the cap, never disk
 RUNNER_FILE = os.path.abspath(__file__)
 MAX_FRAME = 64 * 1024
@@ -214,21 +217,23 @@ def prepare_matplotlib():
         pass
 
 
-def venv_site_dirs():
+def venv_site_dirs(venv=None):
     import glob
 
-    return sorted(glob.glob(VENV + "/lib/python3*/site-packages"))
+    return sorted(glob.glob((venv or VENV) + "/lib/python3*/site-packages"))
 
 
 def use_tenant_packages():
-    """Puts the tenant's installed packages ahead of the image's own, as an activated venv would."""
+    """Puts the tenant's installed packages ahead of the image's own, as an activated venv would,
+    and an execution's declared dependencies ahead of both."""
     import site
 
-    for sitedir in venv_site_dirs():
-        before = list(sys.path)
-        site.addsitedir(sitedir)
-        sys.path[:] = [p for p in sys.path if p not in before] + before
-        os.environ["PATH"] = VENV + "/bin:" + os.environ.get("PATH", "/usr/bin:/bin")
+    for venv in (VENV, DEPENDENCIES + "/venv"):
+        for sitedir in venv_site_dirs(venv):
+            before = list(sys.path)
+            site.addsitedir(sitedir)
+            sys.path[:] = [p for p in sys.path if p not in before] + before
+            os.environ["PATH"] = venv + "/bin:" + os.environ.get("PATH", "/usr/bin:/bin")
 
 
 def installed_packages():
@@ -1245,9 +1250,10 @@ def run_resolve(job, channel, manifest):
     os.environ["TMPDIR"] = SCRATCH + "/tmp"  # downloads and builds: in memory, within the scratch cap
     deadline, sent = time.monotonic() + job["timeout_s"], {b"o": 0, b"e": 0}
     report_file = SCRATCH + "/report.json"
+    requirements = job.get("requirements") or [job["requirement"]]  # a set of declared dependencies, or one package
     upgrade = ["--upgrade", "--upgrade-strategy", "only-if-needed"] if job.get("upgrade") else []
     outcome = supervise(job, channel, pip_command(sys.executable, "install", "--dry-run", "--report", report_file,
-                                                  *upgrade, *job["pip_args"], "--", job["requirement"]), deadline, sent)
+                                                  *upgrade, *job["pip_args"], "--", *requirements), deadline, sent)
     resolved = []
     if outcome["exit_code"] == 0:
         try:
@@ -1308,7 +1314,8 @@ def run_install(job, channel, manifest):
                                 deadline, sent)
     after = installed_packages()
     changed = sorted(name for name, version in after.items() if before.get(name) != version)
-    return build_report(outcome, job, packages=after, changed=changed)
+    used = usage(PACKAGES)
+    return build_report(outcome, job, packages=after, changed=changed, usage={"bytes": used[0], "files": used[1]})
 
 
 def run_code(job, channel, manifest):

@@ -375,6 +375,27 @@ export interface components {
          */
         FileName: string;
         /**
+         * @description Packages this run needs on top of the image's, each a requirement with the rules of
+         *     `package_name` (PEP 508: a name, optional extras and version specifiers; no options, URLs,
+         *     paths or markers; the operator's allow- and deny-lists): at most 32, together with those of
+         *     a PEP 723 `# /// script` block at the top of the code (`# dependencies = ["tinypkg>=1"]`,
+         *     whose `requires-python` is checked against the sandbox's Python: a 400 names both). The set
+         *     is installed once per tenant by the sandboxed installer into an environment of its own,
+         *     then reused (`dependencies.cached` in the answer); the tenant's own installed packages stay
+         *     visible underneath. A set that cannot be installed answers `success: false` with pip's
+         *     errors, and the code does not run. Not with `context_id`.
+         */
+        Dependencies: string[];
+        /** @description What happened to the run's declared dependencies (only when it declared some) */
+        DependenciesResult: {
+            /** @description The set as installed, sorted */
+            requested: string[];
+            /** @description What this request installed (empty when the set was ready) */
+            installed: components["schemas"]["Package"][];
+            /** @description The set was installed already, by an earlier run of this tenant; nothing was installed */
+            cached: boolean;
+        };
+        /**
          * @description A context from `POST /contexts`: the call runs in its live interpreter (its memory cap is
          *     the context's, so `memory_mb` may not be given with it; `timeout` is per call). Calls to
          *     one context run one at a time: a second waits for the first, up to its own timeout (then
@@ -427,6 +448,7 @@ export interface components {
             contexts: components["schemas"]["Context"][];
         };
         ExecuteRequest: {
+            dependencies?: components["schemas"]["Dependencies"];
             context_id?: components["schemas"]["ContextId"];
             /** @description The Python code to execute (Unicode text; a lone UTF-16 surrogate is a 400) */
             code: string;
@@ -435,6 +457,7 @@ export interface components {
             variable_to_return?: components["schemas"]["VariableName"];
         };
         SaveAndExecuteRequest: {
+            dependencies?: components["schemas"]["Dependencies"];
             context_id?: components["schemas"]["ContextId"];
             file_name: components["schemas"]["FileName"];
             /** @description Python code to save and execute (Unicode text; a lone UTF-16 surrogate is a 400) */
@@ -449,6 +472,7 @@ export interface components {
             memory_mb?: components["schemas"]["MemoryMb"];
         };
         RunPythonFileRequest: {
+            dependencies?: components["schemas"]["Dependencies"];
             context_id?: components["schemas"]["ContextId"];
             file_name: components["schemas"]["FileName"];
             variable_to_return?: components["schemas"]["VariableName"];
@@ -501,6 +525,7 @@ export interface components {
             outputs: components["schemas"]["Output"][];
             /** @description The code showed more than `max_outputs` or `max_outputs_bytes` allow; the outputs past the cap were left out */
             outputs_truncated: boolean;
+            dependencies?: components["schemas"]["DependenciesResult"];
         };
         Output: {
             /**

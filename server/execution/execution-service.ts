@@ -1,18 +1,14 @@
-import type { Config } from '../config.js';
 import type { ExecuteRequest, ExecutionResponse, RunPythonFileRequest, SaveAndExecuteRequest } from '../contract/contract.js';
 import { INTERRUPT_GRACE_S, type ContextService } from '../contexts/context-service.js';
 import { badRequest, notFound } from '../errors.js';
-import type { Logger } from '../logger.js';
-import type { OutputSink, Sandbox, SandboxContext, SandboxJob, SandboxLimits, SandboxOutcome } from '../sandbox/sandbox.js';
+import type { DependencyService } from '../packages/dependency-service.js';
+import type { SandboxContext, SandboxJob, SandboxLimits, SandboxOutcome } from '../sandbox/sandbox.js';
 import { requireWorkspacePath } from '../workspace/paths.js';
 import type { WorkspaceStore } from '../workspace/workspace-store.js';
 import { workspaceCaps } from '../workspace/tree.js';
-import type { PackagesVolumes } from '../packages/volume.js';
-import type { Admission } from '../tenancy/admission.js';
-import type { TenantRegistry } from '../tenancy/tenant-registry.js';
 import { toEnvelope } from './envelope.js';
-import type { Recorder } from './recorder.js';
 import { limitsFor, type RequestedLimits } from './limits.js';
+import type { ExecutionContext, RunDeps } from './run-deps.js';
 
 /** The caps of one run, and how many of the tenant's may run at once. */
 export interface Budget {
@@ -20,16 +16,6 @@ export interface Budget {
   maxConcurrent: number;
 }
 
-export interface ExecutionContext {
-  executionId: string;
-  endpoint: string;
-  /** Whose workspace and packages this request uses. */
-  tenant: string;
-  /** Aborts when the caller went away: a run waiting for a slot leaves the queue, a running one is stopped. */
-  signal?: AbortSignal;
-  /** Gets the code's output while it runs, for callers that stream it (SSE, MCP progress). */
-  onOutput?: OutputSink;
-}
 
 /**
  * `code` as Unicode text: a lone UTF-16 surrogate (JSON allows `"\ud800"`) has no UTF-8 form, so
@@ -48,6 +34,8 @@ function requireText(value: string, field: string): string {
 
 /** What a run does: code, or a workspace file, and maybe a variable to return. */
 type Work = Pick<SandboxJob, 'mode' | 'code' | 'file' | 'variable'>;
+/** Where a run goes and what it needs, as every run endpoint takes them. */
+type RunOptions = Pick<ExecuteRequest, 'context_id' | 'dependencies'>;
 
 /** What a failed call in a context did to the context: kept after an interrupt, or lost. */
 function contextNote(outcome: SandboxOutcome): string {
@@ -57,17 +45,6 @@ function contextNote(outcome: SandboxOutcome): string {
   return '; the context is lost with it (its state is gone): later calls to it answer 410';
 }
 
-/** What every sandbox-running service needs besides its own parts. */
-export interface RunDeps {
-  config: Config;
-  sandbox: Sandbox;
-  registry: TenantRegistry;
-  admission: Admission;
-  recorder: Recorder;
-  logger: Logger;
-  /** The names of this deployment's packages volumes. */
-  volumes: PackagesVolumes;
-}
 
 /**
  * The service behind every execution endpoint (REST and MCP): checks the request against the
@@ -79,6 +56,7 @@ export class ExecutionService {
     private readonly deps: RunDeps,
     private readonly workspaces: WorkspaceStore,
     private readonly contexts: ContextService,
+    private readonly dependencies: DependencyService,
   ) {}
 
   /** The tenant's limits as they are now (a reload later does not change this request's). */
@@ -92,7 +70,7 @@ export class ExecutionService {
 
   execute(req: ExecuteRequest, ctx: ExecutionContext): Promise<ExecutionResponse> {
     const code = requireText(req.code, 'code');
-    return this.dispatch({ mode: 'code', code, variable: req.variable_to_return }, this.budget(ctx, req), ctx, req.context_id);
+    return this.dispatch({ mode: 'code', code, variable: req.variable_to_return }, this.budget(ctx, req), ctx, req, code);
   }
 
   async saveAndExecute(req: SaveAndExecuteRequest, ctx: ExecutionContext): Promise<ExecutionResponse> {
@@ -102,7 +80,7 @@ export class ExecutionService {
     const workspace = await this.workspaces.for(ctx.tenant);
     const saved = await workspace.save(file, [Buffer.from(code, 'utf8')], req.overwrite ?? true, workspaceCaps(budget.limits));
     if (saved.over) throw badRequest(`Workspace is full: with ${file} it would hold ${saved.over}`);
-    return this.dispatch({ mode: 'file', file, variable: req.variable_to_return }, budget, ctx, req.context_id);
+    return this.dispatch({ mode: 'file', file, variable: req.variable_to_return }, budget, ctx, req, code);
   }
 
   async runFile(req: RunPythonFileRequest, ctx: ExecutionContext): Promise<ExecutionResponse> {
@@ -110,11 +88,22 @@ export class ExecutionService {
     const budget = this.budget(ctx, req);
     const workspace = await this.workspaces.for(ctx.tenant);
     if (!(await workspace.isFile(file))) throw notFound(`File not found: ${file}`);
-    return this.dispatch({ mode: 'file', file, variable: req.variable_to_return }, budget, ctx, req.context_id);
+    return this.dispatch({ mode: 'file', file, variable: req.variable_to_return }, budget, ctx, req);
   }
 
-  /** In a fresh sandbox, or in the context named: there with the context's caps and this call's timeout. */
-  private async dispatch(what: Work, budget: Budget, ctx: ExecutionContext, contextId?: string): Promise<ExecutionResponse> {
+  /**
+   * In a fresh sandbox (with the dependencies the code or the request declares), or in the
+   * context named: there with the context's caps and this call's timeout.
+   */
+  private async dispatch(what: Work, budget: Budget, ctx: ExecutionContext, req: RunOptions, code?: string): Promise<ExecutionResponse> {
+    const contextId = req.context_id;
+    const declared = await this.dependencies.declared(code, req.dependencies, ctx.tenant);
+    if (declared && contextId !== undefined) {
+      throw badRequest('Dependencies cannot be declared for a call in a context (context_id): declare them in an execution of its own');
+    }
+    if (declared) {
+      return this.dependencies.withSet(declared, ctx, async (depsVolume) => (await this.run(what, budget, ctx, undefined, depsVolume)).response);
+    }
     if (contextId === undefined) return (await this.run(what, budget, ctx)).response;
     const { timeoutS } = budget.limits;
     const { response } = await this.contexts.call(contextId, ctx.tenant, timeoutS, (box, limits) =>
@@ -128,6 +117,7 @@ export class ExecutionService {
     { limits, maxConcurrent }: Budget,
     ctx: ExecutionContext,
     box?: SandboxContext,
+    depsVolume?: string,
   ): Promise<{ response: ExecutionResponse; outcome: SandboxOutcome }> {
     const { sandbox, admission, recorder, logger, volumes } = this.deps;
     const workspace = await this.workspaces.for(ctx.tenant);
@@ -147,7 +137,7 @@ export class ExecutionService {
         };
         const result = box
           ? await box.run({ ...job, interruptGraceS: INTERRUPT_GRACE_S })
-          : await sandbox.run({ ...job, packagesVolume: volumes.name(ctx.tenant) });
+          : await sandbox.run({ ...job, packagesVolume: volumes.name(ctx.tenant), depsVolume });
         return { outcome: result, refused: result.changes ? await workspace.merge(staged, result.changes, caps) : null };
       } finally {
         await staged.discard();

@@ -79,6 +79,7 @@ export class DockerSandbox implements Sandbox {
   private readonly running = new Map<string, string>();
   private closing = false;
   private readonly volumes = new Set<string>();
+  private python?: Promise<string | null>;
   private readonly timings: DriverTimings;
 
   readonly pool: WarmPool<PreparedContainer> | null;
@@ -107,6 +108,7 @@ export class DockerSandbox implements Sandbox {
   async prepare(spec: SpecInput): Promise<PreparedContainer> {
     const t0 = Date.now();
     await this.ensureVolume(spec.packagesVolume);
+    if (spec.depsVolume) await this.ensureVolume(spec.depsVolume);
     const id = await this.engine.create(containerSpec(spec));
     const t1 = Date.now();
     try {
@@ -193,6 +195,7 @@ export class DockerSandbox implements Sandbox {
       limits: job.limits,
       packagesVolume: job.packagesVolume,
       packagesWritable: job.packagesWritable,
+      depsVolume: job.depsVolume,
       network: job.network,
       scratch: job.scratch,
       wheelhouseMb: job.wheelhouse?.length
@@ -200,7 +203,7 @@ export class DockerSandbox implements Sandbox {
         : undefined,
     };
     // Only plain executions use the pool: installs need a writable volume and maybe a network.
-    const poolable = this.pool !== null && (job.mode === 'code' || job.mode === 'file');
+    const poolable = this.pool !== null && (job.mode === 'code' || job.mode === 'file') && !job.depsVolume;
     const pooled = poolable ? this.pool!.take(spec) : null;
     if (poolable) this.metrics?.poolTakes.inc({ result: pooled ? 'hit' : 'miss' });
     // A cold container runs its job at once: preloading would only make the job wait.
@@ -263,6 +266,19 @@ export class DockerSandbox implements Sandbox {
       this.metrics?.containerPhase.observe({ phase: 'remove' }, (Date.now() - started) / 1000);
     });
     this.removals.add(removal);
+  }
+
+  async removeVolume(name: string): Promise<void> {
+    this.volumes.delete(name);
+    await this.engine.removeVolume(name);
+  }
+
+  async pythonVersion(): Promise<string | null> {
+    this.python ??= this.engine.imageLabels(this.options.image).then((labels) => labels['run-python-code.python'] ?? null);
+    return this.python.catch((err: unknown) => {
+      this.python = undefined; // asked again next time
+      throw err;
+    });
   }
 
   async health(): Promise<SandboxHealth> {

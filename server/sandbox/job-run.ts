@@ -51,6 +51,7 @@ export function runnerJob(job: SandboxJob): RunnerJob {
     file: job.file,
     variable: job.variable,
     requirement: job.install?.requirement,
+    requirements: job.install?.requirements,
     pins: job.install?.pins,
     upgrade: job.install?.upgrade,
     pip_args: job.install?.pipArgs,

@@ -74,6 +74,8 @@ export interface RunnerJob {
    * install (install), pip's source arguments, and the caps on the tenant's packages.
    */
   requirement?: string;
+  /** Resolve jobs of a set of declared dependencies: its requirements, resolved together. */
+  requirements?: string[];
   pins?: string[];
   upgrade?: boolean;
   pip_args?: string[];
