@@ -70,7 +70,7 @@ export function createApp(service: Service, contract: Record<string, unknown> = 
   app.use(fileRoutes(files, config));
   app.use(tenantRoutes(registry, history));
   if (metrics && config.metricsPort === 0) app.use(metricsRoutes(metrics));
-  app.use(mcpRoutes({ config, executions, packages, files, logger }));
+  app.use(mcpRoutes({ config, executions, packages, files, logger, contexts }));
   app.use((req) => {
     throw notFound(`Not found: ${req.method} ${req.path}`); // paths the validator does not cover
   });
