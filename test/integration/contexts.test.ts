@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -189,7 +189,8 @@ describe('contexts: state kept between calls, ended honestly', () => {
 
 describe('contexts across tenants and restarts', () => {
   it("tenant B gets 404 for A's context, live or ended", async () => {
-    const server = await startServer({ TENANTS_FILE: tenantsFile({ alice: '', bob: '' }) });
+    const tenants = tenantsFile({ alice: '', bob: '' });
+    const server = await startServer({ TENANTS_FILE: tenants });
     try {
       const created = await asTenant(server.url, 'alice-key', '/contexts', {});
       const id = created.body.context_id as string;
@@ -203,6 +204,7 @@ describe('contexts across tenants and restarts', () => {
       assert.deepEqual(listed.body.contexts, []);
     } finally {
       await server.close();
+      rmSync(path.dirname(tenants), { recursive: true, force: true });
     }
   });
 
@@ -218,14 +220,16 @@ describe('contexts across tenants and restarts', () => {
       assert.match(call.body.error as string, /lost when the server restarted/);
     } finally {
       await second.close();
+      rmSync(baseDir, { recursive: true, force: true });
     }
   });
 
   it('SIGTERM leaves no context container', async () => {
     const instance = `test-ctx-sigterm-${process.pid}`;
+    const baseDir = mkdtempSync(path.join(os.tmpdir(), 'rpc-ctx-'));
     const server = await spawnServer({
       INSTANCE_ID: instance,
-      BASE_DIR: mkdtempSync(path.join(os.tmpdir(), 'rpc-ctx-')),
+      BASE_DIR: baseDir,
       PACKAGES_VOLUME_PREFIX: `rpc-${instance}-`,
       POOL_SIZE: '0',
     });
@@ -240,6 +244,7 @@ describe('contexts across tenants and restarts', () => {
     } finally {
       await server.stop();
       await removeVolumes(`rpc-${instance}-`);
+      rmSync(baseDir, { recursive: true, force: true });
     }
   });
 });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -12,20 +12,25 @@ const block = (...lines: string[]) => ['# /// script', ...lines.map((l) => `# ${
 
 describe('dependencies declared in the code or the request', () => {
   let server: TestServer;
+  let wheelhouse: string;
+  let tenants: string;
   const depsVolumes = async () =>
     ((await docker.listVolumes()).Volumes ?? []).filter((v) => v.Name.startsWith(`${server.config.packagesVolumePrefix}deps-`)).map((v) => v.Name);
 
   before(async () => {
-    const wheelhouse = mkdtempSync(path.join(os.tmpdir(), 'rpc-deps-wheels-'));
+    wheelhouse = mkdtempSync(path.join(os.tmpdir(), 'rpc-deps-wheels-'));
     makeWheel(wheelhouse, 'rpc-tiny', '1.0');
     makeWheel(wheelhouse, 'rpc-tiny', '2.0');
     makeWheel(wheelhouse, 'rpc-leaf', '0.5');
     makeWheel(wheelhouse, 'rpc-needs', '1.0', 0, { requires: ['rpc-leaf>=0.5'] });
     makeWheel(wheelhouse, 'rpc-own', '3.0');
-    server = await startServer({ WHEELHOUSE_DIR: wheelhouse, TENANTS_FILE: tenantsFile({ alice: '', bob: '' }) });
+    tenants = tenantsFile({ alice: '', bob: '' });
+    server = await startServer({ WHEELHOUSE_DIR: wheelhouse, TENANTS_FILE: tenants });
   });
   after(async () => {
     await server.close();
+    rmSync(wheelhouse, { recursive: true, force: true });
+    rmSync(path.dirname(tenants), { recursive: true, force: true });
     assert.deepEqual(await containersOf(server.config.instanceId), []);
     assert.deepEqual(await depsVolumes(), [], 'the test removes what it made');
   });
