@@ -383,7 +383,8 @@ export interface components {
          *     is installed once per tenant by the sandboxed installer into an environment of its own,
          *     then reused (`dependencies.cached` in the answer); the tenant's own installed packages stay
          *     visible underneath. A set that cannot be installed answers `success: false` with pip's
-         *     errors, and the code does not run. Not with `context_id`.
+         *     errors, and the code does not run. `/run-python-file` reads the block in the first 256 KiB
+         *     of its file. Not with `context_id`.
          */
         Dependencies: string[];
         /** @description What happened to the run's declared dependencies (only when it declared some) */

@@ -4,6 +4,7 @@ import { badRequest, notFound } from '../errors.js';
 import type { DependencyService } from '../packages/dependency-service.js';
 import type { SandboxContext, SandboxJob, SandboxLimits, SandboxOutcome } from '../sandbox/sandbox.js';
 import { requireWorkspacePath } from '../workspace/paths.js';
+import type { Workspace } from '../workspace/workspace.js';
 import type { WorkspaceStore } from '../workspace/workspace-store.js';
 import { workspaceCaps } from '../workspace/tree.js';
 import { toEnvelope } from './envelope.js';
@@ -30,6 +31,27 @@ function requireText(value: string, field: string): string {
     );
   }
   return value;
+}
+
+/** How much of a workspace file is read for its PEP 723 block (which belongs at its top). */
+const SCRIPT_HEAD_BYTES = 256 * 1024;
+
+/** The start of a workspace file as text, where its script block would be; null when there is no such file. */
+async function scriptHead(workspace: Workspace, file: string): Promise<string | null> {
+  const opened = await workspace.read(file);
+  if (!opened) return null;
+  const parts: Buffer[] = [];
+  let bytes = 0;
+  try {
+    for await (const chunk of opened.chunks) {
+      parts.push(chunk);
+      bytes += chunk.length;
+      if (bytes >= SCRIPT_HEAD_BYTES) break;
+    }
+  } finally {
+    await opened.close();
+  }
+  return Buffer.concat(parts).subarray(0, SCRIPT_HEAD_BYTES).toString('utf8');
 }
 
 /** What a run does: code, or a workspace file, and maybe a variable to return. */
@@ -87,8 +109,9 @@ export class ExecutionService {
     const file = requireWorkspacePath(req.file_name);
     const budget = this.budget(ctx, req);
     const workspace = await this.workspaces.for(ctx.tenant);
-    if (!(await workspace.isFile(file))) throw notFound(`File not found: ${file}`);
-    return this.dispatch({ mode: 'file', file, variable: req.variable_to_return }, budget, ctx, req);
+    const head = await scriptHead(workspace, file);
+    if (head === null) throw notFound(`File not found: ${file}`);
+    return this.dispatch({ mode: 'file', file, variable: req.variable_to_return }, budget, ctx, req, head);
   }
 
   /**

@@ -208,6 +208,22 @@ describe('contexts across tenants and restarts', () => {
     }
   });
 
+  it('ends a context at context_max_s however busy it is kept, and says so', async () => {
+    const server = await startServer({ CONTEXT_MAX_S: '3' });
+    try {
+      const id = (await server.post('/contexts', {})).body.context_id as string;
+      for (let i = 0; i < 2; i += 1) {
+        assert.equal((await server.post('/execute', { code: 'import time\ntime.sleep(1)', context_id: id })).body.success, true);
+      }
+      await new Promise((r) => setTimeout(r, 1500));
+      const call = await server.post('/execute', { code: 'print(1)', context_id: id });
+      assert.equal(call.status, 410);
+      assert.match(call.body.error as string, /expired after 3 s, the longest a context lives \(context_max_s\)/);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('a restart removes the contexts; their ids answer 410, not 404', async () => {
     const baseDir = mkdtempSync(path.join(os.tmpdir(), 'rpc-ctx-restart-'));
     const first = await startServer({ BASE_DIR: baseDir });

@@ -72,6 +72,15 @@ describe('dependencies declared in the code or the request', () => {
       code: `${block('dependencies = ["rpc-tiny==2.0"]')}import rpc_tiny\nprint(rpc_tiny.__version__)`,
     });
     assert.equal(saved.body.result, '2.0', 'each set sees its own version');
+    const put = await fetch(`${server.url}/files/pinned.py`, {
+      method: 'PUT',
+      headers: { authorization: 'Bearer alice-key' },
+      body: `${block('dependencies = ["rpc-tiny==2.0"]')}import rpc_tiny\nprint(rpc_tiny.__version__)`,
+    });
+    assert.ok(put.ok);
+    const file = await asTenant(server.url, 'alice-key', '/run-python-file', { file_name: 'pinned.py' });
+    assert.equal(file.body.result, '2.0');
+    assert.equal((file.body.dependencies as Body).cached, true, 'the set of the file is the one saved before');
   });
 
   it('refuses options, too many entries, a Python that does not fit, and a context', async () => {
