@@ -113,3 +113,26 @@ describe('dependencies declared in the code or the request', () => {
     assert.equal((await fetch(`${server.url}/files/ran.txt`, { headers: { authorization: 'Bearer alice-key' } })).status, 404);
   });
 });
+
+describe('sets of dependencies kept within PACKAGES_MAX_MB', () => {
+  it('removes the least recently used set past the cap; a later run installs it again', async () => {
+    const wheelhouse = mkdtempSync(path.join(os.tmpdir(), 'rpc-deps-lru-'));
+    makeWheel(wheelhouse, 'rpc-big-a', '1.0', 1200 * 1024);
+    makeWheel(wheelhouse, 'rpc-big-b', '1.0', 1200 * 1024);
+    const server = await startServer({ WHEELHOUSE_DIR: wheelhouse, PACKAGES_MAX_MB: '2' });
+    const sets = async () => ((await docker.listVolumes()).Volumes ?? []).filter((v) => v.Name.startsWith(`${server.config.packagesVolumePrefix}deps-`)).length;
+    try {
+      const run = async (name: string) => (await server.post('/execute', { code: `import ${name.replace(/-/g, '_')}\nprint(1)`, dependencies: [name] })).body;
+      assert.equal((await run('rpc-big-a')).result, '1');
+      assert.equal(((await run('rpc-big-a')).dependencies as Body).cached, true);
+      assert.equal(((await run('rpc-big-b')).dependencies as Body).cached, false);
+      assert.equal(await sets(), 1, 'the two sets together are past 2 MiB: the older one was removed');
+      const again = await run('rpc-big-a');
+      assert.equal(again.result, '1');
+      assert.equal((again.dependencies as Body).cached, false, 'removed, so installed again');
+    } finally {
+      await server.close();
+      rmSync(wheelhouse, { recursive: true, force: true });
+    }
+  });
+});
