@@ -168,7 +168,7 @@ export class ContextService {
     id: string,
     tenant: string,
     waitS: number,
-    call: (box: SandboxContext, limits: SandboxLimits) => Promise<T>,
+    call: (box: SandboxContext, limits: SandboxLimits, endedWhy: () => string | null) => Promise<T>,
   ): Promise<T> {
     const live = this.lookup(id, tenant);
     await this.turn(live, waitS);
@@ -178,7 +178,9 @@ export class ContextService {
     }
     clearTimeout(live.idleTimer);
     try {
-      const result = await call(live.box, live.limits);
+      // A context deleted (or the server shut down) while the call ran: the call's answer says so.
+      const endedWhy = () => (this.live.get(id) === live ? null : (this.ended.get(id)?.info.error ?? null));
+      const result = await call(live.box, live.limits, endedWhy);
       live.calls += 1;
       live.lastUsedAt = Date.now();
       const loss = await this.lossOf(live, result.outcome);

@@ -60,7 +60,8 @@ type Work = Pick<SandboxJob, 'mode' | 'code' | 'file' | 'variable'>;
 type RunOptions = Pick<ExecuteRequest, 'context_id' | 'dependencies'>;
 
 /** What a failed call in a context did to the context: kept after an interrupt, or lost. */
-function contextNote(outcome: SandboxOutcome): string {
+function contextNote(outcome: SandboxOutcome, endedWhy: string | null): string {
+  if (endedWhy) return `; while it ran: ${endedWhy}`;
   if (outcome.report && !outcome.report.lost) {
     return outcome.timedOut ? '; it was interrupted (KeyboardInterrupt) and the context keeps its state' : '';
   }
@@ -129,8 +130,8 @@ export class ExecutionService {
     }
     if (contextId === undefined) return (await this.run(what, budget, ctx)).response;
     const { timeoutS } = budget.limits;
-    const { response } = await this.contexts.call(contextId, ctx.tenant, timeoutS, (box, limits) =>
-      this.run(what, { ...budget, limits: { ...limits, timeoutS } }, ctx, box),
+    const { response } = await this.contexts.call(contextId, ctx.tenant, timeoutS, (box, limits, endedWhy) =>
+      this.run(what, { ...budget, limits: { ...limits, timeoutS } }, ctx, { box, endedWhy }),
     );
     return response;
   }
@@ -139,9 +140,10 @@ export class ExecutionService {
     what: Work,
     { limits, maxConcurrent }: Budget,
     ctx: ExecutionContext,
-    box?: SandboxContext,
+    context?: { box: SandboxContext; endedWhy: () => string | null },
     depsVolume?: string,
   ): Promise<{ response: ExecutionResponse; outcome: SandboxOutcome }> {
+    const box = context?.box;
     const { sandbox, admission, recorder, logger, volumes } = this.deps;
     const workspace = await this.workspaces.for(ctx.tenant);
     const caps = workspaceCaps(limits);
@@ -172,7 +174,7 @@ export class ExecutionService {
       const why = `the files it changed were not kept, as the workspace would then hold ${refused}; it keeps its earlier state`;
       response = { ...response, success: false, result: null, error: response.success ? `The code ran, but ${why}` : `${response.error}; and ${why}` };
     }
-    if (box && !response.success) response = { ...response, error: `${response.error}${contextNote(outcome)}` };
+    if (context && !response.success) response = { ...response, error: `${response.error}${contextNote(outcome, context.endedWhy())}` };
     recorder.record(ctx, outcome, response);
     return { response, outcome };
   }

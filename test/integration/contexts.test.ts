@@ -100,6 +100,16 @@ describe('contexts: state kept between calls, ended honestly', () => {
     assert.equal((await remove(id)).status, 410);
   });
 
+  it('deleting a context stops the call running in it, which says why', async () => {
+    const id = await create();
+    const running = run(id, 'import time\ntime.sleep(30)', { timeout: 60 });
+    await until(async () => (await server.get(`/contexts/${id}`)).body.busy === true, 'the call to start');
+    assert.equal((await remove(id)).status, 204);
+    const stopped = await running;
+    assert.equal(stopped.body.success, false);
+    assert.match(stopped.body.error as string, new RegExp(`while it ran: Context ${id} was deleted`));
+  });
+
   it('expires after idle_timeout_s and then answers 410 "expired"', async () => {
     const id = await create({ idle_timeout_s: 2 });
     await run(id, 'x = 1');
