@@ -2,7 +2,7 @@ import { StringDecoder } from 'node:string_decoder';
 import type { Logger } from '../logger.js';
 import { ChangesReader, packJob } from './files-tar.js';
 import { FrameDecoder, jobFrames, PROTOCOL_VERSION, ProtocolViolation, type RunnerJob, type RunnerReport } from './protocol.js';
-import type { Attachment, ContainerRuntime, ContainerState } from './runtime.js';
+import { EngineError, type Attachment, type ContainerRuntime, type ContainerState } from './runtime.js';
 import type { FileChanges, SandboxJob, SandboxOutcome } from './sandbox.js';
 import type { Prepared } from './warm-pool.js';
 
@@ -297,7 +297,14 @@ export class JobRun {
   /** Exit code and OOM flag of a container that has stopped (killing it first if it has not). */
   private async finalState(): Promise<ContainerState> {
     const { id } = this.container;
-    let state = await this.engine.inspect(id);
+    let state: ContainerState;
+    try {
+      state = await this.engine.inspect(id);
+    } catch (err) {
+      // Removed already: a context deleted while its call ran.
+      if (err instanceof EngineError && err.failure === 'no_container') return { running: false, exitCode: null, oomKilled: false };
+      throw err;
+    }
     if (state.running) {
       await this.engine.kill(id);
       await Promise.race([this.engine.wait(id), new Promise((resolve) => setTimeout(resolve, this.timings.finalWaitMs))]);
