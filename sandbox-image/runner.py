@@ -21,6 +21,7 @@ open its file descriptors through /proc. Stdlib only at import: the image may ha
 (numpy, pandas and matplotlib are only ever preloaded, and only when they are there).
 """
 
+import io
 import json
 import os
 import select
@@ -865,6 +866,8 @@ def cell(job, namespace, outputs, shown, kernel):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         outputs.open_figures()
+        if kernel and "matplotlib.pyplot" in sys.modules:
+            sys.modules["matplotlib.pyplot"].close("all")  # as Jupyter's inline backend: a figure is shown once, by its call
     except BaseException:
         pass
 

@@ -50,9 +50,12 @@ describe('contexts: state kept between calls, ended honestly', () => {
     assert.equal(third.body.success, true);
     assert.equal(third.body.value, '43');
     assert.ok((third.body.outputs as Body[]).some((o) => o.source === 'display'), 'display() is an output in a context too');
+    const figure = await run(id, 'import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])');
+    assert.deepEqual((figure.body.outputs as Body[]).map((o) => [o.mime, o.source]), [['image/png', 'figure']]);
+    assert.deepEqual((await run(id, 'print(1)')).body.outputs, [], "a figure is its call's output, not every later one's");
     const info = await server.get(`/contexts/${id}`);
     assert.equal(info.body.state, 'active');
-    assert.equal(info.body.calls, 3);
+    assert.equal(info.body.calls, 5);
     assert.equal((await remove(id)).status, 204);
   });
 
