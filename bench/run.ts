@@ -2,7 +2,8 @@
  * The benchmark harness: `npm run bench` (full run, writes docs/benchmarks.md), `-- --quick`
  * (tiny counts: checks the harness works, asserts nothing about time, writes nothing),
  * `-- --data-science` (only the pandas + matplotlib rows, full counts, writes nothing),
- * `-- --workspaces` (the baseline and the workspace rows only, full counts, writes nothing) and
+ * `-- --workspaces` (the baseline and the workspace rows only, full counts, writes nothing),
+ * `-- --contexts` (the baseline, a context's calls and runs with declared dependencies; writes nothing) and
  * `-- --soak` (2000 mixed requests at concurrency 16, checks failures, leftovers and RSS growth).
  *
  * Every figure is printed as a ratio to the baseline measured in the same run on the same machine:
@@ -18,10 +19,11 @@ import autocannon from 'autocannon';
 import { loadConfig } from '../server/config.js';
 import { projectRoot } from '../server/project.js';
 import { DEPLOYMENT_FILE, DEPLOYMENT_LABEL } from '../server/packages/volume.js';
+import { makeWheel } from '../test/helpers/wheels.js';
 
 const run = promisify(execFile);
 const args = new Set(process.argv.slice(2));
-const mode = args.has('--soak') ? 'soak' : args.has('--quick') ? 'quick' : args.has('--data-science') ? 'data-science' : args.has('--workspaces') ? 'workspaces' : 'full';
+const mode = args.has('--soak') ? 'soak' : args.has('--quick') ? 'quick' : args.has('--data-science') ? 'data-science' : args.has('--workspaces') ? 'workspaces' : args.has('--contexts') ? 'contexts' : 'full';
 const config = loadConfig({ ...process.env, BASE_DIR: os.tmpdir() });
 const counts = mode === 'quick'
   ? { sequential: 3, parallelRuns: 8, perConnection: 1, numpy: 2, pairs: 2, dataScience: 2, workspaceMb: 8, workspaceRounds: 1 }
@@ -295,6 +297,56 @@ async function poolFull(server: Server): Promise<void> {
   }
 }
 
+/** POST `body` to /execute; its answer must be a success whose result is `expected`. */
+async function timeExecute(server: Server, body: Record<string, unknown>, expected = '1'): Promise<number> {
+  const start = performance.now();
+  const res = await fetch(`${server.url}/execute`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const answer = (await res.json()) as { success?: boolean; result?: string };
+  if (answer.result !== expected) throw new Error(`/execute answered ${JSON.stringify(answer).slice(0, 500)}`);
+  return performance.now() - start;
+}
+
+/**
+ * A context's calls against fresh warm-pool executions (each with a warm container waiting), and
+ * runs whose declared dependencies are installed already against the same runs without them.
+ */
+async function measureContexts(rows: Row[], baseline: Sample): Promise<void> {
+  const wheelhouse = mkdtempSync(path.join(os.tmpdir(), 'rpc-bench-wheels-'));
+  makeWheel(wheelhouse, 'rpc-bench-tiny', '1.0');
+  const server = await startServer(config.poolSize, undefined, { WHEELHOUSE_DIR: wheelhouse });
+  try {
+    const pooled: number[] = [];
+    for (let i = 0; i < counts.sequential; i++) {
+      await poolFull(server);
+      pooled.push(await timeExecute(server, { code: 'print(1)' }));
+    }
+    const created = await fetch(`${server.url}/contexts`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    const { context_id } = (await created.json()) as { context_id: string };
+    await timeExecute(server, { code: 'print(1)', context_id }); // its first call
+    const inContext: number[] = [];
+    for (let i = 0; i < counts.sequential; i++) inContext.push(await timeExecute(server, { code: 'print(1)', context_id }));
+    await fetch(`${server.url}/contexts/${context_id}`, { method: 'DELETE' });
+    const warm = summarize(pooled);
+    rows.push(latencyRow('/execute print(1), pool on, a warm container waiting', warm, baseline));
+    rows.push(comparedRow('/execute print(1) in a context (its later calls)', summarize(inContext), baseline, warm, 'the warm-pool row'));
+
+    const code = 'import rpc_bench_tiny\nprint(1)';
+    await timeExecute(server, { code, dependencies: ['rpc-bench-tiny'] }); // installs the set
+    const plain: number[] = [];
+    const cached: number[] = [];
+    for (let i = 0; i < counts.numpy; i++) {
+      plain.push(await timeExecute(server, { code: 'print(1)' }));
+      cached.push(await timeExecute(server, { code, dependencies: ['rpc-bench-tiny'] }));
+    }
+    const without = summarize(plain);
+    rows.push(latencyRow('/execute print(1), no dependencies, pool on, back to back', without, baseline));
+    rows.push(comparedRow('/execute with declared dependencies already installed (cached: true; a cold container)', summarize(cached), baseline, without, 'the row without'));
+  } finally {
+    await stopServer(server);
+    rmSync(wheelhouse, { recursive: true, force: true });
+  }
+}
+
 /**
  * What a container's memory cgroup says it holds, as [usage, anon] in MiB, read on this host:
  * cgroup v2 (memory.current, memory.stat anon) or v1 (memory.usage_in_bytes, memory.stat rss).
@@ -379,10 +431,16 @@ async function measureDataScience(rows: Row[]): Promise<void> {
 // ---------- the table ----------
 interface Row { what: string; value: string; ratio: string }
 const ms = (v: number) => `${v.toFixed(0)}`;
+const ratios = (s: Sample, base: Sample) => `${(s.p50 / base.p50).toFixed(2)}x / ${(s.p95 / base.p95).toFixed(2)}x / ${(s.p99 / base.p99).toFixed(2)}x`;
 const latencyRow = (what: string, s: Sample, base: Sample): Row => ({
   what,
   value: `p50 ${ms(s.p50)} / p95 ${ms(s.p95)} / p99 ${ms(s.p99)} ms`,
-  ratio: `${(s.p50 / base.p50).toFixed(2)}x / ${(s.p95 / base.p95).toFixed(2)}x / ${(s.p99 / base.p99).toFixed(2)}x`,
+  ratio: ratios(s, base),
+});
+/** A latency row with a second ratio: to another row of the same run (`other`, named `which`). */
+const comparedRow = (what: string, s: Sample, base: Sample, other: Sample, which: string): Row => ({
+  ...latencyRow(what, s, base),
+  ratio: `${ratios(s, base)}; ${ratios(s, other)} of ${which}`,
 });
 const throughputRow = (what: string, s: Sample, base: Sample): Row => ({
   what,
@@ -412,6 +470,11 @@ async function benchmark(): Promise<void> {
   // `--data-science`: only the rows of the pandas + matplotlib path, for tuning preloading;
   // `--workspaces`: only the print(1) baseline and the workspace rows.
   const baselines = mode === 'data-science' ? null : await print1Baseline(rows);
+  if (baselines && (mode === 'contexts' || mode === 'full' || mode === 'quick')) await measureContexts(rows, baselines[0]);
+  if (mode === 'contexts') {
+    console.log(`\n${table(rows)}\n`);
+    return;
+  }
   if (baselines && mode !== 'workspaces') {
     await measureServer(0, rows, ...baselines);
     await measureServer(config.poolSize, rows, ...baselines);

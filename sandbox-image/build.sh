@@ -42,7 +42,9 @@ else
   base="$offline_base"; pypi=0
 fi
 
+# The sandbox's Python, for requires-python in the code's script blocks (the server reads the label).
+python_version="$(docker run --rm --network none --entrypoint python3 "$base" -c 'import platform; print(platform.python_version())')"
 docker build -q --build-arg "BASE_IMAGE=$base" --build-arg "INSTALL_PYPI_LIBS=$pypi" \
-  --label "run-python-code.inputs=$inputs_hash" \
+  --label "run-python-code.inputs=$inputs_hash" --label "run-python-code.python=$python_version" \
   --label "run-python-code.base=$base" --label "run-python-code.pypi=$pypi" -t "$image" "$here" >/dev/null
 log "built $image from $base ($(docker image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}'))"

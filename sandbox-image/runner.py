@@ -8,6 +8,12 @@ Protocol (its version is the image's RUNNER_PROTOCOL, declared in sandbox-image/
                 files, b'r' the final JSON report, then b'z' (empty): done, nothing follows.
                 A container asked to preload (RUNNER_PRELOAD) first imports those modules and then
                 sends b'w' (empty): ready, send the job.
+  A context's container gets its jobs framed instead ([length: 4 bytes][payload <= 64 KiB], an
+                empty frame ends one job's tar), one after another on the same stdin: the first, of
+                mode `context`, starts its kernel (one interpreter kept for every call); each next
+                one is a call, answered as above; a report with `lost` says the kernel is gone and
+                the container ends. A stdin that starts with a zero byte is framed (a tar starts
+                with job.json's name).
 The user's code runs in a forked child whose stdout/stderr are pipes to this process, so nothing
 it prints can be mistaken for a frame. This process stays PID 1 (the kernel ignores SIGKILL sent
 to a namespace's init from inside it) and is made non-dumpable, so user code (same uid) cannot
@@ -33,6 +39,9 @@ WORKSPACE = "/workspace"
 WHEELHOUSE = "/wheelhouse"
 PACKAGES = "/opt/packages"  # the tenant's packages volume: read-only for code, writable for installs
 VENV = PACKAGES + "/venv"
+# An execution's declared dependencies (PEP 723, or the request's): their own volume, read-only,
+# its venv made when it was installed (then mounted at /opt/packages), seen ahead of the tenant's.
+DEPENDENCIES = "/opt/deps"
 SCRATCH = "/scratch"  # install containers: a size- and inode-capped tmpfs, memory on top of the cap, never disk
 RUNNER_FILE = os.path.abspath(__file__)
 MAX_FRAME = 64 * 1024
@@ -68,6 +77,20 @@ class Channel:
     def _write_all(self, data):
         while data:
             data = data[os.write(self.fd, data):]
+
+
+class Prepended:
+    """A stream whose first bytes were already read (to tell a one-shot job from a context's)."""
+
+    def __init__(self, head, stream):
+        self.head = head
+        self.stream = stream
+
+    def read(self, size=-1):
+        if self.head:
+            data, self.head = (self.head, b"") if size is None or size < 0 or size >= len(self.head) else (self.head[:size], self.head[size:])
+            return data
+        return self.stream.read(size)
 
 
 class FileFrames:
@@ -155,6 +178,32 @@ def receive_job(stream):
     return job, manifest
 
 
+def mirror_workspace(manifest, workspace=WORKSPACE):
+    """A context's /workspace after a call's job came in: exactly the tenant's workspace as sent, so
+    that what was deleted on the server since (or never kept: a link, say) is gone here too."""
+    import shutil
+
+    kept = set()
+    for rel in manifest:
+        parts = rel.split("/")
+        kept.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+    restore_access(workspace)
+    for root, dirs, files in os.walk(workspace):
+        for name in list(dirs) + files:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, workspace)
+            if rel in kept:
+                continue
+            if name in dirs and not os.path.islink(path):
+                dirs.remove(name)
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+
 def prepare_matplotlib():
     """matplotlib wants a writable config dir; seed it with the font cache built into the image."""
     target = os.environ.get("MPLCONFIGDIR")
@@ -169,21 +218,23 @@ def prepare_matplotlib():
         pass
 
 
-def venv_site_dirs():
+def venv_site_dirs(venv=None):
     import glob
 
-    return sorted(glob.glob(VENV + "/lib/python3*/site-packages"))
+    return sorted(glob.glob((venv or VENV) + "/lib/python3*/site-packages"))
 
 
 def use_tenant_packages():
-    """Puts the tenant's installed packages ahead of the image's own, as an activated venv would."""
+    """Puts the tenant's installed packages ahead of the image's own, as an activated venv would,
+    and an execution's declared dependencies ahead of both."""
     import site
 
-    for sitedir in venv_site_dirs():
-        before = list(sys.path)
-        site.addsitedir(sitedir)
-        sys.path[:] = [p for p in sys.path if p not in before] + before
-        os.environ["PATH"] = VENV + "/bin:" + os.environ.get("PATH", "/usr/bin:/bin")
+    for venv in (VENV, DEPENDENCIES + "/venv"):
+        for sitedir in venv_site_dirs(venv):
+            before = list(sys.path)
+            site.addsitedir(sitedir)
+            sys.path[:] = [p for p in sys.path if p not in before] + before
+            os.environ["PATH"] = venv + "/bin:" + os.environ.get("PATH", "/usr/bin:/bin")
 
 
 def installed_packages():
@@ -695,48 +746,75 @@ def preload(modules):
     gc.freeze()
 
 
-def run_user_code(job, report_fd):
-    """In the forked child: run the code as __main__ in /workspace and report on report_fd. As in a
-    notebook, a last expression's value is kept (its repr(), and its rich forms as outputs), and
-    the figures the code leaves open become outputs too."""
-    import atexit
+class CellDone(BaseException):
+    """How a cell ends early (the runner's own frames raise it, never the user's code): its report."""
+
+    def __init__(self, data, exit_code):
+        super().__init__()
+        self.data = data
+        self.exit_code = exit_code
+
+
+def user_main():
+    """The user's process as a script's (or a notebook's) would be: its stdio, the tenant's packages
+    ahead of the image's, the runner's modules, display() as a builtin; returns __main__'s namespace."""
     import builtins
-    import linecache
     import types
-
-    global OUTPUTS
-    main_pid = os.getpid()
-    OUTPUTS = outputs = Outputs(job.get("max_outputs", 0), job.get("outputs_limit", 0))
-    shown = {}  # "value": the last expression's repr()
-
-    def report(data, exit_code):
-        if os.getpid() != main_pid:
-            os._exit(exit_code)  # a process the user's code forked: only the main one reports
-        try:
-            outputs.open_figures()  # what the code drew, also when it failed
-        except BaseException:
-            pass
-        data.update(outputs.report(), **shown)
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        limit = job["result_limit"]
-        for key in ("error", "traceback", "value"):
-            if isinstance(data.get(key), str):
-                data[key] = data[key][:limit]
-        payload = json.dumps(data, ensure_ascii=False).encode("utf-8", "backslashreplace")
-        try:
-            while payload:
-                payload = payload[os.write(report_fd, payload):]
-        except OSError:
-            pass
-        os._exit(exit_code)
 
     sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
     sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
     sys.stdin = open(0, "r", closefd=False)
+    use_tenant_packages()
+    use_runner_modules()
+    builtins.display = display
+    module = types.ModuleType("__main__")
+    module.__dict__.update({"__file__": "<code>", "__builtins__": builtins, "__cached__": None})
+    sys.modules["__main__"] = module
+    sys.argv = ["<code>"]
+    sys.path.insert(0, WORKSPACE)
+    return module.__dict__
+
+
+def run_cell(job, namespace, kernel=False):
+    """Runs one job's code in `namespace` as a notebook cell runs: a last expression's value is kept
+    (its repr(), and its rich forms as outputs), and the figures the code leaves open become outputs
+    too. Returns (report data, exit code). In a context's kernel (`kernel`), SIGINT interrupts only
+    the user's code (KeyboardInterrupt in its frame), and nothing of a process's exit runs."""
+    global OUTPUTS
+    main_pid = os.getpid()
+    OUTPUTS = outputs = Outputs(job.get("max_outputs", 0), job.get("outputs_limit", 0))
+    shown = {}  # "value": the last expression's repr()
+    try:
+        cell(job, namespace, outputs, shown, kernel)
+        data, exit_code = {"status": "ok"}, 0
+    except CellDone as done:
+        data, exit_code = done.data, done.exit_code
+    finally:
+        if kernel:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the call is over: what is left is the runner's
+    if os.getpid() != main_pid:
+        os._exit(exit_code)  # a process the user's code forked: only the main one reports
+    try:
+        outputs.open_figures()  # what the code drew, also when it failed
+    except BaseException:
+        pass
+    data.update(outputs.report(), **shown)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    limit = job["result_limit"]
+    for key in ("error", "traceback", "value"):
+        if isinstance(data.get(key), str):
+            data[key] = data[key][:limit]
+    return data, exit_code
+
+
+def cell(job, namespace, outputs, shown, kernel):
+    """The body of run_cell; a CellDone ends it with its report."""
+    import atexit
+    import linecache
 
     if job["mode"] == "file":
         filename = os.path.join(WORKSPACE, job["file"])
@@ -744,26 +822,20 @@ def run_user_code(job, report_fd):
             with open(filename, "rb") as f:
                 source = f.read()
         except OSError as exc:
-            report({"status": "exception", "error": "%s: %s" % (type(exc).__name__, exc), "traceback": None}, 1)
+            raise CellDone({"status": "exception", "error": "%s: %s" % (type(exc).__name__, exc), "traceback": None}, 1)
     else:
         filename = "<code>"
         source = job["code"].encode("utf-8")
         text = job["code"]
         linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
-
-    use_tenant_packages()
-    use_runner_modules()
-    builtins.display = display
-    module = types.ModuleType("__main__")
-    module.__dict__.update({"__file__": filename, "__builtins__": builtins, "__cached__": None})
-    sys.modules["__main__"] = module
+    namespace["__file__"] = filename
     sys.argv = [filename]
-    sys.path.insert(0, WORKSPACE)
-    namespace = module.__dict__
 
     exit_code = 0
     value = None
     try:
+        if kernel:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         code, last = split_last_expression(source, filename)
         exec(code, namespace)
         if last is not None:
@@ -777,7 +849,7 @@ def run_user_code(job, report_fd):
     except BaseException as exc:  # the user's exception is data, whatever its type
         summary, text = user_traceback(exc)
         sys.stderr.write(text)
-        report({"status": "exception", "error": summary, "traceback": text}, 1)
+        raise CellDone({"status": "exception", "error": summary, "traceback": text}, 1)
 
     # The value's forms, then the figures still open: before the atexit handlers, pyplot's among
     # them, which close every figure.
@@ -790,35 +862,54 @@ def run_user_code(job, report_fd):
             outputs.show(value, "value", rich_only=True, plain=shown.get("value"))
         except BaseException:
             pass
+    if kernel:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         outputs.open_figures()
+        if kernel and "matplotlib.pyplot" in sys.modules:
+            sys.modules["matplotlib.pyplot"].close("all")  # as Jupyter's inline backend: a figure is shown once, by its call
     except BaseException:
         pass
 
-    try:  # what a normal interpreter exit does: atexit handlers, then wait for non-daemon threads
-        atexit._run_exitfuncs()
-        if "threading" in sys.modules:
-            sys.modules["threading"]._shutdown()
-    except Exception:
-        pass
+    if not kernel:
+        try:  # what a normal interpreter exit does: atexit handlers, then wait for non-daemon threads
+            atexit._run_exitfuncs()
+            if "threading" in sys.modules:
+                sys.modules["threading"]._shutdown()
+        except Exception:
+            pass
 
     if exit_code != 0:
-        report({"status": "exit", "exit_code": exit_code}, exit_code)
+        raise CellDone({"status": "exit", "exit_code": exit_code}, exit_code)
 
     variable = job.get("variable")
     if variable:
         if variable not in namespace:
-            report({"status": "exception", "error": "Variable '%s' not found after execution" % variable,
-                    "traceback": None}, 1)
+            raise CellDone({"status": "exception", "error": "Variable '%s' not found after execution" % variable,
+                            "traceback": None}, 1)
         try:
             result = str(namespace[variable])
         except BaseException as exc:
             summary, text = user_traceback(exc)
-            report({"status": "exception", "error": "str(%s) failed: %s" % (variable, summary),
-                    "traceback": text}, 1)
+            raise CellDone({"status": "exception", "error": "str(%s) failed: %s" % (variable, summary),
+                            "traceback": text}, 1)
         limit = job["result_limit"]
-        report({"status": "ok", "result": result[:limit], "result_truncated": len(result) > limit}, 0)
-    report({"status": "ok"}, 0)
+        raise CellDone({"status": "ok", "result": result[:limit], "result_truncated": len(result) > limit}, 0)
+
+
+def write_all(fd, payload):
+    try:
+        while payload:
+            payload = payload[os.write(fd, payload):]
+    except OSError:
+        pass
+
+
+def run_user_code(job, report_fd):
+    """In the forked child: run the code as __main__ in /workspace, report on report_fd, and exit."""
+    data, exit_code = run_cell(job, user_main())
+    write_all(report_fd, json.dumps(data, ensure_ascii=False).encode("utf-8", "backslashreplace"))
+    os._exit(exit_code)
 
 
 def oom_kills():
@@ -841,6 +932,21 @@ def kill_all():
         os.kill(-1, signal.SIGKILL)
     except OSError:
         pass
+
+
+def child_report_limit(job):
+    # Four capped strings, up to 4 UTF-8 bytes a character, and the outputs (escaped, at most 6 bytes a byte).
+    return 16 * job["result_limit"] + 6 * job.get("outputs_limit", 0) + 128 * job.get("max_outputs", 0) + 65536
+
+
+def relay(channel, kind, data, sent, limit):
+    """Sends what fits of the user's output `data` as frames of `kind` (`sent` counts each kind's bytes
+    against `limit`); True when some of it did not fit."""
+    room = limit - sent[kind]
+    if room > 0:
+        channel.send(kind, data[:room])
+        sent[kind] += min(room, len(data))
+    return len(data) > room
 
 
 def supervise(job, channel, argv=None, deadline=None, sent=None):
@@ -892,8 +998,7 @@ def supervise(job, channel, argv=None, deadline=None, sent=None):
     kinds = {out_r: b"o", err_r: b"e"}
     open_fds = {out_r, err_r, rep_r}
     report = bytearray()
-    # Four capped strings, up to 4 UTF-8 bytes a character, and the outputs (escaped, at most 6 bytes a byte).
-    report_limit = 16 * job["result_limit"] + 6 * job.get("outputs_limit", 0) + 128 * job.get("max_outputs", 0) + 65536
+    report_limit = child_report_limit(job)
     status = None
     timed_out = truncated = False
     deadline = time.monotonic() + job["timeout_s"] if deadline is None else deadline
@@ -916,11 +1021,7 @@ def supervise(job, channel, argv=None, deadline=None, sent=None):
                 if len(report) < report_limit:
                     report.extend(data[: report_limit - len(report)])
                 continue
-            room = limit - sent[kinds[fd]]
-            if room > 0:
-                channel.send(kinds[fd], data[:room])
-                sent[kinds[fd]] += min(room, len(data))
-            if len(data) > room:
+            if relay(channel, kinds[fd], data, sent, limit):
                 truncated = True
                 kill_all()
 
@@ -1152,9 +1253,10 @@ def run_resolve(job, channel, manifest):
     os.environ["TMPDIR"] = SCRATCH + "/tmp"  # downloads and builds: in memory, within the scratch cap
     deadline, sent = time.monotonic() + job["timeout_s"], {b"o": 0, b"e": 0}
     report_file = SCRATCH + "/report.json"
+    requirements = job.get("requirements") or [job["requirement"]]  # a set of declared dependencies, or one package
     upgrade = ["--upgrade", "--upgrade-strategy", "only-if-needed"] if job.get("upgrade") else []
     outcome = supervise(job, channel, pip_command(sys.executable, "install", "--dry-run", "--report", report_file,
-                                                  *upgrade, *job["pip_args"], "--", job["requirement"]), deadline, sent)
+                                                  *upgrade, *job["pip_args"], "--", *requirements), deadline, sent)
     resolved = []
     if outcome["exit_code"] == 0:
         try:
@@ -1215,7 +1317,8 @@ def run_install(job, channel, manifest):
                                 deadline, sent)
     after = installed_packages()
     changed = sorted(name for name, version in after.items() if before.get(name) != version)
-    return build_report(outcome, job, packages=after, changed=changed)
+    used = usage(PACKAGES)
+    return build_report(outcome, job, packages=after, changed=changed, usage={"bytes": used[0], "files": used[1]})
 
 
 def run_code(job, channel, manifest):
@@ -1226,6 +1329,300 @@ def run_code(job, channel, manifest):
     warnings = []
     deleted = send_changed_files(channel, manifest, warnings=warnings)
     return build_report(outcome, job, deleted=deleted, run_ms=run_ms, warnings=warnings)
+
+
+# A context keeps one interpreter, its kernel, alive between jobs: a child of this process, which
+# hands it each call's job and relays what it prints, as supervise() does for a one-shot child.
+KERNEL_JOB_FD = 4
+KERNEL_REPORT_FD = 3
+
+
+def read_message(fd, limit=1 << 30):
+    """One [length: 4 bytes big-endian][JSON] message from a pipe; None when it is closed first."""
+    data = read_exact(fd, 4)
+    if data is None:
+        return None
+    (length,) = struct.unpack(">I", data)
+    if length > limit:
+        raise ValueError("message of %d bytes" % length)
+    data = read_exact(fd, length)
+    return None if data is None else json.loads(data.decode("utf-8"))
+
+
+def read_exact(fd, size):
+    data = bytearray()
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            return None
+        data.extend(chunk)
+    return bytes(data)
+
+
+def message(obj):
+    payload = json.dumps(obj, ensure_ascii=False).encode("utf-8", "backslashreplace")
+    return struct.pack(">I", len(payload)) + payload
+
+
+def kernel_main():
+    """The kernel (a context's child): one __main__ namespace for every call, each call's job read
+    from KERNEL_JOB_FD and its report written to KERNEL_REPORT_FD. Between calls SIGINT is ignored;
+    during one it raises KeyboardInterrupt in the user's code (the call's timeout)."""
+    namespace = user_main()
+    while True:
+        job = read_message(KERNEL_JOB_FD)
+        if job is None:
+            os._exit(0)
+        data, exit_code = run_cell(job, namespace, kernel=True)
+        data["exit_code"] = exit_code
+        write_all(KERNEL_REPORT_FD, message(data))
+
+
+class Kernel:
+    """The runner's side of a context's kernel: starts it, runs one call in it at a time, and says
+    when it is lost (OOM-killed, dead, or not back from an interrupt within its grace period)."""
+
+    def __init__(self):
+        job_r, self.job_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        self.wake_r, wake_w = os.pipe()
+        for fd in (out_r, err_r, rep_r, self.wake_r, wake_w):
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                set_dumpable()
+                os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+                os.dup2(out_w, 1)
+                os.dup2(err_w, 2)
+                os.dup2(rep_w, KERNEL_REPORT_FD)
+                os.dup2(job_r, KERNEL_JOB_FD)
+                os.closerange(KERNEL_JOB_FD + 1, 65536)
+                for fd in (KERNEL_REPORT_FD, KERNEL_JOB_FD):
+                    os.set_inheritable(fd, False)  # the code's subprocesses get neither
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                try:
+                    with open("/proc/self/oom_score_adj", "w") as f:
+                        f.write("1000")
+                except OSError:
+                    pass
+                kernel_main()
+            finally:
+                os._exit(70)
+        for fd in (job_r, out_w, err_w, rep_w):
+            os.close(fd)
+        self.out = {out_r: b"o", err_r: b"e"}
+        self.rep_r = rep_r
+        self.status = None  # the kernel's wait status, once it is gone
+
+    def reap(self):
+        """Reaps every child that ended (the code's orphans come to PID 1 too); True once the kernel has."""
+        while True:
+            try:
+                reaped, raw = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if reaped == 0:
+                break
+            if reaped == self.pid:
+                self.status = raw
+        return self.status is not None
+
+    def call(self, job, channel):
+        """Runs one job's code in the kernel; returns (outcome as supervise() gives it, why the kernel is lost or None)."""
+        limit = job["output_limit"]
+        sent = {b"o": 0, b"e": 0}
+        report_limit = child_report_limit(job)
+        report = bytearray()
+        child = None
+        lost = None
+        timed_out = truncated = interrupted = False
+        deadline = time.monotonic() + job["timeout_s"]
+        grace = job.get("interrupt_grace_s", 2)
+        oom_before = oom_kills()
+        try:
+            payload = message(job)
+            while payload:
+                payload = payload[os.write(self.job_w, payload):]
+        except OSError:  # EPIPE: the kernel is gone
+            lost = "died"
+        poller = select.poll()
+        for fd in (*self.out, self.rep_r, self.wake_r):
+            poller.register(fd, select.POLLIN)
+
+        def interrupt():
+            nonlocal interrupted, deadline
+            if not interrupted:
+                interrupted = True
+                deadline = time.monotonic() + grace
+                try:
+                    os.kill(self.pid, signal.SIGINT)
+                except OSError:
+                    pass
+
+        def drain(fd):
+            nonlocal truncated
+            while True:
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    return
+                if not data:
+                    return
+                if relay(channel, self.out[fd], data, sent, limit) and not truncated:
+                    truncated = True
+                    interrupt()
+
+        while child is None and lost is None:
+            timeout_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            for fd, _ in poller.poll(timeout_ms):
+                if fd == self.wake_r:
+                    try:
+                        os.read(self.wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                elif fd == self.rep_r:
+                    try:
+                        report.extend(os.read(self.rep_r, 65536))
+                    except BlockingIOError:
+                        pass
+                else:
+                    drain(fd)
+            if len(report) >= 4:
+                (length,) = struct.unpack(">I", bytes(report[:4]))
+                if length > report_limit:
+                    lost = "died"  # the code wrote on the kernel's report pipe: the kernel cannot be trusted
+                elif len(report) >= 4 + length:
+                    try:
+                        child = json.loads(bytes(report[4:4 + length]).decode("utf-8"))
+                    except (ValueError, RecursionError):
+                        child = None
+                    if not isinstance(child, dict):
+                        lost, child = "died", None
+            if child is None and lost is None and self.reap():
+                lost = "oom" if oom_kills() > oom_before else "died"
+            if child is None and lost is None and time.monotonic() >= deadline:
+                if interrupted:
+                    lost = "unresponsive"
+                else:
+                    timed_out = True
+                    interrupt()
+        for fd in self.out:  # what it printed before its report is in the pipes already
+            drain(fd)
+        poller = None
+        if lost:
+            kill_all()
+            while not self.reap():
+                try:
+                    os.waitpid(self.pid, 0)
+                except ChildProcessError:
+                    break
+        status = self.status
+        if child is not None:
+            exit_code = child.get("exit_code") if isinstance(child.get("exit_code"), int) else 1
+            outcome = {"exit_code": exit_code & 0xFF, "signaled": False, "child": child}
+        elif status is not None and os.WIFSIGNALED(status):
+            outcome = {"exit_code": 128 + os.WTERMSIG(status), "signaled": True, "child": {}}
+        else:
+            outcome = {"exit_code": os.WEXITSTATUS(status) if status is not None else 137, "signaled": status is None, "child": {}}
+        outcome.update(timed_out=timed_out or lost == "unresponsive", truncated=truncated,
+                       oom_killed=oom_kills() > oom_before)
+        return outcome, lost
+
+
+class FramedInput:
+    """One job's tar on a context's stdin, read as a file: frames of [length: 4 bytes big-endian]
+    [payload], an empty frame ends the job. `closed` once stdin ended (the context is over)."""
+
+    def __init__(self, fd, head=b""):
+        self.fd = fd
+        self.head = head  # bytes of the first header, already read
+        self.left = 0
+        self.ended = False
+        self.closed = False
+
+    def _exact(self, size):
+        data = self.head[:size]
+        self.head = self.head[size:]
+        rest = read_exact(self.fd, size - len(data)) if len(data) < size else b""
+        if rest is None:
+            self.closed = self.ended = True
+            return None
+        return data + rest
+
+    def begin(self):
+        """Reads up to the job's first bytes; False when stdin ended first (no job comes)."""
+        self._header()
+        return not self.closed
+
+    def _header(self):
+        while not self.ended and self.left == 0:
+            header = self._exact(4)
+            if header is None:
+                return
+            (self.left,) = struct.unpack(">I", header)
+            if self.left > MAX_FRAME:
+                raise ValueError("job frame of %d bytes" % self.left)
+            self.ended = self.left == 0
+
+    def read(self, size=-1):
+        self._header()
+        if self.ended:
+            return b""
+        data = os.read(self.fd, self.left if size is None or size < 0 else min(size, self.left))
+        if not data:
+            self.closed = self.ended = True
+        self.left -= len(data)
+        return data
+
+    def finish(self):
+        """Reads what is left of this job (the tar's padding) up to its empty frame."""
+        while not self.ended:
+            self.read(MAX_FRAME)
+
+
+def run_context(channel, head):
+    """A context's container: the first job (mode `context`) starts the kernel, each job after it
+    is one call, answered like a one-shot job (frames, the workspace's changes, the report, done).
+    A kernel lost ends the container: the report says why (`lost`)."""
+    kernel = None
+    while True:
+        stream = FramedInput(0, head)
+        head = b""
+        if not stream.begin():
+            return 0  # stdin closed: the context is over
+        job, manifest = receive_job(stream)
+        stream.finish()
+        if job is None:
+            return 0  # stdin closed: the context is over
+        if job.get("protocol") != PROTOCOL or job.get("mode") not in ("context", "code", "file"):
+            sys.stderr.write("runner: context job of protocol %r, mode %r\n" % (job.get("protocol"), job.get("mode")))
+            return 2
+        if kernel is None:
+            if job["mode"] != "context":
+                sys.stderr.write("runner: a context starts with a job of mode context\n")
+                return 2
+            kernel = Kernel()
+            report = build_report({"exit_code": 0, "child": {"status": "ok"}}, job)
+        else:
+            mirror_workspace(manifest)
+            started = time.monotonic()
+            outcome, lost = kernel.call(job, channel)
+            run_ms = int((time.monotonic() - started) * 1000)
+            warnings = []
+            deleted = send_changed_files(channel, manifest, warnings=warnings)
+            report = build_report(outcome, job, deleted=deleted, run_ms=run_ms, warnings=warnings,
+                                  **({"lost": lost} if lost else {}))
+        channel.send(b"r", json.dumps(report).encode("utf-8"))
+        channel.send(b"z", b"")
+        if report.get("lost"):
+            return 0
 
 
 MODES = {"list-packages": run_list_packages, "resolve": run_resolve, "install": run_install, "code": run_code, "file": run_code}
@@ -1246,8 +1643,11 @@ def main():
     if PRELOAD:
         preload(PRELOAD)
         channel.send(b"w", b"")  # imported: the job may come
+    head = os.read(0, 1)
+    if head == b"\x00":  # a frame's header (frames are at most 64 KiB): a context, one job after another
+        return run_context(channel, head)
     try:
-        job, manifest = receive_job(sys.stdin.buffer)
+        job, manifest = receive_job(Prepended(head, sys.stdin.buffer))
     except (tarfile.TarError, ValueError, OSError) as exc:
         sys.stderr.write("runner: bad job: %s\n" % exc)
         return 2

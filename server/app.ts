@@ -2,6 +2,7 @@ import cors from 'cors';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import * as OpenApiValidator from 'express-openapi-validator';
 import { v4 as uuidv4 } from 'uuid';
+import { contextRoutes } from './api/context-routes.js';
 import { docsRoutes } from './api/docs-routes.js';
 import { EventStream } from './api/event-stream.js';
 import { executionRoutes } from './api/execution-routes.js';
@@ -26,7 +27,7 @@ import type { TenantRegistry } from './tenancy/tenant-registry.js';
 
 /** The HTTP app: middleware in order, the routes, and the one error handler. No listen() here. */
 export function createApp(service: Service, contract: Record<string, unknown> = loadContract()): express.Express {
-  const { config, logger, metrics, registry, executions, packages, files, history, health } = service;
+  const { config, logger, metrics, registry, executions, packages, files, history, health, contexts } = service;
   const app = express();
   app.disable('x-powered-by');
 
@@ -64,11 +65,12 @@ export function createApp(service: Service, contract: Record<string, unknown> = 
   );
   app.use(serviceRoutes(health));
   app.use(executionRoutes(executions));
+  app.use(contextRoutes(contexts));
   app.use(packageRoutes(packages));
   app.use(fileRoutes(files, config));
   app.use(tenantRoutes(registry, history));
   if (metrics && config.metricsPort === 0) app.use(metricsRoutes(metrics));
-  app.use(mcpRoutes({ config, executions, packages, files, logger }));
+  app.use(mcpRoutes({ config, executions, packages, files, logger, contexts }));
   app.use((req) => {
     throw notFound(`Not found: ${req.method} ${req.path}`); // paths the validator does not cover
   });

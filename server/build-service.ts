@@ -1,11 +1,14 @@
 import type { Config } from './config.js';
-import { ExecutionService, type RunDeps } from './execution/execution-service.js';
+import { ContextService } from './contexts/context-service.js';
+import { ExecutionService } from './execution/execution-service.js';
+import type { RunDeps } from './execution/run-deps.js';
 import { HealthService } from './execution/health-service.js';
 import { ExecutionHistory } from './execution/history.js';
 import { limitsFor } from './execution/limits.js';
 import { Recorder } from './execution/recorder.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
+import { DependencyService } from './packages/dependency-service.js';
 import { PackageService } from './packages/package-service.js';
 import { deploymentId, PackagesVolumes } from './packages/volume.js';
 import { dockerClient } from './sandbox/docker-client.js';
@@ -56,6 +59,8 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
   const history = new ExecutionHistory(config.executionRetentionS, config.executionRetentionMb * 1024 * 1024);
   const deps: RunDeps = { config, sandbox, registry, admission, recorder: new Recorder(logger, history, metrics), logger, volumes };
   const workspaces = new WorkspaceStore(config.baseDir);
+  const contexts = new ContextService(deps, volumes.deployment);
+  const packages = new PackageService(deps);
   return {
     config,
     logger,
@@ -65,12 +70,13 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
     admission,
     history,
     health: new HealthService(config, sandbox),
-    executions: new ExecutionService(deps, workspaces),
+    executions: new ExecutionService(deps, workspaces, contexts, new DependencyService(deps, packages)),
+    contexts,
     files: new FileService(workspaces, {
       capsOf: (tenant) => workspaceCaps(limitsFor(config, registry.get(tenant).limits)),
       uploadRetryS: config.headersTimeoutS + config.bodyTimeoutS,
     }),
-    packages: new PackageService(deps),
+    packages,
     volumes,
 
     /**
@@ -92,6 +98,7 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
     /** Stops watching and refilling, and waits for removals; `force` kills runs still in flight. */
     async stop(force: boolean): Promise<void> {
       registry.close();
+      contexts.close();
       await sandbox.shutdown(force);
     },
   };

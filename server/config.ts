@@ -420,6 +420,21 @@ export const settings = {
     description: "Default max_outputs_bytes: cap on one execution's outputs together, counted as returned (base64 for images)",
     default: 8 * MiB,
   }, { type: 'integer', minimum: 0, maximum: 256 * MiB }),
+  maxContexts: limitSetting<number>('max_contexts', {
+    env: 'MAX_CONTEXTS',
+    description: "Default max_contexts: a tenant's live contexts (POST /contexts) at once; past it a new one is a 429",
+    default: 2,
+  }, { type: 'integer', minimum: 0, maximum: 10000 }),
+  contextIdleS: limitSetting<number>('context_idle_s', {
+    env: 'CONTEXT_IDLE_S',
+    description: 'Default context_idle_s: seconds without a call after which a context expires (a request may ask for less)',
+    default: 600,
+  }, { type: 'integer', minimum: 1, maximum: 604800 }),
+  contextMaxS: limitSetting<number>('context_max_s', {
+    env: 'CONTEXT_MAX_S',
+    description: 'Default context_max_s: the longest a context lives at all, used or not',
+    default: 3600,
+  }, { type: 'integer', minimum: 1, maximum: 2592000 }),
   preloadModules: {
     env: 'PRELOAD_MODULES',
     description: "Comma-separated modules of the sandbox image that a warm container imports while it waits, so that code using them starts at once; empty turns preloading off",

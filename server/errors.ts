@@ -8,6 +8,7 @@ export type ErrorKind =
   | 'forbidden'
   | 'not_found'
   | 'conflict'
+  | 'gone'
   | 'request_timeout'
   | 'payload_too_large'
   | 'unsupported_media_type'
@@ -24,6 +25,7 @@ const statusOf: Record<ErrorKind, number> = {
   not_found: 404,
   method_not_allowed: 405,
   conflict: 409,
+  gone: 410,
   request_timeout: 408,
   payload_too_large: 413,
   unsupported_media_type: 415,
@@ -52,6 +54,7 @@ export const badRequest = (message: string) => new ServiceError('bad_request', m
 export const forbidden = (message: string) => new ServiceError('forbidden', message);
 export const notFound = (message: string) => new ServiceError('not_found', message);
 export const conflict = (message: string) => new ServiceError('conflict', message);
+export const gone = (message: string) => new ServiceError('gone', message);
 export const unavailable = (message: string) => new ServiceError('unavailable', message);
 export const tooLarge = (message: string) => new ServiceError('payload_too_large', message);
 

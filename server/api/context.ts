@@ -1,5 +1,5 @@
 import type { Response } from 'express';
-import type { ExecutionContext } from '../execution/execution-service.js';
+import type { ExecutionContext } from '../execution/run-deps.js';
 
 /**
  * The request's id (also its execution_id) and tenant, as set by the first middlewares, and a

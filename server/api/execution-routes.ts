@@ -2,7 +2,8 @@ import { Router, type Request, type Response } from 'express';
 import { contextOf } from './context.js';
 import { EventStream } from './event-stream.js';
 import type { ExecuteRequest, ExecutionResponse, RunPythonFileRequest, SaveAndExecuteRequest } from '../contract/contract.js';
-import type { ExecutionContext, ExecutionService } from '../execution/execution-service.js';
+import type { ExecutionService } from '../execution/execution-service.js';
+import type { ExecutionContext } from '../execution/run-deps.js';
 
 /** Whether the client asked for the output as it happens: text/event-stream preferred over JSON. */
 const wantsEvents = (req: Request) => req.accepts(['application/json', 'text/event-stream']) === 'text/event-stream';

@@ -206,6 +206,65 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/contexts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The caller's contexts, live and ended within the hour */
+        get: operations["listContexts"];
+        put?: never;
+        /**
+         * Start a context, an interpreter kept alive between calls
+         * @description Starts one container for the caller's tenant, with the caps of an execution (no network,
+         *     non-root, read-only root, capped memory, CPU, processes, output and disk), whose Python
+         *     interpreter stays alive: calls to `/execute`, `/save-and-execute` and `/run-python-file`
+         *     that name its `context_id` run in it, so variables, imports and objects persist from one
+         *     call to the next. It sees the tenant's workspace as it is at each call, and what a call
+         *     writes there is kept as for an execution.
+         *
+         *     A context ends when it is deleted, after `idle_timeout_s` without a call, after
+         *     `context_max_s` whatever it does, when it runs out of memory, when its interpreter dies, or
+         *     when a call's timeout interrupts it (KeyboardInterrupt) and it does not come back within a
+         *     grace period. It is never silently recreated: a call to it answers 410 with `error` saying
+         *     which, and `GET /contexts/{context_id}` shows its `state` for an hour. Contexts do not
+         *     survive a restart of the server (their ids then answer 410 too).
+         */
+        post: operations["createContext"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/contexts/{context_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One of the caller's contexts
+         * @description A live context (`state: active`), or one that ended within the hour (`deleted`, `expired`,
+         *     `lost`, with `error` saying why). Another tenant's context, or an id never issued, is a 404;
+         *     an id this server issued before it restarted, or that ended more than an hour ago, is a 410.
+         */
+        get: operations["getContext"];
+        put?: never;
+        post?: never;
+        /**
+         * End a context and remove its container
+         * @description A call running in it is stopped. A context that has ended already answers 410, saying why.
+         */
+        delete: operations["deleteContext"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/limits": {
         parameters: {
             query?: never;
@@ -315,7 +374,83 @@ export interface components {
          *     slashes) longer than 255 bytes of UTF-8.
          */
         FileName: string;
+        /**
+         * @description Packages this run needs on top of the image's, each a requirement with the rules of
+         *     `package_name` (PEP 508: a name, optional extras and version specifiers; no options, URLs,
+         *     paths or markers; the operator's allow- and deny-lists): at most 32, together with those of
+         *     a PEP 723 `# /// script` block at the top of the code (`# dependencies = ["tinypkg>=1"]`,
+         *     whose `requires-python` is checked against the sandbox's Python: a 400 names both). The set
+         *     is installed once per tenant by the sandboxed installer into an environment of its own,
+         *     then reused (`dependencies.cached` in the answer); the tenant's own installed packages stay
+         *     visible underneath. A set that cannot be installed answers `success: false` with pip's
+         *     errors, and the code does not run. `/run-python-file` reads the block in the first 256 KiB
+         *     of its file. Not with `context_id`.
+         */
+        Dependencies: string[];
+        /** @description What happened to the run's declared dependencies (only when it declared some) */
+        DependenciesResult: {
+            /** @description The set as installed, sorted */
+            requested: string[];
+            /** @description What this request installed (empty when the set was ready) */
+            installed: components["schemas"]["Package"][];
+            /** @description The set was installed already, by an earlier run of this tenant; nothing was installed */
+            cached: boolean;
+        };
+        /**
+         * @description A context from `POST /contexts`: the call runs in its live interpreter (its memory cap is
+         *     the context's, so `memory_mb` may not be given with it; `timeout` is per call). Calls to
+         *     one context run one at a time: a second waits for the first, up to its own timeout (then
+         *     429). An unknown id, or another tenant's, is a 404; a context that ended is a 410 saying why.
+         */
+        ContextId: string;
+        CreateContextRequest: {
+            /** @description Seconds without a call after which the context expires; at most the tenant's `context_idle_s` (its default) */
+            idle_timeout_s?: number;
+            memory_mb?: components["schemas"]["MemoryMb"];
+            /** @description CPU cap of the context's container, in cores; at most the tenant's `cpus` (its default) */
+            cpus?: number;
+        };
+        Context: {
+            context_id: string;
+            /**
+             * @description `active` while it lives; how it ended otherwise (kept for an hour)
+             * @enum {string}
+             */
+            state: "active" | "deleted" | "expired" | "lost";
+            /** Format: date-time */
+            created_at: string;
+            /**
+             * Format: date-time
+             * @description When it expires if no call comes (the earlier of idle and lifetime); null once ended
+             */
+            expires_at: string | null;
+            idle_timeout_s: number;
+            /**
+             * Format: date-time
+             * @description When its last call ended; null before the first
+             */
+            last_used_at: string | null;
+            calls: number;
+            /** @description A call runs in it now */
+            busy: boolean;
+            limits: components["schemas"]["ContextLimits"];
+            /** @description Why it ended (the same words a call to it gets with its 410); null while it lives */
+            error: string | null;
+        };
+        ContextLimits: {
+            memory_mb: number;
+            cpus: number;
+            pids: number;
+            workspace_mb: number;
+            /** @description The longest it lives at all (the tenant's context_max_s) */
+            max_lifetime_s: number;
+        };
+        ContextList: {
+            contexts: components["schemas"]["Context"][];
+        };
         ExecuteRequest: {
+            dependencies?: components["schemas"]["Dependencies"];
+            context_id?: components["schemas"]["ContextId"];
             /** @description The Python code to execute (Unicode text; a lone UTF-16 surrogate is a 400) */
             code: string;
             timeout?: components["schemas"]["Timeout"];
@@ -323,6 +458,8 @@ export interface components {
             variable_to_return?: components["schemas"]["VariableName"];
         };
         SaveAndExecuteRequest: {
+            dependencies?: components["schemas"]["Dependencies"];
+            context_id?: components["schemas"]["ContextId"];
             file_name: components["schemas"]["FileName"];
             /** @description Python code to save and execute (Unicode text; a lone UTF-16 surrogate is a 400) */
             code: string;
@@ -336,6 +473,8 @@ export interface components {
             memory_mb?: components["schemas"]["MemoryMb"];
         };
         RunPythonFileRequest: {
+            dependencies?: components["schemas"]["Dependencies"];
+            context_id?: components["schemas"]["ContextId"];
             file_name: components["schemas"]["FileName"];
             variable_to_return?: components["schemas"]["VariableName"];
             timeout?: components["schemas"]["Timeout"];
@@ -387,6 +526,7 @@ export interface components {
             outputs: components["schemas"]["Output"][];
             /** @description The code showed more than `max_outputs` or `max_outputs_bytes` allow; the outputs past the cap were left out */
             outputs_truncated: boolean;
+            dependencies?: components["schemas"]["DependenciesResult"];
         };
         Output: {
             /**
@@ -501,6 +641,12 @@ export interface components {
             max_outputs: number;
             /** @description Cap on the outputs' data together, in bytes as returned (base64 for images) */
             max_outputs_bytes: number;
+            /** @description Live contexts the tenant may have at once (POST /contexts past it: 429) */
+            max_contexts: number;
+            /** @description Seconds without a call after which a context expires; a request may ask for less */
+            context_idle_s: number;
+            /** @description The longest a context lives at all, used or not */
+            context_max_s: number;
         };
         LimitsResponse: {
             tenant: string;
@@ -625,8 +771,20 @@ export interface components {
                 "application/json": components["schemas"]["ErrorResponse"];
             };
         };
-        /** @description The file (or path) does not exist */
+        /** @description The file (or path) does not exist, or the context is unknown to this tenant */
         NotFound: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorResponse"];
+            };
+        };
+        /**
+         * @description The context ended: it was deleted, expired, ran out of memory, died, or was lost to a
+         *     timeout or a restart of the server; `error` says which. Its state is gone: create a new one.
+         */
+        Gone: {
             headers: {
                 [name: string]: unknown;
             };
@@ -706,6 +864,7 @@ export interface components {
         };
     };
     parameters: {
+        ContextIdParam: components["schemas"]["ContextId"];
         /**
          * @description Path of a file (or, for DELETE, a directory) inside the workspace, relative, e.g. `out` or
          *     `lib/util.py`. It follows the rules of `file_name`. Its slashes may be sent as they are
@@ -795,8 +954,10 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
             408: components["responses"]["RequestTimeout"];
             409: components["responses"]["WorkspaceOverCaps"];
+            410: components["responses"]["Gone"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             429: components["responses"]["TooManyRequests"];
@@ -832,6 +993,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             408: components["responses"]["RequestTimeout"];
             409: components["responses"]["Conflict"];
+            410: components["responses"]["Gone"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             429: components["responses"]["TooManyRequests"];
@@ -866,6 +1028,7 @@ export interface operations {
             404: components["responses"]["NotFound"];
             408: components["responses"]["RequestTimeout"];
             409: components["responses"]["WorkspaceOverCaps"];
+            410: components["responses"]["Gone"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             429: components["responses"]["TooManyRequests"];
@@ -1124,6 +1287,118 @@ export interface operations {
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
+            default: components["responses"]["Error"];
+        };
+    };
+    listContexts: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The caller's contexts, the live ones first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ContextList"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            default: components["responses"]["Error"];
+        };
+    };
+    createContext: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "idle_timeout_s": 300
+                 *     }
+                 */
+                "application/json": components["schemas"]["CreateContextRequest"];
+            };
+        };
+        responses: {
+            /** @description The context runs */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Context"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getContext: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                context_id: components["parameters"]["ContextIdParam"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The context */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Context"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            410: components["responses"]["Gone"];
+            default: components["responses"]["Error"];
+        };
+    };
+    deleteContext: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                context_id: components["parameters"]["ContextIdParam"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted; later calls to it answer 410 (`... was deleted`) */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            410: components["responses"]["Gone"];
             default: components["responses"]["Error"];
         };
     };

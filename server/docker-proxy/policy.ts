@@ -1,5 +1,5 @@
-import { DEPLOYMENT_LABEL, deploymentKey, packagesVolumePattern } from '../packages/volume.js';
-import { LABEL, MAX_PRELOAD, MODULE_NAME, PRELOAD_ENV, SANDBOX_USER, SECCOMP_PROFILE } from '../sandbox/container-spec.js';
+import { DEPLOYMENT_LABEL, deploymentKey, depsVolumePattern, packagesVolumePattern } from '../packages/volume.js';
+import { DEPS_TARGET, LABEL, MAX_PRELOAD, MODULE_NAME, PRELOAD_ENV, SANDBOX_USER, SECCOMP_PROFILE } from '../sandbox/container-spec.js';
 
 /**
  * What the Docker API proxy lets through: exactly the calls the server makes, and for container
@@ -67,6 +67,13 @@ const rules: Rule[] = [
   { method: 'GET', path: new RegExp(`^/containers/${ID}/json$`), query: [], route: (m) => container(m[1]!) },
   { method: 'DELETE', path: new RegExp(`^/containers/${ID}$`), query: ['force', 'v'], route: (m) => container(m[1]!, { remove: true }) },
   { method: 'POST', path: /^\/volumes\/create$/, query: [], route: () => ({ kind: 'create-volume' }) },
+  // Sets of declared dependencies are removed when they are not kept (least recently used); packages volumes never are.
+  {
+    method: 'DELETE',
+    path: /^\/volumes\/([^/]+)$/,
+    query: [],
+    route: (m, _q, p) => (depsVolumePattern(p.packagesVolumePrefix).test(safeDecode(m[1]!) ?? '') ? forward() : refuse('only a set of dependencies may be removed')),
+  },
 ];
 
 /** Where a request goes: on (to `target`), checked further, or refused with the reason. */
@@ -104,12 +111,13 @@ export function checkContainerCreate(body: unknown, policy: ProxyPolicy): string
  * labelled with its deployment, whose key is the one in its name.
  */
 export function checkVolumeCreate(body: unknown, policy: ProxyPolicy): string | null {
-  const problem = object({ Name: packagesVolume(policy, 'a name'), Labels: labels }, ['Name', 'Labels'])(body, 'body');
+  const problem = object({ Name: sandboxVolume(policy, 'a name'), Labels: labels }, ['Name', 'Labels'])(body, 'body');
   if (problem) return problem;
   const { Name, Labels } = body as { Name: string; Labels: Record<string, string> };
   const deployment = Labels[DEPLOYMENT_LABEL];
   if (deployment === undefined) return `body.Labels must carry ${DEPLOYMENT_LABEL}`;
-  return packagesVolumePattern(policy.packagesVolumePrefix).exec(Name)?.[1] === deploymentKey(deployment)
+  const key = (packagesVolumePattern(policy.packagesVolumePrefix).exec(Name) ?? depsVolumePattern(policy.packagesVolumePrefix).exec(Name))?.[1];
+  return key === deploymentKey(deployment)
     ? null
     : `body.Name must carry the key of its ${DEPLOYMENT_LABEL} label`;
 }
@@ -249,9 +257,26 @@ function all(...checks: Check[]): Check {
   };
 }
 
-/** A tenant's packages volume: the configured prefix, a deployment's key, then a plain name. */
-function packagesVolume(policy: ProxyPolicy, what: string): Check {
-  return text(packagesVolumePattern(policy.packagesVolumePrefix), `${what} of the form ${policy.packagesVolumePrefix}<deployment key>-<tenant>`);
+/** A tenant's packages volume (the configured prefix, a deployment's key, then a plain name) or a set of its dependencies. */
+function sandboxVolume(policy: ProxyPolicy, what: string): Check {
+  const packages = packagesVolumePattern(policy.packagesVolumePrefix);
+  const deps = depsVolumePattern(policy.packagesVolumePrefix);
+  return (v, at) =>
+    typeof v === 'string' && (packages.test(v) || deps.test(v))
+      ? null
+      : `${at} must be ${what} of the form ${policy.packagesVolumePrefix}<deployment key>-<tenant> or ${policy.packagesVolumePrefix}deps-<deployment key>-<digest>`;
+}
+
+/** The mounts of a sandbox: the packages volume (a set's, in its install) at /opt/packages, a set's read-only at /opt/deps. */
+function sandboxMount(policy: ProxyPolicy): Check {
+  const deps = depsVolumePattern(policy.packagesVolumePrefix);
+  return all(
+    object({ Type: is('volume'), Source: sandboxVolume(policy, 'a volume'), Target: oneOf('/opt/packages', DEPS_TARGET), ReadOnly: bool }, ['Type', 'Source', 'Target', 'ReadOnly']),
+    (v, at) => {
+      const mount = v as { Source: string; Target: string; ReadOnly: boolean };
+      return mount.Target !== DEPS_TARGET || (deps.test(mount.Source) && mount.ReadOnly) ? null : `${at} at ${DEPS_TARGET} must be a set of dependencies, read-only`;
+    },
+  );
 }
 
 const labels = all(
@@ -291,19 +316,11 @@ function containerCreate(policy: ProxyPolicy): Check {
         PidsLimit: whole(1, policy.maxPids, ' (DOCKER_PROXY_MAX_PIDS)'),
         Ulimits: list(object({ Name: oneOf('nofile', 'core'), Soft: whole(0, 1 << 20), Hard: whole(0, 1 << 20) }, ['Name', 'Soft', 'Hard'])),
         Tmpfs: map(oneOf('/workspace', '/tmp', '/wheelhouse', '/scratch'), tmpfsOptions),
-        Mounts: list(
-          object(
-            {
-              Type: is('volume'),
-              Source: packagesVolume(policy, 'a volume'),
-              Target: is('/opt/packages'),
-              ReadOnly: bool,
-            },
-            ['Type', 'Source', 'Target', 'ReadOnly'],
-          ),
-          0,
-          1,
-        ),
+        Mounts: all(list(sandboxMount(policy), 0, 2), (v, at) => {
+          const [first, second] = (v as { Target: string }[]).map((m) => m.Target);
+          const ordered = first === undefined || (first === '/opt/packages' && (second === undefined || second === DEPS_TARGET));
+          return ordered ? null : `${at} must be the packages volume, then maybe a set of dependencies`;
+        }),
         ShmSize: memory,
         IpcMode: is('private'),
         LogConfig: object({ Type: is('none'), Config: object({}) }, ['Type']),

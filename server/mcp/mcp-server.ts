@@ -5,7 +5,9 @@ import { v4 as uuidv4 } from 'uuid';
 import { z } from 'zod';
 import { classify } from '../errors.js';
 import type { ExecutionResponse } from '../contract/contract.js';
-import type { ExecutionContext, ExecutionService } from '../execution/execution-service.js';
+import type { ContextService } from '../contexts/context-service.js';
+import type { ExecutionService } from '../execution/execution-service.js';
+import type { ExecutionContext } from '../execution/run-deps.js';
 import type { Logger } from '../logger.js';
 import type { PackageService } from '../packages/package-service.js';
 import { serviceName, serviceVersion } from '../project.js';
@@ -13,6 +15,7 @@ import { registerWorkspaceResources, type ResourceServices } from './workspace-r
 
 export interface McpServices extends ResourceServices {
   executions: ExecutionService;
+  contexts: ContextService;
   packages: PackageService;
   logger: Logger;
 }
@@ -60,6 +63,15 @@ const timeout = z
   .int()
   .min(1)
   .describe('Wall-clock limit in seconds (default 90; the server caps it)');
+const contextId = z
+  .string()
+  .min(1)
+  .max(100)
+  .describe('A context from create_context: the code runs in its live interpreter, where variables, imports and objects of earlier calls persist');
+const dependencies = z
+  .array(z.string().min(1).max(200))
+  .max(32)
+  .describe('Packages this run needs, each one requirement such as "tinypkg>=1" (or a PEP 723 `# /// script` block in the code); installed once per set and reused');
 
 /**
  * A finished execution as a tool result: the answer (or error with traceback) as text, then the last
@@ -94,10 +106,11 @@ export function toToolResult(envelope: ExecutionResponse): CallToolResult {
 export function createMcpServer(services: McpServices, tenant: string): McpServer {
   const server = new McpServer({ name: serviceName, version: serviceVersion });
   // The SDK aborts a tool call's signal when its client cancels it or goes away: the run stops too.
-  const call = async (tool: string, extra: ToolExtra, run: (ctx: ExecutionContext) => Promise<ExecutionResponse>): Promise<CallToolResult> => {
+  const call = async (tool: string, extra: ToolExtra, run: (ctx: ExecutionContext) => Promise<ExecutionResponse | CallToolResult>): Promise<CallToolResult> => {
     const ctx: ExecutionContext = { executionId: uuidv4(), endpoint: `mcp:${tool}`, tenant, signal: extra.signal, onOutput: progressOf(extra) };
     try {
-      return toToolResult(await run(ctx));
+      const done = await run(ctx);
+      return 'content' in done ? done : toToolResult(done);
     } catch (err) {
       // As on REST (errors.ts): a refusal (bad path, missing file, Docker down) is shown to the agent;
       // a fault of the service is logged in full and answered with a plain message and the id.
@@ -118,9 +131,15 @@ export function createMcpServer(services: McpServices, tenant: string): McpServe
     {
       title: 'Run Python code',
       description: `Execute Python code and return what it printed (stripped stdout). ${SANDBOX} On failure the result is an error with the exception and its traceback.`,
-      inputSchema: { code: z.string().min(1).describe('The Python code to execute'), timeout: timeout.optional() },
+      inputSchema: {
+        code: z.string().min(1).describe('The Python code to execute'),
+        timeout: timeout.optional(),
+        context_id: contextId.optional(),
+        dependencies: dependencies.optional(),
+      },
     },
-    ({ code, timeout }, extra) => call('run_python_code', extra, (ctx) => services.executions.execute({ code, timeout }, ctx)),
+    ({ code, timeout, context_id, dependencies }, extra) =>
+      call('run_python_code', extra, (ctx) => services.executions.execute({ code, timeout, context_id, dependencies }, ctx)),
   );
 
   server.registerTool(
@@ -133,12 +152,52 @@ export function createMcpServer(services: McpServices, tenant: string): McpServe
         code: z.string().describe('Python code to save and run'),
         variable_to_return: variable.optional(),
         overwrite: z.boolean().optional().describe('Overwrite the file if it exists (default true)'),
+        context_id: contextId.optional(),
       },
     },
-    ({ file_name, code, variable_to_return, overwrite }, extra) =>
+    ({ file_name, code, variable_to_return, overwrite, context_id }, extra) =>
       call('save_to_file_and_run', extra, (ctx) =>
-        services.executions.saveAndExecute({ file_name, code, variable_to_return, overwrite: overwrite ?? true }, ctx),
+        services.executions.saveAndExecute({ file_name, code, variable_to_return, overwrite: overwrite ?? true, context_id }, ctx),
       ),
+  );
+
+  server.registerTool(
+    'create_context',
+    {
+      title: 'Start a context (a Python interpreter kept between calls)',
+      description:
+        'Start a sandbox whose Python interpreter stays alive: pass its context_id to run_python_code or ' +
+        'save_to_file_and_run and variables, imports and objects persist from call to call. It expires after ' +
+        'idle_timeout_s without a call (and at the latest after the server\'s context_max_s); a call to a context ' +
+        'that ended says why (expired, out of memory, deleted) and never silently starts over. Delete it when done.',
+      inputSchema: {
+        idle_timeout_s: z.number().int().min(1).optional().describe('Seconds without a call after which it expires (default and cap: the server\'s context_idle_s)'),
+        memory_mb: z.number().int().min(32).optional().describe('Its memory cap in MiB (at most the server\'s memory_mb)'),
+        cpus: z.number().min(0.01).optional().describe('Its CPU cap in cores (at most the server\'s cpus)'),
+      },
+    },
+    (args, extra) =>
+      call('create_context', extra, async (ctx) => {
+        const created = await services.contexts.create(args, ctx);
+        return {
+          content: [{ type: 'text', text: `Context ${created.context_id} is ready: pass context_id "${created.context_id}" to run code in it (it expires at ${created.expires_at} if unused).` }],
+          structuredContent: created as unknown as Record<string, unknown>,
+        };
+      }),
+  );
+
+  server.registerTool(
+    'delete_context',
+    {
+      title: 'End a context',
+      description: 'End a context from create_context and remove its sandbox; its state is gone.',
+      inputSchema: { context_id: contextId },
+    },
+    ({ context_id }, extra) =>
+      call('delete_context', extra, async () => {
+        services.contexts.delete(context_id, tenant);
+        return { content: [{ type: 'text', text: `Context ${context_id} was deleted.` }] };
+      }),
   );
 
   server.registerTool(

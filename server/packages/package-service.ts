@@ -5,8 +5,8 @@ import type { InstallPackageRequest, InstallPackageResponse, PackagesResponse } 
 import { forbidden, unavailable } from '../errors.js';
 import { toEnvelope } from '../execution/envelope.js';
 import { limitsFor } from '../execution/limits.js';
-import type { ExecutionContext, RunDeps } from '../execution/execution-service.js';
-import type { ChangesSink, SandboxFile, SandboxJob, SandboxOutcome } from '../sandbox/sandbox.js';
+import type { ExecutionContext, RunDeps } from '../execution/run-deps.js';
+import type { ChangesSink, SandboxFile, SandboxJob, SandboxLimits, SandboxOutcome } from '../sandbox/sandbox.js';
 import { parseRequirement, type Requirement } from './requirement.js';
 import { listRefusal, pinsOf, resolutionRefusal, type PackageLists } from './resolution.js';
 
@@ -86,17 +86,61 @@ export class PackageService {
     return { packages: toList(outcome.report.packages) };
   }
 
+  /**
+   * Installs a set of declared dependencies into its own volume, as /install-package installs one
+   * package into the tenant's (one install per volume at a time). Resolves to both phases' outcome.
+   */
+  installSet(volume: string, requirements: string[], ctx: ExecutionContext): Promise<SandboxOutcome> {
+    // Its containers are named apart from the run's own, which follows at once under the request's id.
+    const install = { ...ctx, executionId: `${ctx.executionId}-deps` };
+    return this.serialized(volume, () => this.twoPhases(volume, { requirements, upgrade: false }, install));
+  }
+
+  /** The caps of an install container: the tenant's, with the install timeout. */
+  installLimits(tenant: string): SandboxLimits {
+    return { ...limitsFor(this.deps.config, this.deps.registry.get(tenant).limits), timeoutS: this.deps.config.installTimeoutS };
+  }
+
   private async runInstall(
     requirement: Requirement,
     req: InstallPackageRequest,
     ctx: ExecutionContext,
   ): Promise<InstallPackageResponse> {
-    const { config: c, registry, admission, sandbox, recorder, volumes } = this.deps;
+    const { recorder, volumes } = this.deps;
+    const limits = this.installLimits(ctx.tenant);
+    const outcome = await this.twoPhases(volumes.name(ctx.tenant), { requirement: requirement.text, upgrade: req.upgrade ?? false }, ctx);
+    const envelope = toEnvelope(ctx.executionId, outcome, limits);
+    const packages = outcome.report?.packages ?? {};
+    const version = packages[requirement.name];
+    const response: InstallPackageResponse = {
+      ...envelope,
+      installed: toList(packages).filter((p) => outcome.report?.changed?.includes(p.name)),
+      package: version ? { name: requirement.name, version } : null,
+    };
+    if (envelope.success) {
+      response.result = `successfully installed package ${req.package_name.trim()}`;
+    } else if (outcome.report?.status === 'exit') {
+      response.error = pipError(outcome.stderr) ?? envelope.error; // pip's words beat "exited with status 1"
+    }
+    recorder.record(ctx, outcome, response, { package: requirement.text, upgrade: req.upgrade ?? false });
+    return response;
+  }
+
+  /**
+   * The two phases into `volume`: resolve `what` (one requirement, or a set) with the volume
+   * read-only, check every name pip would install, then install exactly those pins.
+   */
+  private async twoPhases(
+    volume: string,
+    what: { requirement?: string; requirements?: string[]; upgrade: boolean },
+    ctx: ExecutionContext,
+  ): Promise<SandboxOutcome> {
+    const { config: c, registry, admission, sandbox } = this.deps;
     const tenant = registry.get(ctx.tenant).limits;
     const wheelhouse = c.wheelhouseDir ? await readWheelhouse(c.wheelhouseDir) : [];
-    const limits = { ...limitsFor(c, tenant), timeoutS: c.installTimeoutS };
+    const limits = this.installLimits(ctx.tenant);
     const install = {
-      upgrade: req.upgrade ?? false,
+      upgrade: what.upgrade,
       pipArgs: pipArgs(c),
       packagesMaxBytes: c.packagesMaxMb * MiB,
       packagesMaxFiles: c.packagesMaxFiles,
@@ -105,17 +149,17 @@ export class PackageService {
       executionId,
       workspace: { files: [], dirs: [] },
       wheelhouse,
-      packagesVolume: volumes.name(ctx.tenant),
+      packagesVolume: volume,
       network: c.wheelhouseDir ? 'none' : c.installNetwork,
       limits,
       ...over,
     });
-    const outcome = await admission.run(ctx.tenant, tenant.max_concurrent, async () => {
+    return admission.run(ctx.tenant, tenant.max_concurrent, async () => {
       const built = new WheelsBuilt();
       const resolved = await sandbox.run(job(`${ctx.executionId}-resolve`, {
         mode: 'resolve',
         changes: built,
-        install: { ...install, requirement: requirement.text },
+        install: { ...install, requirement: what.requirement, requirements: what.requirements },
         // Downloads and builds of the dry run: at most what the packages may take, in memory.
         scratch: { mb: c.packagesMaxMb + SCRATCH_SLACK.mb, inodes: c.packagesMaxFiles + SCRATCH_SLACK.inodes },
       }));
@@ -137,24 +181,9 @@ export class PackageService {
       }));
       return bothPhases(resolved, installed);
     }, ctx.signal);
-    const envelope = toEnvelope(ctx.executionId, outcome, limits);
-    const packages = outcome.report?.packages ?? {};
-    const version = packages[requirement.name];
-    const response: InstallPackageResponse = {
-      ...envelope,
-      installed: toList(packages).filter((p) => outcome.report?.changed?.includes(p.name)),
-      package: version ? { name: requirement.name, version } : null,
-    };
-    if (envelope.success) {
-      response.result = `successfully installed package ${req.package_name.trim()}`;
-    } else if (outcome.report?.status === 'exit') {
-      response.error = pipError(outcome.stderr) ?? envelope.error; // pip's words beat "exited with status 1"
-    }
-    recorder.record(ctx, outcome, response, { package: requirement.text, upgrade: req.upgrade ?? false });
-    return response;
   }
 
-  /** Runs `task` after every earlier install of the same tenant has finished. */
+  /** Runs `task` after every earlier install into the same volume (a tenant's, or a set's) has finished. */
   private serialized<T>(tenant: string, task: () => Promise<T>): Promise<T> {
     const previous = this.queues.get(tenant) ?? Promise.resolve();
     const next = previous.then(task, task);
@@ -194,7 +223,7 @@ function bothPhases(resolve: SandboxOutcome, install: SandboxOutcome): SandboxOu
   };
 }
 
-function toList(packages: Record<string, string>): { name: string; version: string }[] {
+export function toList(packages: Record<string, string>): { name: string; version: string }[] {
   return Object.entries(packages)
     .map(([name, version]) => ({ name, version }))
     .sort((a, b) => a.name.localeCompare(b.name));

@@ -21,9 +21,10 @@ const GRAMMAR = new RegExp(
   `^(${NAME})\\s*(?:\\[\\s*(${NAME}(?:\\s*,\\s*${NAME})*)?\\s*\\])?\\s*(${SPEC}(?:\\s*,\\s*${SPEC})*)?$`,
 );
 
-export function parseRequirement(raw: string): Requirement {
+/** Parses one requirement; `field` names where it came from in the refusal (package_name, dependencies[2]). */
+export function parseRequirement(raw: string, field = 'package_name'): Requirement {
   const refuse = (why: string) =>
-    badRequest(`Invalid package_name ${JSON.stringify(raw.slice(0, 80))}: ${why}`);
+    badRequest(`Invalid ${field} ${JSON.stringify(raw.slice(0, 80))}: ${why}`);
   if (raw.length > MAX_LENGTH) throw refuse(`longer than ${MAX_LENGTH} characters`);
   const value = raw.trim();
   if (value.startsWith('-')) throw refuse('pip options are not accepted, only a requirement');

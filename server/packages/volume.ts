@@ -51,6 +51,21 @@ export class PackagesVolumes {
   name(tenant: string): string {
     return `${this.prefix}${this.key}-${tenant}`;
   }
+
+  /**
+   * The Docker volume of one tenant's set of declared dependencies (`set`: the set's hash). Its
+   * name cannot be a packages volume's (their key is hex, never `deps-`), nor tell whose it is.
+   */
+  depsName(tenant: string, set: string): string {
+    return `${this.prefix}deps-${this.key}-${createHash('sha256').update(`${tenant}\0${set}`).digest('hex').slice(0, DEPS_DIGITS)}`;
+  }
+}
+
+const DEPS_DIGITS = 24;
+
+/** Every dependencies volume name with this prefix: the deployment's key (group 1), then the set's digest. */
+export function depsVolumePattern(prefix: string): RegExp {
+  return new RegExp(`^${escaped(prefix)}deps-([0-9a-f]{${KEY_DIGITS}})-[0-9a-f]{${DEPS_DIGITS}}$`);
 }
 
 export function deploymentKey(deployment: string): string {
@@ -59,5 +74,7 @@ export function deploymentKey(deployment: string): string {
 
 /** Every packages volume name with this prefix: the deployment's key (group 1), then a tenant. */
 export function packagesVolumePattern(prefix: string): RegExp {
-  return new RegExp(`^${prefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}([0-9a-f]{${KEY_DIGITS}})-${TENANT_ID_SOURCE}$`);
+  return new RegExp(`^${escaped(prefix)}([0-9a-f]{${KEY_DIGITS}})-${TENANT_ID_SOURCE}$`);
 }
+
+const escaped = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');

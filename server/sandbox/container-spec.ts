@@ -26,6 +26,8 @@ const SECURITY_OPT = ['no-new-privileges', `seccomp=${SECCOMP_PROFILE}`];
 export const PRELOAD_ENV = 'RUNNER_PRELOAD';
 export const MODULE_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,99}(\.[A-Za-z_][A-Za-z0-9_]{0,99}){0,9}$/;
 export const MAX_PRELOAD = 32;
+/** Where an execution's declared dependencies are mounted (sandbox-image/runner.py, DEPENDENCIES). */
+export const DEPS_TARGET = '/opt/deps';
 
 export interface SpecInput {
   image: string;
@@ -35,6 +37,8 @@ export interface SpecInput {
   limits: SandboxLimits;
   packagesVolume: string;
   packagesWritable?: boolean;
+  /** A set of declared dependencies, read-only at /opt/deps (executions that declare them). */
+  depsVolume?: string;
   /** Only install containers get a network other than `none`. */
   network?: string;
   /** Size of a /wheelhouse tmpfs, for installs from an operator's wheels. */
@@ -100,6 +104,7 @@ export function containerSpec(input: SpecInput): Docker.ContainerCreateOptions {
       },
       Mounts: [
         { Type: 'volume', Source: input.packagesVolume, Target: '/opt/packages', ReadOnly: !input.packagesWritable },
+        ...(input.depsVolume ? [{ Type: 'volume' as const, Source: input.depsVolume, Target: DEPS_TARGET, ReadOnly: true }] : []),
       ],
       ShmSize: limits.tmpMb * 1024 * 1024,
       IpcMode: 'private',

@@ -101,6 +101,17 @@ export class DockerRuntime implements ContainerRuntime {
     );
   }
 
+  removeVolume(name: string): Promise<void> {
+    return this.call(async () => {
+      await this.docker
+        .getVolume(name)
+        .remove()
+        .catch((err: { statusCode?: number }) => {
+          if (err.statusCode !== 404) throw err;
+        });
+    });
+  }
+
   version(): Promise<string> {
     return this.call(async () => (await this.docker.version()).Version);
   }

@@ -5,7 +5,7 @@ import { containerSpec, INSTANCE_LABEL, LABEL, type SpecInput } from './containe
 import { JobRun, type JobRunTimings, type PreparedContainer } from './job-run.js';
 import { PROTOCOL_VERSION, READY_FRAME } from './protocol.js';
 import { EngineError, type Attachment, type ContainerRuntime } from './runtime.js';
-import type { Sandbox, SandboxHealth, SandboxJob, SandboxOutcome } from './sandbox.js';
+import type { ContextSpec, Sandbox, SandboxContext, SandboxHealth, SandboxJob, SandboxOutcome } from './sandbox.js';
 import { WarmPool } from './warm-pool.js';
 
 export interface DockerSandboxOptions {
@@ -79,6 +79,7 @@ export class DockerSandbox implements Sandbox {
   private readonly running = new Map<string, string>();
   private closing = false;
   private readonly volumes = new Set<string>();
+  private python?: Promise<string | null>;
   private readonly timings: DriverTimings;
 
   readonly pool: WarmPool<PreparedContainer> | null;
@@ -107,6 +108,7 @@ export class DockerSandbox implements Sandbox {
   async prepare(spec: SpecInput): Promise<PreparedContainer> {
     const t0 = Date.now();
     await this.ensureVolume(spec.packagesVolume);
+    if (spec.depsVolume) await this.ensureVolume(spec.depsVolume);
     const id = await this.engine.create(containerSpec(spec));
     const t1 = Date.now();
     try {
@@ -138,11 +140,52 @@ export class DockerSandbox implements Sandbox {
   }
 
   run(job: SandboxJob): Promise<SandboxOutcome> {
+    return this.track(() => this.runOnce(job));
+  }
+
+  /** Runs `task` unless the driver is closing, tracked until it settles (shutdown waits for it). */
+  private track<T>(task: () => Promise<T>): Promise<T> {
     if (this.closing) return Promise.reject(unavailable('The server is shutting down; retry on another instance or later'));
-    const run = this.runOnce(job);
+    const run = task();
     const tracked = run.catch(() => undefined).finally(() => this.inFlight.delete(tracked));
     this.inFlight.add(tracked);
     return run;
+  }
+
+  /**
+   * A context: a cold container with an execution's caps (never from the pool: it is the context's
+   * for its life), whose runner gets a first job of mode `context` to start its kernel; each call
+   * after is a JobRun of origin `context` on the same attachment.
+   */
+  openContext(spec: ContextSpec): Promise<SandboxContext> {
+    return this.track(async () => {
+      const { contextId, limits, packagesVolume } = spec;
+      const prepared = await this.prepare({ ...this.options, executionId: contextId, limits, packagesVolume, preload: [] });
+      const call = (job: SandboxJob) =>
+        this.track(async () => {
+          this.running.set(job.executionId, prepared.id);
+          try {
+            return await new JobRun(this.engine, prepared, 'context', job, this.timings, this.logger).run();
+          } finally {
+            this.running.delete(job.executionId);
+          }
+        });
+      try {
+        const started = await call({ executionId: contextId, mode: 'context', workspace: { dirs: [], files: [] }, limits, packagesVolume });
+        if (started.report?.status !== 'ok') {
+          throw unavailable(`The context's sandbox did not start (${started.violation ?? `exit code ${started.exitCode ?? 'unknown'}`}): see the server log`);
+        }
+      } catch (err) {
+        this.remove(prepared.id);
+        throw err;
+      }
+      return {
+        run: (job) => call({ ...job, packagesVolume }),
+        ended: prepared.ended,
+        oomKilled: async () => (await this.engine.inspect(prepared.id).catch(() => null))?.oomKilled ?? false,
+        close: () => this.remove(prepared.id),
+      };
+    });
   }
 
   private async runOnce(job: SandboxJob): Promise<SandboxOutcome> {
@@ -152,6 +195,7 @@ export class DockerSandbox implements Sandbox {
       limits: job.limits,
       packagesVolume: job.packagesVolume,
       packagesWritable: job.packagesWritable,
+      depsVolume: job.depsVolume,
       network: job.network,
       scratch: job.scratch,
       wheelhouseMb: job.wheelhouse?.length
@@ -159,14 +203,14 @@ export class DockerSandbox implements Sandbox {
         : undefined,
     };
     // Only plain executions use the pool: installs need a writable volume and maybe a network.
-    const poolable = this.pool !== null && (job.mode === 'code' || job.mode === 'file');
+    const poolable = this.pool !== null && (job.mode === 'code' || job.mode === 'file') && !job.depsVolume;
     const pooled = poolable ? this.pool!.take(spec) : null;
     if (poolable) this.metrics?.poolTakes.inc({ result: pooled ? 'hit' : 'miss' });
     // A cold container runs its job at once: preloading would only make the job wait.
     const prepared = pooled ?? (await this.prepare({ ...spec, preload: [] }));
     this.running.set(job.executionId, prepared.id);
     try {
-      return await new JobRun(this.engine, prepared, pooled !== null, job, this.timings, this.logger).run();
+      return await new JobRun(this.engine, prepared, pooled ? 'pool' : 'cold', job, this.timings, this.logger).run();
     } finally {
       this.running.delete(job.executionId);
       this.remove(prepared.id);
@@ -222,6 +266,19 @@ export class DockerSandbox implements Sandbox {
       this.metrics?.containerPhase.observe({ phase: 'remove' }, (Date.now() - started) / 1000);
     });
     this.removals.add(removal);
+  }
+
+  async removeVolume(name: string): Promise<void> {
+    this.volumes.delete(name);
+    await this.engine.removeVolume(name);
+  }
+
+  async pythonVersion(): Promise<string | null> {
+    this.python ??= this.engine.imageLabels(this.options.image).then((labels) => labels['run-python-code.python'] ?? null);
+    return this.python.catch((err: unknown) => {
+      this.python = undefined; // asked again next time
+      throw err;
+    });
   }
 
   async health(): Promise<SandboxHealth> {

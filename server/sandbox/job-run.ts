@@ -1,8 +1,8 @@
 import { StringDecoder } from 'node:string_decoder';
 import type { Logger } from '../logger.js';
 import { ChangesReader, packJob } from './files-tar.js';
-import { FrameDecoder, PROTOCOL_VERSION, ProtocolViolation, type RunnerJob, type RunnerReport } from './protocol.js';
-import type { Attachment, ContainerRuntime, ContainerState } from './runtime.js';
+import { FrameDecoder, jobFrames, PROTOCOL_VERSION, ProtocolViolation, type RunnerJob, type RunnerReport } from './protocol.js';
+import { EngineError, type Attachment, type ContainerRuntime, type ContainerState } from './runtime.js';
 import type { FileChanges, SandboxJob, SandboxOutcome } from './sandbox.js';
 import type { Prepared } from './warm-pool.js';
 
@@ -35,6 +35,9 @@ export interface JobRunTimings {
   finalWaitMs: number;
 }
 
+/** The events that end a container's stdout. */
+const OUTPUT_END = ['end', 'close', 'error'] as const;
+
 /** The runner's own stderr (its crash messages, not the user's) is kept for the log, this much. */
 const DIAGNOSTICS_BYTES = 16 * 1024;
 
@@ -48,6 +51,7 @@ export function runnerJob(job: SandboxJob): RunnerJob {
     file: job.file,
     variable: job.variable,
     requirement: job.install?.requirement,
+    requirements: job.install?.requirements,
     pins: job.install?.pins,
     upgrade: job.install?.upgrade,
     pip_args: job.install?.pipArgs,
@@ -58,8 +62,16 @@ export function runnerJob(job: SandboxJob): RunnerJob {
     result_limit: limits.outputBytes,
     max_outputs: limits.maxOutputs,
     outputs_limit: limits.outputsBytes,
+    interrupt_grace_s: job.interruptGraceS,
   };
 }
+
+/**
+ * Where a run's container came from: made for it, taken from the warm pool, or a context's
+ * (whose container outlives the run: its job comes framed, its stdin stays open, and a caller
+ * who leaves does not stop it, as the kernel's state would go with it).
+ */
+export type RunOrigin = 'cold' | 'pool' | 'context';
 
 /**
  * One job's run in one prepared container, as a small state machine over the runtime seam:
@@ -86,8 +98,7 @@ export class JobRun {
   constructor(
     private readonly engine: ContainerRuntime,
     private readonly container: PreparedContainer,
-    /** Whether the container came from the warm pool (for the phases of the log line). */
-    private readonly pooled: boolean,
+    private readonly origin: RunOrigin,
     private readonly job: SandboxJob,
     private readonly timings: JobRunTimings,
     private readonly logger: Logger,
@@ -128,18 +139,18 @@ export class JobRun {
     io.stdout.on('data', onStdout);
     io.stderr.on('data', onStderr);
     // The end of stdout, not of the connection: only then has every byte been read.
-    const outputEnded = new Promise<void>((resolve) => {
-      io.stdout.once('end', resolve);
-      io.stdout.once('close', resolve);
-      io.stdout.once('error', resolve);
-    });
+    let onEnd!: () => void;
+    const outputEnded = new Promise<void>((resolve) => (onEnd = resolve));
+    for (const event of OUTPUT_END) io.stdout.once(event, onEnd);
     void outputEnded.then(() => this.stop('exited'));
+    const context = this.origin === 'context';
     const abort = () => {
       this.kill();
       this.stop('aborted');
     };
-    if (this.job.signal?.aborted) abort();
-    this.job.signal?.addEventListener('abort', abort, { once: true });
+    const signal = context ? undefined : this.job.signal;
+    if (signal?.aborted) abort();
+    signal?.addEventListener('abort', abort, { once: true });
 
     let abandon: NodeJS.Timeout | undefined;
     const backstop = setTimeout(() => {
@@ -149,7 +160,7 @@ export class JobRun {
       this.stop('deadline');
       // Should the kill or the stream's end never come, stop waiting on either.
       abandon = setTimeout(() => io.destroy(), this.timings.backstopGraceMs);
-    }, this.job.limits.timeoutS * 1000 + this.timings.backstopGraceMs);
+    }, (this.job.limits.timeoutS + (this.job.interruptGraceS ?? 0)) * 1000 + this.timings.backstopGraceMs);
 
     const input = packJob(runnerJob(this.job), this.job.workspace, this.job.wheelhouse);
     input.on('error', (err) => {
@@ -159,12 +170,13 @@ export class JobRun {
     input.on('end', () => {
       if (this.state === 'streaming') this.advance('streaming', 'collecting');
     });
-    input.pipe(io.stdin);
+    if (context) input.pipe(jobFrames()).pipe(io.stdin, { end: false });
+    else input.pipe(io.stdin);
 
     const cause = await this.stopped;
     clearTimeout(backstop);
     if (this.job.onOutput) this.relayRest();
-    this.job.signal?.removeEventListener('abort', abort);
+    signal?.removeEventListener('abort', abort);
     // A killed container's last bytes, or the abandon timer; an abandoned run's kill is the same.
     if (cause === 'deadline' || cause === 'aborted') await outputEnded;
     clearTimeout(abandon);
@@ -180,6 +192,7 @@ export class JobRun {
       this.resumeOutput();
       io.stdout.off('data', onStdout);
       io.stderr.off('data', onStderr);
+      for (const event of OUTPUT_END) io.stdout.off(event, onEnd); // a context's next run listens anew
       io.stdout.resume(); // whatever still comes is drained, never buffered
       io.stderr.resume();
       this.state = 'finished';
@@ -233,7 +246,7 @@ export class JobRun {
       aborted: cause === 'aborted',
       warnings: violation ? [] : warnings,
       durationMs: Date.now() - started,
-      phases: { ...(this.pooled ? { pool: 1 } : { create: createMs, start: startMs }), run: runMs, collect: Date.now() - t },
+      phases: { ...(this.origin === 'cold' ? { create: createMs, start: startMs } : { [this.origin]: 1 }), run: runMs, collect: Date.now() - t },
     };
   }
 
@@ -284,7 +297,14 @@ export class JobRun {
   /** Exit code and OOM flag of a container that has stopped (killing it first if it has not). */
   private async finalState(): Promise<ContainerState> {
     const { id } = this.container;
-    let state = await this.engine.inspect(id);
+    let state: ContainerState;
+    try {
+      state = await this.engine.inspect(id);
+    } catch (err) {
+      // Removed already: a context deleted while its call ran.
+      if (err instanceof EngineError && err.failure === 'no_container') return { running: false, exitCode: null, oomKilled: false };
+      throw err;
+    }
     if (state.running) {
       await this.engine.kill(id);
       await Promise.race([this.engine.wait(id), new Promise((resolve) => setTimeout(resolve, this.timings.finalWaitMs))]);

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { Transform } from 'node:stream';
 import { Ajv } from 'ajv';
 import { projectRoot } from '../project.js';
 
@@ -9,12 +10,32 @@ import { projectRoot } from '../project.js';
  * Frame: [kind: 1 byte][length: uint32 big-endian][payload <= 64 KiB]. Kinds: o (stdout), e (stderr),
  * f (changed-files tar), r (report), z (done: empty, last). Before its job, a container asked to
  * preload sends w (ready: empty), read by the driver (`READY_FRAME`), never by the decoder.
+ * A context's container reads its jobs framed on stdin (`jobFrames`) and answers each as above.
  */
 export const PROTOCOL_VERSION = declaredProtocol();
 const MAX_FRAME = 64 * 1024;
 const HEADER = 5;
 /** The whole of what a preloading runner sends before its job: its modules are imported. */
 export const READY_FRAME = Buffer.from([0x77, 0, 0, 0, 0]);
+
+/** A context's job on stdin: its tar as frames of [length: uint32 big-endian][payload <= 64 KiB], then an empty frame. */
+export function jobFrames(): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      for (let at = 0; at < chunk.length; at += MAX_FRAME) {
+        const part = chunk.subarray(at, at + MAX_FRAME);
+        const header = Buffer.alloc(4);
+        header.writeUInt32BE(part.length);
+        this.push(header);
+        this.push(part);
+      }
+      done();
+    },
+    flush(done) {
+      done(null, Buffer.alloc(4));
+    },
+  });
+}
 
 /** What the code may show (openapi.yaml's Output says the same), and where it came from. */
 export const OUTPUT_MIMES = ['text/plain', 'text/html', 'text/markdown', 'image/png', 'image/svg+xml', 'application/json'] as const;
@@ -35,7 +56,11 @@ function declaredProtocol(): number {
 }
 
 /** What a job asks the runner to do. */
-export type JobMode = 'code' | 'file' | 'resolve' | 'install' | 'list-packages';
+export type JobMode = 'code' | 'file' | 'resolve' | 'install' | 'list-packages' | 'context';
+
+/** Why a context's kernel is gone: OOM-killed, dead (os._exit, a crash), or not back from an interrupt in time. */
+export const LOST_REASONS = ['oom', 'died', 'unresponsive'] as const;
+export type LostReason = (typeof LOST_REASONS)[number];
 
 /** job.json, the first entry of the tar a runner reads on stdin. */
 export interface RunnerJob {
@@ -49,6 +74,8 @@ export interface RunnerJob {
    * install (install), pip's source arguments, and the caps on the tenant's packages.
    */
   requirement?: string;
+  /** Resolve jobs of a set of declared dependencies: its requirements, resolved together. */
+  requirements?: string[];
   pins?: string[];
   upgrade?: boolean;
   pip_args?: string[];
@@ -60,6 +87,8 @@ export interface RunnerJob {
   /** Caps on the outputs: how many, and their data's bytes together. */
   max_outputs: number;
   outputs_limit: number;
+  /** Context calls: how long the kernel has, once interrupted at the timeout, to come back with its report. */
+  interrupt_grace_s?: number;
 }
 
 /** One thing the code showed: data is base64 for images, text otherwise. */
@@ -96,6 +125,8 @@ export interface RunnerReport {
   resolved?: ResolvedPackage[];
   /** Resolve jobs: the tenant's packages volume as found: bytes allocated on disk, files and directories. */
   usage?: { bytes: number; files: number };
+  /** Context calls: the kernel is gone, and why; the container ends after this report. */
+  lost?: LostReason;
 }
 
 export interface ResolvedPackage {
@@ -180,6 +211,7 @@ const reportSchema = {
       required: ['bytes', 'files'],
       properties: { bytes: { type: 'integer', minimum: 0 }, files: { type: 'integer', minimum: 0 } },
     },
+    lost: { type: 'string', enum: LOST_REASONS },
   },
 };
 

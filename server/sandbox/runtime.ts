@@ -47,6 +47,8 @@ export interface ContainerRuntime {
   listByLabel(label: string): Promise<{ id: string; labels: Record<string, string> }[]>;
   /** Creates a named volume; an existing one is left as it is. Resolves to the volume's labels (an existing one's own). */
   createVolume(name: string, labels: Record<string, string>): Promise<Record<string, string>>;
+  /** Removes a named volume; one that is gone already is not an error (one in use is). */
+  removeVolume(name: string): Promise<void>;
   /** The engine's version; the cheapest call that proves it answers. */
   version(): Promise<string>;
   /** The labels of an image. */

@@ -77,6 +77,8 @@ export interface SandboxJob {
   variable?: string;
   install?: {
     requirement?: string;
+    /** A set of declared dependencies, resolved together (instead of one `requirement`). */
+    requirements?: string[];
     pins?: string[];
     upgrade: boolean;
     pipArgs: string[];
@@ -91,13 +93,17 @@ export interface SandboxJob {
   /** The tenant's packages volume, mounted at /opt/packages: read-only unless `packagesWritable`. */
   packagesVolume: string;
   packagesWritable?: boolean;
+  /** The volume of the execution's declared dependencies (a set installed for it), mounted read-only at /opt/deps. */
+  depsVolume?: string;
   /** Docker network for the container; executions always get `none`. */
   network?: string;
   /** A tmpfs at /scratch of this size and inode count, added on top of the memory cap. */
   scratch?: Scratch;
   limits: SandboxLimits;
-  /** Aborted when nobody waits for the answer any more (the client went away): the run is stopped. */
+  /** Aborted when nobody waits for the answer any more (the client went away): the run is stopped (not in a context). */
   signal?: AbortSignal;
+  /** Context calls: how long the kernel has, once interrupted at the timeout, to come back. */
+  interruptGraceS?: number;
   /** Receives the code's output while it runs (see OutputSink). */
   onOutput?: OutputSink;
 }
@@ -142,9 +148,34 @@ export interface SandboxHealth {
   error?: string;
 }
 
+/** What a context's container is made with: the caps of an execution's, for as long as it lives. */
+export interface ContextSpec {
+  contextId: string;
+  limits: SandboxLimits;
+  packagesVolume: string;
+}
+
+/** A context's container, its kernel started: calls run in it one at a time (the caller sees to that). */
+export interface SandboxContext {
+  /** One call in the kernel; a report with `lost` (or none) means the kernel is gone. */
+  run(job: Omit<SandboxJob, 'packagesVolume' | 'packagesWritable' | 'depsVolume' | 'network' | 'scratch' | 'wheelhouse'>): Promise<SandboxOutcome>;
+  /** Resolves when the container's output ended: it stopped, whatever stopped it. */
+  readonly ended: Promise<void>;
+  /** Whether the engine says it was OOM-killed (asked once it ended). */
+  oomKilled(): Promise<boolean>;
+  /** Removes the container (in the background, tracked for shutdown). */
+  close(): void;
+}
+
 /** What the services ask of the sandbox driver. */
 export interface Sandbox {
   run(job: SandboxJob): Promise<SandboxOutcome>;
+  /** Removes a volume this server made (a set of declared dependencies no longer kept). */
+  removeVolume(name: string): Promise<void>;
+  /** The sandbox image's Python version (its label), for requires-python; null when the image does not say. */
+  pythonVersion(): Promise<string | null>;
+  /** Starts a context's container and its kernel. */
+  openContext(spec: ContextSpec): Promise<SandboxContext>;
   health(): Promise<SandboxHealth>;
   /** Removes containers this server instance left behind (after a crash, say). */
   reapStale(): Promise<number>;

@@ -192,6 +192,11 @@ export class FakeRuntime implements ContainerRuntime {
     return this.volumes.get(name)!;
   }
 
+  async removeVolume(name: string): Promise<void> {
+    this.record(`remove volume ${name}`);
+    this.volumes.delete(name);
+  }
+
   async version(): Promise<string> {
     return '20.10.24-fake';
   }

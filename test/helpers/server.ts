@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -35,7 +35,7 @@ export interface TestServer {
   get(route: string): Promise<{ status: number; body: Record<string, unknown>; text: string; headers: Headers }>;
   /** Waits for background removals; resolves to the containers of this server still present. */
   settle(): Promise<Docker.ContainerInfo[]>;
-  /** Stops the server and removes its packages volumes, unless they are kept (for a restart on the same BASE_DIR). */
+  /** Stops the server and removes its packages volumes and the BASE_DIR it made, unless they are kept (for a restart on the same BASE_DIR). */
   close(options?: { keepVolumes?: boolean }): Promise<void>;
 }
 
@@ -103,6 +103,7 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
       await services.stop(false);
       await settle();
       if (!keepVolumes) await removeVolumes(config.packagesVolumePrefix);
+      if (!keepVolumes && env.BASE_DIR === undefined) rmSync(config.baseDir, { recursive: true, force: true });
     },
   };
 }

@@ -29,15 +29,29 @@ function toolSuite(name: string, connect: () => Promise<Client>, cleanup: () => 
     const call = async (tool: string, args: Record<string, unknown>) =>
       (await client.callTool({ name: tool, arguments: args })) as CallToolResult;
 
-    it('lists the four tools with descriptions and input schemas', async () => {
+    it('lists the six tools with descriptions and input schemas', async () => {
       const { tools } = await client.listTools();
-      assert.deepEqual(tools.map((t) => t.name).sort(), ['pip_install_package', 'run_python_code', 'run_python_file', 'save_to_file_and_run']);
+      assert.deepEqual(tools.map((t) => t.name).sort(), ['create_context', 'delete_context', 'pip_install_package', 'run_python_code', 'run_python_file', 'save_to_file_and_run']);
       for (const tool of tools) {
         assert.ok((tool.description ?? '').length > 40, `${tool.name} has no real description`);
         assert.equal(tool.inputSchema.type, 'object');
       }
       const run = tools.find((t) => t.name === 'run_python_code')!;
       assert.deepEqual(run.inputSchema.required, ['code']);
+    });
+
+    it('create_context, then run_python_code and save_to_file_and_run with its context_id keep state; delete_context ends it', async () => {
+      const created = await call('create_context', { idle_timeout_s: 60 });
+      assert.equal(created.isError, undefined, text(created));
+      const id = created.structuredContent?.context_id as string;
+      assert.match(text(created), new RegExp(id));
+      assert.equal((await call('run_python_code', { code: 'total = 40', context_id: id })).isError, false);
+      const saved = await call('save_to_file_and_run', { file_name: 'step.py', code: 'total += 2', variable_to_return: 'total', context_id: id });
+      assert.equal(text(saved), '42');
+      assert.equal(text(await call('delete_context', { context_id: id })), `Context ${id} was deleted.`);
+      const gone = await call('run_python_code', { code: 'total', context_id: id });
+      assert.equal(gone.isError, true);
+      assert.match(text(gone), /was deleted: its state is gone; create a new one/);
     });
 
     it('run_python_code: print(6*7) gives 42', async () => {

@@ -150,6 +150,44 @@ class ReceiveAndDiff(InTempWorkspace):
         self.assertTrue(members["workspace/newdir"].isdir())
 
 
+class ContextJobs(InTempWorkspace):
+    """A context's stdin: one framed tar a job, several jobs on one stream; its workspace mirrored."""
+
+    @staticmethod
+    def framed(tar, size=1000):
+        raw = tar.getvalue()
+        return b"".join(struct.pack(">I", len(raw[i:i + size])) + raw[i:i + size]
+                        for i in range(0, len(raw), size)) + struct.pack(">I", 0)
+
+    def test_jobs_one_after_another_on_one_stream(self):
+        first = {"protocol": 7, "mode": "context"}
+        second = {"protocol": 7, "mode": "code", "code": "x"}
+        stream = self.framed(job_tar(first)) + self.framed(job_tar(second, files=[("workspace/a.txt", b"a" * 5000)]))
+        r, w = os.pipe()
+        os.write(w, stream[1:])  # main() has read the first byte already, to tell a context from a one-shot job
+        os.close(w)
+        reader = runner.FramedInput(r, stream[:1])
+        self.assertEqual(runner.receive_job(reader)[0], first)
+        reader.finish()
+        reader = runner.FramedInput(r)
+        job, manifest = runner.receive_job(reader)
+        reader.finish()
+        self.assertEqual((job, sorted(manifest)), (second, ["a.txt"]))
+        self.assertFalse(runner.FramedInput(r).begin(), "stdin closed between jobs: no job")
+        os.close(r)
+
+    def test_the_workspace_is_mirrored_to_what_the_call_brought(self):
+        ws = runner.WORKSPACE
+        for rel in ("old.txt", "d/old.txt", "d/keep.txt", "gone/x.txt"):
+            os.makedirs(os.path.dirname(os.path.join(ws, rel)), exist_ok=True)
+            with open(os.path.join(ws, rel), "w") as f:
+                f.write(rel)
+        os.symlink("/etc/passwd", os.path.join(ws, "link"))
+        runner.mirror_workspace({"d": runner.DIRECTORY, "d/keep.txt": (1, 1, 1)}, workspace=ws)
+        found = sorted(os.path.relpath(os.path.join(root, n), ws) for root, dirs, files in os.walk(ws) for n in dirs + files)
+        self.assertEqual(found, ["d", "d/keep.txt"])
+
+
 class Report(unittest.TestCase):
     job = {"result_limit": 5, "variable": None}
 

@@ -43,10 +43,14 @@ describe('declared once, said the same everywhere', () => {
       save_to_file_and_run: 'SaveAndExecuteRequest',
       pip_install_package: 'InstallPackageRequest',
       run_python_file: 'RunPythonFileRequest',
+      create_context: 'CreateContextRequest',
+      delete_context: 'ContextIdArguments',
     };
+    // delete_context's one argument is the path parameter of DELETE /contexts/{context_id}.
+    const all: Record<string, Schema> = { ...schemas, ContextIdArguments: { properties: { context_id: { $ref: '#/components/schemas/ContextId' } }, required: ['context_id'] } };
     assert.deepEqual(tools.map((t) => t.name).sort(), Object.keys(requestOf).sort());
     for (const tool of tools) {
-      const request = schemas[requestOf[tool.name]!]!;
+      const request = all[requestOf[tool.name]!]!;
       for (const [field, schema] of Object.entries(tool.inputSchema.properties ?? {})) {
         const rest = request.properties?.[field];
         assert.ok(rest, `${tool.name}.${field} is not a field of ${requestOf[tool.name]}`);

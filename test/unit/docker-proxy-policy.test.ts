@@ -46,6 +46,22 @@ describe('docker proxy policy: container bodies', () => {
     assert.equal(checkContainerCreate(body(containerSpec({ ...input, runtime: 'runsc' })), gvisor), null);
   });
 
+  it('allows a run with a set of dependencies read-only at /opt/deps, and nothing else there', () => {
+    const set = volumes.depsName('default', 'f'.repeat(64));
+    const run = body(containerSpec({ ...input, depsVolume: set }));
+    assert.equal(checkContainerCreate(run, policy), null);
+    assert.equal(checkContainerCreate(body(containerSpec({ ...input, packagesVolume: set, packagesWritable: true })), policy), null, 'its install');
+    const mounts = (run.HostConfig as { Mounts: Record<string, unknown>[] }).Mounts;
+    mounts[1]!.ReadOnly = false;
+    assert.match(checkContainerCreate(run, policy) ?? '', /at \/opt\/deps must be a set of dependencies, read-only/);
+    mounts[1]!.ReadOnly = true;
+    mounts[1]!.Source = volumes.name('other');
+    assert.match(checkContainerCreate(run, policy) ?? '', /at \/opt\/deps must be a set of dependencies/);
+    mounts[1]!.Source = set;
+    mounts.reverse();
+    assert.match(checkContainerCreate(run, policy) ?? '', /must be the packages volume, then maybe a set of dependencies/);
+  });
+
   it('allows a warm container that preloads: its one variable, module names only', () => {
     const warm = body(containerSpec({ ...input, preload: ['numpy', 'pandas', 'matplotlib.pyplot'] }));
     assert.deepEqual(warm.Env, ['RUNNER_PRELOAD=numpy,pandas,matplotlib.pyplot']);
@@ -130,6 +146,9 @@ describe('docker proxy policy: volumes', () => {
     assert.match(volumes.name('default'), /^run-python-code-packages-[0-9a-f]{12}-default$/);
     assert.equal(checkVolumeCreate({ Name: volumes.name('default'), Labels: labels }, policy), null);
     assert.equal(checkVolumeCreate({ Name: volumes.name('a.b_c-9'), Labels: labels }, policy), null);
+    assert.equal(checkVolumeCreate({ Name: volumes.depsName('default', 'a'.repeat(64)), Labels: labels }, policy), null, 'a set of dependencies');
+    const other = new PackagesVolumes(policy.packagesVolumePrefix, 'elsewhere');
+    assert.match(checkVolumeCreate({ Name: other.depsName('default', 'a'.repeat(64)), Labels: labels }, policy) ?? '', /must carry the key of its/);
   });
 
   it('refuses any other volume', () => {
@@ -174,6 +193,9 @@ describe('docker proxy policy: routes', () => {
     assert.deepEqual(kind('GET', `/containers/${id}/json`), { kind: 'container', id, remove: false, attach: false, target: `/containers/${id}/json` });
     assert.deepEqual(kind('DELETE', `/containers/${id}?force=true&v=true&link=true`), { kind: 'container', id, remove: true, attach: false, target: `/containers/${id}?force=true&v=true` });
     assert.deepEqual(kind('POST', '/volumes/create?Name=x'), { kind: 'create-volume', target: '/volumes/create' });
+    const set = volumes.depsName('default', 'b'.repeat(64));
+    assert.deepEqual(kind('DELETE', `/volumes/${set}`), { kind: 'forward', target: `/volumes/${set}` });
+    assert.deepEqual(kind('DELETE', `/volumes/${volumes.name('default')}`), { kind: 'refuse', reason: 'only a set of dependencies may be removed' });
   });
 
   it('refuses everything else', () => {
