@@ -130,7 +130,7 @@ export class ExecutionService {
       const why = `the files it changed were not kept, as the workspace would then hold ${refused}; it keeps its earlier state`;
       response = { ...response, success: false, result: null, error: response.success ? `The code ran, but ${why}` : `${response.error}; and ${why}` };
     }
-    recorder.record(ctx, outcome, response);
+    await recorder.record(ctx, outcome, response);
     return response;
   }
 }
