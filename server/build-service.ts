@@ -59,6 +59,7 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
     queueTimeoutMs: config.queueTimeoutS * 1000,
     onWait: (seconds) => metrics?.slotWait.observe(seconds),
     perMinute: (tenant) => registry.get(tenant).limits.requests_per_minute,
+    shared: backend?.limits,
   });
   metrics?.watch({ poolSize: () => sandbox.ready(), inFlight: () => admission.inFlight, queued: () => admission.queued });
   const history = backend?.history ?? new ExecutionHistory(config.executionRetentionS, config.executionRetentionMb * 1024 * 1024);

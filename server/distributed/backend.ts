@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import type pg from 'pg';
 import type { Config } from '../config.js';
 import type { HealthResponse } from '../contract/contract.js';
@@ -5,6 +6,8 @@ import type { Logger } from '../logger.js';
 import { PgHistory } from './pg-history.js';
 import { openDatabase } from './postgres.js';
 import { QueueSandbox } from './queue-sandbox.js';
+import { RedisLimits } from './shared-limits.js';
+import type { SharedLimits } from '../tenancy/admission.js';
 import { WORKER_SEEN_MS, WORKERS_KEY, type WorkerPresence } from './redis.js';
 
 /** What a distributed node plugs into buildService's seams. */
@@ -13,6 +16,8 @@ export interface Backend {
   deployment: string;
   /** API node: the queue to the workers, and the history in PostgreSQL. */
   sandbox?: QueueSandbox;
+  /** API node: requests_per_minute and max_concurrent counted in Redis, for all API nodes together. */
+  limits?: SharedLimits;
   history?: PgHistory;
   /** API node: Redis, PostgreSQL and the workers, for GET /health. */
   health?(): Promise<Pick<HealthResponse, 'status' | 'redis' | 'postgres' | 'workers' | 'error'>>;
@@ -41,10 +46,14 @@ export async function apiBackend(config: Config, logger: Logger): Promise<Backen
     logger,
   );
   const history = new PgHistory(pool, config.executionRetentionS, logger);
+  // Its connection refuses commands until it is up, and the rate limit loads its script at once.
+  if (sandbox.redis.status !== 'ready') await once(sandbox.redis, 'ready');
   return {
     deployment: await deploymentOf(pool),
     sandbox,
     history,
+    // A lease outlives the longest run (its queue wait, its timeout, a stalled retry) and no more.
+    limits: new RedisLimits(sandbox.redis, (config.queueTimeoutS + config.maxTimeoutS + 2 * config.stalledS + 10) * 1000),
     async health() {
       const redis = await reach(() => sandbox.redis.ping());
       const postgres = await reach(() => pool.query('SELECT 1'));

@@ -42,7 +42,7 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
 
   before(async () => {
     [redis, postgres, engine2] = await Promise.all([startRedis(), startPostgres(), startSecondEngine(process.env.SANDBOX_IMAGE ?? 'run-python-code-sandbox:latest')]);
-    common = { REDIS_URL: redis.url, DATABASE_URL: postgres.url, WORKER_STALLED_S: '3', EXECUTION_RETENTION_S: '600', PACKAGES_VOLUME_PREFIX: `rpc-dist-${tag}-` };
+    common = { REDIS_URL: redis.url, DATABASE_URL: postgres.url, WORKER_STALLED_S: '3', EXECUTION_RETENTION_S: '600', PACKAGES_VOLUME_PREFIX: `rpc-dist-${tag}-`, TENANT_MAX_CONCURRENT: '3' };
     // The first node migrates alone; the others start together on the migrated schema.
     api.push(await startApiNode({ ...common, INSTANCE_ID: `rpc-dist-api1-${tag}` }));
     [workers.w1, workers.w2, api[1]] = await Promise.all([worker('w1'), worker('w2'), startApiNode({ ...common, INSTANCE_ID: `rpc-dist-api2-${tag}` })]);
@@ -75,6 +75,14 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     assert.equal(other.status, 200);
     assert.equal(other.body.result, '0');
     assert.equal(other.body.worker, body.worker);
+  });
+
+  it("holds a tenant's max_concurrent across both API nodes (counted in Redis), below the workers' 4 slots", async () => {
+    const code = 'import time\nstart = time.time()\ntime.sleep(1)\nprint(start, time.time())';
+    const answers = await Promise.all(Array.from({ length: 8 }, (_, i) => post(api[i % 2]!, '/execute', { code })));
+    const spans = answers.map(({ body }) => String(body.result).split(' ').map(Number) as [number, number]);
+    const overlap = Math.max(...spans.map(([start]) => spans.filter(([s, e]) => s <= start && start < e).length));
+    assert.ok(overlap <= 3, `${overlap} runs of the tenant overlapped; max_concurrent is 3`);
   });
 
   it('reports Redis, PostgreSQL and the workers on an API node, the engine and pool on a worker', async () => {
