@@ -85,6 +85,23 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     assert.ok(overlap <= 3, `${overlap} runs of the tenant overlapped; max_concurrent is 3`);
   });
 
+  it('streams the output through Redis (text/event-stream), and keeps the files a run wrote', async () => {
+    const res = await fetch(`${api[0]!.url}/execute`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+      body: JSON.stringify({ code: 'import time\nprint("first", flush=True)\ntime.sleep(0.5)\nprint("second")' }),
+    });
+    const text = await res.text();
+    const events = [...text.matchAll(/^event: (\w+)\ndata: (.*)$/gm)].map((m) => ({ event: m[1], data: JSON.parse(m[2]!) as Record<string, unknown> }));
+    assert.deepEqual(events.map((e) => e.event), ['stdout', 'stdout', 'result'], text);
+    assert.equal(events.at(-1)!.data.result, 'first\nsecond');
+
+    const wrote = await post(api[0]!, '/execute', { code: 'open("made-on-a-worker.txt", "w").write("kept")' });
+    assert.equal(wrote.body.success, true, String(wrote.body.error));
+    const read = await post(api[0]!, '/execute', { code: 'print(open("made-on-a-worker.txt").read())' });
+    assert.equal(read.body.result, 'kept', 'the API node merged the files the worker sent back');
+  });
+
   it('reports Redis, PostgreSQL and the workers on an API node, the engine and pool on a worker', async () => {
     const health = await get(api[1]!, '/health');
     assert.equal(health.status, 200, JSON.stringify(health.body));
