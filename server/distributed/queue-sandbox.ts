@@ -4,7 +4,7 @@ import { ServiceError, unavailable } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Sandbox, SandboxHealth, SandboxJob, SandboxOutcome } from '../sandbox/sandbox.js';
 import { QUEUE_NAME, redisConnection } from './redis.js';
-import { bytesOf, cancelChannel, outputChannel, readSource, type WireJob, type WireResult } from './wire.js';
+import { bytesOf, cancelChannel, outputChannel, readSource, wireFiles, type WireJob, type WireResult } from './wire.js';
 
 export interface QueueSandboxOptions {
   redisUrl: string;
@@ -63,6 +63,11 @@ export class QueueSandbox implements Sandbox {
       variable: job.variable,
       limits: job.limits,
       packagesVolume: job.packagesVolume,
+      install: job.install,
+      packagesWritable: job.packagesWritable,
+      network: job.network,
+      scratch: job.scratch,
+      wheelhouse: job.wheelhouse && wireFiles(job.wheelhouse),
       dirs: job.workspace.dirs,
       files: await readSource(job.workspace),
       wantsChanges: job.changes !== undefined,

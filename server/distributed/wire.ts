@@ -1,4 +1,4 @@
-import type { FileChanges, FileSource, SandboxJob, SandboxLimits, SandboxOutcome } from '../sandbox/sandbox.js';
+import type { FileChanges, FileSource, SandboxFile, SandboxJob, SandboxLimits, SandboxOutcome } from '../sandbox/sandbox.js';
 
 /**
  * A sandbox job as it travels on the queue: plain JSON, the workspace's files inline (base64).
@@ -13,6 +13,12 @@ export interface WireJob {
   variable?: string;
   limits: SandboxLimits;
   packagesVolume: string;
+  /** Installs: what to install, the volume writable, their network, /scratch, the wheelhouse. */
+  install?: SandboxJob['install'];
+  packagesWritable?: boolean;
+  network?: string;
+  scratch?: SandboxJob['scratch'];
+  wheelhouse?: WireFile[];
   dirs: string[];
   files: WireFile[];
   /** The API node keeps the run's changes; without a sink it drops them, so the worker need not send them. */
@@ -58,6 +64,10 @@ export async function readSource(source: FileSource): Promise<WireFile[]> {
   }
   return files;
 }
+
+/** In-memory files (the wheelhouse) both ways. */
+export const wireFiles = (files: SandboxFile[]): WireFile[] => files.map((f) => ({ path: f.path, data: f.data.toString('base64'), mtime: f.mtime.getTime() }));
+export const sandboxFiles = (files: WireFile[]): SandboxFile[] => files.map((f) => ({ path: f.path, data: Buffer.from(f.data, 'base64'), mtime: new Date(f.mtime) }));
 
 /** The worker's side: a FileSource over the files that came with the job. */
 export function sourceOf(job: Pick<WireJob, 'dirs' | 'files'>): FileSource {

@@ -6,7 +6,7 @@ import { createLogger } from '../logger.js';
 import { Metrics } from '../metrics.js';
 import { workerBackend } from './backend.js';
 import { QUEUE_NAME, redisConnection, WORKERS_KEY, type WorkerPresence } from './redis.js';
-import { cancelChannel, ChangesCollector, outputChannel, sourceOf, type WireJob, type WireResult } from './wire.js';
+import { cancelChannel, ChangesCollector, outputChannel, sandboxFiles, sourceOf, type WireJob, type WireResult } from './wire.js';
 
 const PRESENCE_EVERY_MS = 5_000;
 
@@ -61,6 +61,11 @@ async function main(): Promise<void> {
         variable: data.variable,
         limits: data.limits,
         packagesVolume: data.packagesVolume,
+        install: data.install,
+        packagesWritable: data.packagesWritable,
+        network: data.network,
+        scratch: data.scratch,
+        wheelhouse: data.wheelhouse && sandboxFiles(data.wheelhouse),
         workspace: sourceOf(data),
         changes,
         signal: controller.signal,

@@ -1,8 +1,12 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Docker from 'dockerode';
 import { startApiNode, startPostgres, startRedis, startSecondEngine, startWorker, type ClusterNode, type Daemon } from '../helpers/cluster.js';
+import { makeWheel } from '../helpers/wheels.js';
 import { removeVolumes } from '../helpers/server.js';
 import { until } from '../helpers/until.js';
 
@@ -19,6 +23,7 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
   const api: ClusterNode[] = [];
   const workers: Record<'w1' | 'w2', ClusterNode | null> = { w1: null, w2: null };
   let common: Record<string, string>;
+  let wheelhouse: string;
 
   const engines = () => ({ w1: new Docker(), w2: new Docker({ socketPath: engine2.host.replace('unix://', '') }) });
   const containersOf = (w: 'w1' | 'w2') => engines()[w].listContainers({ all: true, filters: { label: [`run-python-code.instance=${ids[w]}`] } });
@@ -42,7 +47,9 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
 
   before(async () => {
     [redis, postgres, engine2] = await Promise.all([startRedis(), startPostgres(), startSecondEngine(process.env.SANDBOX_IMAGE ?? 'run-python-code-sandbox:latest')]);
-    common = { REDIS_URL: redis.url, DATABASE_URL: postgres.url, WORKER_STALLED_S: '3', EXECUTION_RETENTION_S: '600', PACKAGES_VOLUME_PREFIX: `rpc-dist-${tag}-`, TENANT_MAX_CONCURRENT: '3' };
+    wheelhouse = mkdtempSync(path.join(os.tmpdir(), 'rpc-dist-wheels-'));
+    makeWheel(wheelhouse, 'rpc-dist-tiny', '1.0');
+    common = { WHEELHOUSE_DIR: wheelhouse, REDIS_URL: redis.url, DATABASE_URL: postgres.url, WORKER_STALLED_S: '3', EXECUTION_RETENTION_S: '600', PACKAGES_VOLUME_PREFIX: `rpc-dist-${tag}-`, TENANT_MAX_CONCURRENT: '3' };
     // The first node migrates alone; the others start together on the migrated schema.
     api.push(await startApiNode({ ...common, INSTANCE_ID: `rpc-dist-api1-${tag}` }));
     [workers.w1, workers.w2, api[1]] = await Promise.all([worker('w1'), worker('w2'), startApiNode({ ...common, INSTANCE_ID: `rpc-dist-api2-${tag}` })]);
@@ -54,6 +61,7 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     await Promise.all([redis?.stop(), postgres?.stop(), engine2?.stop()]);
     assert.deepEqual(await containersOf('w1'), [], 'a stopped worker leaves no container on its engine');
     await removeVolumes(`rpc-dist-${tag}-`); // the second engine went with all of its own
+    rmSync(wheelhouse, { recursive: true, force: true });
   });
 
   it('answers 40 executions through two API nodes, correctly, on both workers', async () => {
@@ -100,6 +108,22 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     assert.equal(wrote.body.success, true, String(wrote.body.error));
     const read = await post(api[0]!, '/execute', { code: 'print(open("made-on-a-worker.txt").read())' });
     assert.equal(read.body.result, 'kept', 'the API node merged the files the worker sent back');
+  });
+
+  it("installs through the queue (the API node's wheelhouse, offline) into the packages volume of the worker's engine", async () => {
+    const installed = await post(api[1]!, '/install-package', { package_name: 'rpc-dist-tiny==1.0' });
+    assert.equal(installed.status, 200, JSON.stringify(installed.body));
+    assert.equal(installed.body.success, true, String(installed.body.error));
+    const where = String(installed.body.worker);
+    assert.ok([ids.w1, ids.w2].includes(where));
+    // Packages do not follow the tenant to the other worker yet (see the README): this checks the one that installed it.
+    for (let tries = 0; tries < 40; tries++) {
+      const { body } = await post(api[0]!, '/execute', { code: 'import rpc_dist_tiny\nprint(rpc_dist_tiny.__version__)' });
+      if (body.worker !== where) continue;
+      assert.equal(body.result, '1.0', String(body.error));
+      return;
+    }
+    assert.fail(`no run went to ${where} in 40 tries`);
   });
 
   it('reports Redis, PostgreSQL and the workers on an API node, the engine and pool on a worker', async () => {
