@@ -34,6 +34,10 @@ fi
 if [ "${1:-}" = --test ] && ! command -v chromium >/dev/null; then
   apt_install chromium || log "chromium is missing; the browser test will say so"
 fi
+# The distributed suite starts its own Redis and PostgreSQL on loopback (never the system's services).
+if [ "${1:-}" = --test ] && { ! command -v redis-server >/dev/null || [ ! -x /usr/lib/postgresql/15/bin/postgres ]; }; then
+  apt_install redis-server postgresql-15 || log "redis-server or postgresql-15 is missing; the distributed test will say so"
+fi
 
 if ! docker_answers; then
   if [ -n "${DOCKER_HOST:-}" ]; then

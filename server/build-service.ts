@@ -1,4 +1,5 @@
 import type { Config } from './config.js';
+import type { Backend } from './distributed/backend.js';
 import { ContextService } from './contexts/context-service.js';
 import { ExecutionService } from './execution/execution-service.js';
 import type { RunDeps } from './execution/run-deps.js';
@@ -27,6 +28,12 @@ export interface BuildOptions {
   metrics?: Metrics;
   /** The container engine; unless given, the Docker engine that DOCKER_HOST names. */
   engine?: ContainerRuntime;
+  /**
+   * A distributed node's parts (REDIS_URL and DATABASE_URL): on an API node, the queue to the
+   * workers in place of the sandbox driver and PostgreSQL in place of the in-memory history; on
+   * both, the deployment id kept in PostgreSQL. Absent: the embedded server, exactly as it was.
+   */
+  backend?: Backend;
 }
 
 export type Service = ReturnType<typeof buildService>;
@@ -38,9 +45,9 @@ export type Service = ReturnType<typeof buildService>;
  * the server must not start) and the deployment id in BASE_DIR (made the first time); nothing
  * touches the engine until `start()`.
  */
-export function buildService(config: Config, { logger, metrics, engine = new DockerRuntime(dockerClient()) }: BuildOptions) {
-  const volumes = new PackagesVolumes(config.packagesVolumePrefix, deploymentId(config));
-  const sandbox = new DockerSandbox(
+export function buildService(config: Config, { logger, metrics, engine = new DockerRuntime(dockerClient()), backend }: BuildOptions) {
+  const volumes = new PackagesVolumes(config.packagesVolumePrefix, backend?.deployment ?? deploymentId(config));
+  const sandbox = backend?.sandbox ?? new DockerSandbox(
     engine,
     { image: config.sandboxImage, runtime: config.sandboxRuntime, instanceId: config.instanceId, volumeLabels: volumes.labels, preload: config.preloadModules },
     logger,
@@ -49,14 +56,16 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
   );
   const registry = new TenantRegistry(config, logger);
   const admission = new Admission({
-    globalCap: config.maxConcurrent,
+    // An API node's runs wait on the workers' slots (and QUEUE_MAX bounds the queue there), not on this process.
+    globalCap: backend?.sandbox ? Number.MAX_SAFE_INTEGER : config.maxConcurrent,
     queueMax: config.queueMax,
     queueTimeoutMs: config.queueTimeoutS * 1000,
     onWait: (seconds) => metrics?.slotWait.observe(seconds),
     perMinute: (tenant) => registry.get(tenant).limits.requests_per_minute,
+    shared: backend?.limits,
   });
   metrics?.watch({ poolSize: () => sandbox.ready(), inFlight: () => admission.inFlight, queued: () => admission.queued });
-  const history = new ExecutionHistory(config.executionRetentionS, config.executionRetentionMb * 1024 * 1024);
+  const history = backend?.history ?? new ExecutionHistory(config.executionRetentionS, config.executionRetentionMb * 1024 * 1024);
   const deps: RunDeps = { config, sandbox, registry, admission, recorder: new Recorder(logger, history, metrics), logger, volumes };
   const workspaces = new WorkspaceStore(config.baseDir);
   const contexts = new ContextService(deps, volumes.deployment);
@@ -69,7 +78,7 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
     registry,
     admission,
     history,
-    health: new HealthService(config, sandbox),
+    health: new HealthService(config, sandbox, backend),
     executions: new ExecutionService(deps, workspaces, contexts, new DependencyService(deps, packages)),
     contexts,
     files: new FileService(workspaces, {
@@ -100,6 +109,7 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
       registry.close();
       contexts.close();
       await sandbox.shutdown(force);
+      await backend?.close();
     },
   };
 }

@@ -454,6 +454,26 @@ export const settings = {
     description: 'Default may_install: whether tenants may install packages',
     default: true,
   }, { type: 'boolean' }),
+  redisUrl: {
+    env: 'REDIS_URL',
+    description: 'With DATABASE_URL: this process is an API node (npm start) or a worker node (npm run worker) of a distributed deployment, its queue on this Redis (BullMQ); unset: the embedded single process',
+    default: '',
+    parse: text,
+    show: '(none: embedded)',
+  },
+  databaseUrl: {
+    env: 'DATABASE_URL',
+    description: 'With REDIS_URL: the PostgreSQL that keeps the execution history of a distributed deployment (migrated at start)',
+    default: '',
+    parse: text,
+    show: '(none: embedded)',
+  },
+  stalledS: {
+    env: 'WORKER_STALLED_S',
+    description: 'Distributed: a job whose worker has not renewed its lock for this long is stalled, and BullMQ gives it once to another worker',
+    default: 30,
+    parse: integer(2, 600),
+  },
   logLevel: {
     env: 'LOG_LEVEL',
     description: 'error, warn, info or debug (user code appears in logs only at debug)',
@@ -504,6 +524,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (result.receivingMaxBytes < result.tenantReceivingMaxBytes) {
     throw new ConfigError(`RECEIVING_MAX_BYTES (${result.receivingMaxBytes}) is below TENANT_RECEIVING_MAX_BYTES (${result.tenantReceivingMaxBytes})`);
+  }
+  if (!result.redisUrl !== !result.databaseUrl) {
+    throw new ConfigError('REDIS_URL and DATABASE_URL go together: set both for a distributed node, neither for the embedded server');
   }
   if (result.defaultTimeoutS > result.maxTimeoutS) {
     throw new ConfigError(`DEFAULT_TIMEOUT_S (${result.defaultTimeoutS}) is above MAX_TIMEOUT_S (${result.maxTimeoutS})`);

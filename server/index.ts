@@ -1,6 +1,7 @@
 import { createApp, createMetricsApp } from './app.js';
 import { buildService } from './build-service.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
+import { apiBackend } from './distributed/backend.js';
 import { LOOPBACK_HOSTS, originsInForce } from './host-origin.js';
 import { createHttpServer } from './http/http-server.js';
 import { createLogger, type Logger } from './logger.js';
@@ -22,7 +23,9 @@ async function main(): Promise<void> {
   }
   const logger = createLogger(config.logLevel);
   const metrics = new Metrics();
-  const service = buildService(config, { logger, metrics });
+  // With REDIS_URL and DATABASE_URL this is an API node: runs go to the workers through the queue.
+  const backend = config.redisUrl ? await apiBackend(config, logger) : undefined;
+  const service = buildService(config, { logger, metrics, backend });
   const health = await service.start();
   process.on('SIGHUP', () => service.registry.reload('SIGHUP'));
   const app = createApp(service);

@@ -527,6 +527,11 @@ export interface components {
             /** @description The code showed more than `max_outputs` or `max_outputs_bytes` allow; the outputs past the cap were left out */
             outputs_truncated: boolean;
             dependencies?: components["schemas"]["DependenciesResult"];
+            /**
+             * @description Distributed deployments only: the `INSTANCE_ID` of the worker node that ran the execution
+             *     (also the label of its containers). Absent on the embedded server.
+             */
+            worker?: string;
         };
         Output: {
             /**
@@ -670,22 +675,48 @@ export interface components {
             version: string;
             docs: string;
         };
+        /**
+         * @description The embedded server and a worker node report their Docker engine and sandbox image (a worker also
+         *     its warm pool); an API node of a distributed deployment has no engine of its own and reports
+         *     Redis, PostgreSQL and the workers seen in the last 30 s instead.
+         */
         HealthResponse: {
             /** @enum {string} */
             status: "healthy" | "unhealthy";
+            /**
+             * @description What this process is; `api` and `worker` run with REDIS_URL and DATABASE_URL
+             * @enum {string}
+             */
+            role?: "embedded" | "api" | "worker";
+            redis?: components["schemas"]["Reachability"];
+            postgres?: components["schemas"]["Reachability"];
+            /** @description On an API node, the workers that reported in the last 30 s, each with its free slots */
+            workers?: {
+                /** @description The worker's INSTANCE_ID */
+                id: string;
+                slots: number;
+                free: number;
+                seen_s_ago: number;
+            }[];
+            /** @description On a worker node, the warm containers ready for a job */
+            pool_ready?: number;
             version: string;
             /** @description Server-side directory that holds the workspaces */
             base_dir: string;
             /** @description Why the service is unhealthy, and what the operator should do */
             error?: string;
-            docker: {
+            docker?: {
                 reachable: boolean;
                 version: string | null;
             };
-            sandbox_image: {
+            sandbox_image?: {
                 name: string;
                 present: boolean;
             };
+        };
+        Reachability: {
+            reachable: boolean;
+            error?: string;
         };
     };
     responses: {

@@ -34,6 +34,7 @@ export function toEnvelope(executionId: string, outcome: SandboxOutcome, limits:
     // What the code showed before it failed (a figure, say) is worth as much as the error.
     outputs: report?.outputs ?? [],
     outputs_truncated: report?.outputs_truncated ?? false,
+    ...(outcome.worker ? { worker: outcome.worker } : {}),
   });
 
   if (outcome.violation) {

@@ -175,7 +175,7 @@ export class ExecutionService {
       response = { ...response, success: false, result: null, error: response.success ? `The code ran, but ${why}` : `${response.error}; and ${why}` };
     }
     if (context && !response.success) response = { ...response, error: `${response.error}${contextNote(outcome, context.endedWhy())}` };
-    recorder.record(ctx, outcome, response);
+    await recorder.record(ctx, outcome, response);
     return { response, outcome };
   }
 }

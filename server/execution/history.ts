@@ -1,5 +1,13 @@
 import type { ExecutionResponse } from '../contract/contract.js';
 
+/** Where answers are kept for GET /executions/{id}: this process's memory, or PostgreSQL on a distributed deployment. */
+export interface HistoryStore {
+  /** Keeps the answer; never fails the execution (a store that cannot keep it logs why). */
+  record(tenant: string, response: ExecutionResponse): void | Promise<void>;
+  /** The tenant's own answer, or null (also for another tenant's id). */
+  get(tenant: string, executionId: string): ExecutionResponse | null | Promise<ExecutionResponse | null>;
+}
+
 interface Entry {
   tenant: string;
   response: ExecutionResponse;
@@ -13,7 +21,7 @@ interface Entry {
  * first, so a tenant within its share (maxBytes / tenants with answers kept) never loses one to
  * another tenant's answers. An id of another tenant reads as absent.
  */
-export class ExecutionHistory {
+export class ExecutionHistory implements HistoryStore {
   /** Every answer, oldest first (all have the same retention, so this is also expiry order). */
   private readonly entries = new Map<string, Entry>();
   /** Each tenant's answers, oldest first, and their bytes. */

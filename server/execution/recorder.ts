@@ -2,7 +2,7 @@ import type { Logger } from '../logger.js';
 import type { Metrics, Outcome } from '../metrics.js';
 import type { SandboxOutcome } from '../sandbox/sandbox.js';
 import type { ExecutionResponse } from '../contract/contract.js';
-import type { ExecutionHistory } from './history.js';
+import type { HistoryStore } from './history.js';
 
 export function outcomeOf(response: ExecutionResponse): Outcome {
   if (response.success) return 'success';
@@ -19,17 +19,18 @@ export function outcomeOf(response: ExecutionResponse): Outcome {
 export class Recorder {
   constructor(
     private readonly logger: Logger,
-    private readonly history: ExecutionHistory,
+    private readonly history: HistoryStore,
     private readonly metrics?: Metrics,
   ) {}
 
-  record(
+  /** Resolves once the answer is kept, so that GET /executions/{id} finds it as soon as the caller has it. */
+  async record(
     ctx: { executionId: string; endpoint: string; tenant: string },
     outcome: SandboxOutcome,
     response: ExecutionResponse,
     extra: Record<string, unknown> = {},
-  ): void {
-    this.history.record(ctx.tenant, response);
+  ): Promise<void> {
+    await this.history.record(ctx.tenant, response);
     // The log line and the metrics wait until the answer has gone out.
     setImmediate(() => this.emit(ctx, outcome, response, extra));
   }

@@ -114,7 +114,7 @@ export class DependencyService {
         const outcome = await this.packages.installSet(volume, set.requested, ctx);
         const failed = this.failure(ctx, outcome, set);
         if (failed) {
-          this.deps.recorder.record(ctx, outcome, failed, { dependencies: set.requested });
+          await this.deps.recorder.record(ctx, outcome, failed, { dependencies: set.requested });
           await this.deps.sandbox.removeVolume(volume).catch(() => undefined);
           return failed;
         }

@@ -122,7 +122,7 @@ export class PackageService {
     } else if (outcome.report?.status === 'exit') {
       response.error = pipError(outcome.stderr) ?? envelope.error; // pip's words beat "exited with status 1"
     }
-    recorder.record(ctx, outcome, response, { package: requirement.text, upgrade: req.upgrade ?? false });
+    await recorder.record(ctx, outcome, response, { package: requirement.text, upgrade: req.upgrade ?? false });
     return response;
   }
 

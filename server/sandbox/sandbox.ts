@@ -139,6 +139,8 @@ export interface SandboxOutcome {
   warnings: string[];
   durationMs: number;
   phases: Record<string, number>;
+  /** The worker node that ran it (its INSTANCE_ID), on a distributed deployment. */
+  worker?: string;
 }
 
 export interface SandboxHealth {

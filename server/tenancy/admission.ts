@@ -11,6 +11,17 @@ interface Waiter {
   timer: NodeJS.Timeout;
 }
 
+/**
+ * Tenant limits that hold across several API nodes (counted in Redis on a distributed deployment);
+ * without them, this process's own counts are the whole truth.
+ */
+export interface SharedLimits {
+  /** Counts one run against `perMinute` (0: no limit): 0 when it may go ahead, else the seconds until it may. */
+  take(tenant: string, perMinute: number): Promise<number>;
+  /** One of the tenant's `cap` slots across all nodes, waiting up to `waitMs`: its release, or null when none came. */
+  slot(tenant: string, cap: number, waitMs: number, signal?: AbortSignal): Promise<(() => Promise<void>) | null>;
+}
+
 export interface AdmissionOptions {
   /** Sandboxes running at once, all tenants together. */
   globalCap: number;
@@ -22,6 +33,8 @@ export interface AdmissionOptions {
   onWait?(seconds: number): void;
   /** A tenant's runs per minute as it is now (requests_per_minute; 0: no limit). */
   perMinute?(tenant: string): number;
+  /** requests_per_minute and max_concurrent across nodes, where there are several. */
+  shared?: SharedLimits;
   /** The clock of the rate limit (tests set it). */
   now?(): number;
 }
@@ -60,13 +73,26 @@ export class Admission {
    */
   async run<T>(tenant: string, cap: number, task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     const perMinute = this.options.perMinute?.(tenant) ?? 0;
-    const wait = this.rate.take(tenant, perMinute);
+    const { shared } = this.options;
+    const wait = shared ? await shared.take(tenant, perMinute) : this.rate.take(tenant, perMinute);
     if (wait > 0) {
       const runs = `${perMinute} execution${perMinute === 1 ? '' : 's'}`;
       throw new ServiceError('busy', `Rate limit reached: ${runs} per minute for this tenant (requests_per_minute); retry in ${wait} s`, wait);
     }
     const asked = Date.now();
     await this.acquire(tenant, cap, signal);
+    let releaseShared: (() => Promise<void>) | null = null;
+    try {
+      releaseShared = shared ? await shared.slot(tenant, cap, Math.max(0, asked + this.options.queueTimeoutMs - Date.now()), signal) : null;
+    } catch (err) {
+      this.release(tenant);
+      throw err;
+    }
+    if (shared && !releaseShared) {
+      this.release(tenant);
+      if (signal?.aborted) throw callerGone();
+      throw this.busy(`this tenant has max_concurrent ${cap} running on all API nodes together, and no slot came within ${+(this.options.queueTimeoutMs / 1000).toFixed(1)} s`);
+    }
     const started = Date.now();
     this.options.onWait?.((started - asked) / 1000);
     try {
@@ -74,6 +100,7 @@ export class Admission {
     } finally {
       this.averageMs = 0.8 * this.averageMs + 0.2 * (Date.now() - started);
       this.release(tenant);
+      await releaseShared?.();
     }
   }
 

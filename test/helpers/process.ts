@@ -17,7 +17,7 @@ export interface ServerProcess extends NodeProcess {
 }
 
 /** One of our programs (a path under the project root) run with `env`, once a log line matches `ready`. */
-export async function spawnNode(script: string, env: Record<string, string>, ready: RegExp): Promise<NodeProcess> {
+export async function spawnNode(script: string, env: Record<string, string>, ready: RegExp, readyTimeoutMs = 15000): Promise<NodeProcess> {
   const child = spawn(process.execPath, [path.join(projectRoot, script)], {
     env: { ...process.env, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -46,7 +46,7 @@ export async function spawnNode(script: string, env: Record<string, string>, rea
     },
   };
   try {
-    await waitForLog(ready);
+    await waitForLog(ready, readyTimeoutMs);
   } catch (err) {
     child.kill('SIGKILL'); // never ready: not left running
     throw err;

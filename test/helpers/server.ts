@@ -10,6 +10,7 @@ import { createHttpServer } from '../../server/http/http-server.js';
 import { createLogger } from '../../server/logger.js';
 import { Metrics } from '../../server/metrics.js';
 import { DockerRuntime } from '../../server/sandbox/docker-runtime.js';
+import type { DockerSandbox } from '../../server/sandbox/docker-sandbox.js';
 
 export const docker = new Docker();
 
@@ -27,7 +28,7 @@ export async function removeVolumes(prefix: string): Promise<void> {
 export interface TestServer {
   url: string;
   config: Config;
-  sandbox: Service['sandbox'];
+  sandbox: DockerSandbox;
   services: Service;
   /** How many jobs the sandbox was asked to run. */
   runs(): number;
@@ -55,7 +56,7 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
   const logger = createLogger(config.logLevel);
   const metrics = new Metrics();
   const services = buildService(config, { logger, metrics, engine: new DockerRuntime(engine) });
-  const { sandbox } = services;
+  const sandbox = services.sandbox as DockerSandbox; // the embedded server: no backend given
   let runs = 0;
   const run = sandbox.run.bind(sandbox);
   sandbox.run = (job) => {

@@ -1,0 +1,88 @@
+import { once } from 'node:events';
+import type pg from 'pg';
+import type { Config } from '../config.js';
+import type { HealthResponse } from '../contract/contract.js';
+import type { Logger } from '../logger.js';
+import { PgHistory } from './pg-history.js';
+import { openDatabase } from './postgres.js';
+import { QueueSandbox } from './queue-sandbox.js';
+import { RedisLimits } from './shared-limits.js';
+import type { SharedLimits } from '../tenancy/admission.js';
+import { WORKER_SEEN_MS, WORKERS_KEY, type WorkerPresence } from './redis.js';
+
+/** What a distributed node plugs into buildService's seams. */
+export interface Backend {
+  /** The deployment's id, the same on every node of one database. */
+  deployment: string;
+  /** API node: the queue to the workers, and the history in PostgreSQL. */
+  sandbox?: QueueSandbox;
+  /** API node: requests_per_minute and max_concurrent counted in Redis, for all API nodes together. */
+  limits?: SharedLimits;
+  history?: PgHistory;
+  /** API node: Redis, PostgreSQL and the workers, for GET /health. */
+  health?(): Promise<Pick<HealthResponse, 'status' | 'redis' | 'postgres' | 'workers' | 'error'>>;
+  close(): Promise<void>;
+}
+
+async function deploymentOf(pool: pg.Pool): Promise<string> {
+  const { rows } = await pool.query<{ id: string }>('SELECT id FROM deployment LIMIT 1');
+  return rows[0]!.id;
+}
+
+const reach = async (probe: () => Promise<unknown>) => {
+  try {
+    await probe();
+    return { reachable: true };
+  } catch (err) {
+    return { reachable: false, error: (err as Error).message };
+  }
+};
+
+/** An API node's backend: PostgreSQL migrated and open, the queue on Redis. */
+export async function apiBackend(config: Config, logger: Logger): Promise<Backend> {
+  const pool = await openDatabase(config.databaseUrl, logger);
+  const sandbox = new QueueSandbox(
+    { redisUrl: config.redisUrl, queueMax: config.queueMax, queueTimeoutS: config.queueTimeoutS, stalledS: config.stalledS },
+    logger,
+  );
+  const history = new PgHistory(pool, config.executionRetentionS, logger);
+  // Its connection refuses commands until it is up, and the rate limit loads its script at once.
+  if (sandbox.redis.status !== 'ready') await once(sandbox.redis, 'ready');
+  return {
+    deployment: await deploymentOf(pool),
+    sandbox,
+    history,
+    // A lease outlives the longest run (its queue wait, its timeout, a stalled retry) and no more.
+    limits: new RedisLimits(sandbox.redis, (config.queueTimeoutS + config.maxTimeoutS + 2 * config.stalledS + 10) * 1000),
+    async health() {
+      const redis = await reach(() => sandbox.redis.ping());
+      const postgres = await reach(() => pool.query('SELECT 1'));
+      const now = Date.now();
+      const seen = redis.reachable ? await sandbox.redis.hgetall(WORKERS_KEY).catch(() => ({})) : {};
+      const workers = Object.entries(seen)
+        .map(([id, raw]) => ({ id, ...(JSON.parse(raw as string) as WorkerPresence) }))
+        .filter((w) => now - w.seen < WORKER_SEEN_MS)
+        .map((w) => ({ id: w.id, slots: w.slots, free: w.free, seen_s_ago: Math.round((now - w.seen) / 100) / 10 }));
+      const problems = [
+        redis.reachable ? null : `Redis does not answer (${redis.error})`,
+        postgres.reachable ? null : `PostgreSQL does not answer (${postgres.error})`,
+        workers.length > 0 || !redis.reachable ? null : 'no worker has reported in the last 30 s: start one (npm run worker)',
+      ].filter((p): p is string => p !== null);
+      return { status: problems.length === 0 ? 'healthy' : 'unhealthy', redis, postgres, workers, ...(problems.length ? { error: problems.join('; ') } : {}) };
+    },
+    async close() {
+      history.close();
+      await sandbox.shutdown();
+      await pool.end();
+    },
+  };
+}
+
+/** A worker node's backend: only the deployment id from PostgreSQL (it runs jobs, it keeps no answers). */
+export async function workerBackend(config: Config, logger: Logger): Promise<Backend> {
+  const pool = await openDatabase(config.databaseUrl, logger);
+  return {
+    deployment: await deploymentOf(pool),
+    close: () => pool.end(),
+  };
+}

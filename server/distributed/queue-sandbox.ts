@@ -1,0 +1,196 @@
+import { Queue, QueueEvents, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { ServiceError, unavailable } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { Sandbox, SandboxContext, SandboxHealth, SandboxJob, SandboxOutcome } from '../sandbox/sandbox.js';
+import { QUEUE_NAME, redisConnection } from './redis.js';
+import { bytesOf, cancelChannel, outputChannel, readSource, wireFiles, type WireJob, type WireResult } from './wire.js';
+
+export interface QueueSandboxOptions {
+  redisUrl: string;
+  /** Jobs waiting on the queue, all API nodes together; past it: 429 (QUEUE_MAX). */
+  queueMax: number;
+  /** How long a job may wait for a worker and run (QUEUE_TIMEOUT_S plus the run's own timeout). */
+  queueTimeoutS: number;
+  /** BullMQ's stalled-job check: a dead worker's job is noticed within about twice this. */
+  stalledS: number;
+}
+
+/** What API and worker nodes do not do yet: each needs state on one worker's engine that the queue cannot route to. */
+const notDistributed = (what: string) =>
+  unavailable(`${what} are not offered by a distributed deployment (API and worker nodes) yet; use the embedded server (npm start without REDIS_URL) for them`);
+
+const lostRedis = () =>
+  unavailable('The connection to Redis was lost while this execution was queued or running, so its answer is unknown; retry once Redis is back');
+
+/**
+ * The API node's sandbox: every run becomes a BullMQ job that one worker node takes and runs
+ * through its own sandbox driver. The request path in front of it (validation, limits, the
+ * workspace, the answer, the history) is the embedded server's, unchanged; this only carries the
+ * job and its outcome, the output pieces as they come (Redis pub/sub), and a cancellation.
+ */
+export class QueueSandbox implements Sandbox {
+  private readonly queue: Queue;
+  private readonly events: QueueEvents;
+  /** Commands of requests in flight; refused at once while Redis is away. */
+  private readonly commands: Redis;
+  private readonly subscriber: Redis;
+  private readonly waiting = new Set<(err: Error) => void>();
+  private readonly sinks = new Map<string, (piece: string) => void>();
+
+  constructor(
+    private readonly options: QueueSandboxOptions,
+    private readonly logger: Logger,
+  ) {
+    this.commands = redisConnection(options.redisUrl, { failFast: true });
+    this.queue = new Queue(QUEUE_NAME, { connection: this.commands });
+    this.events = new QueueEvents(QUEUE_NAME, { connection: redisConnection(options.redisUrl) });
+    this.subscriber = redisConnection(options.redisUrl);
+    this.subscriber.on('message', (channel: string, message: string) => this.sinks.get(channel)?.(message));
+    // A request waiting for a result learns of a lost connection now, not at its deadline: events sent while
+    // Redis was away (or lost with it) would never reach it.
+    const dropAll = () => {
+      for (const reject of this.waiting) reject(lostRedis());
+    };
+    this.commands.on('close', dropAll);
+    this.events.on('error', dropAll);
+    for (const c of [this.commands, this.subscriber]) c.on('error', (err: Error) => logger.debug('redis', { error: err.message }));
+  }
+
+  async run(job: SandboxJob): Promise<SandboxOutcome> {
+    // A set's volume would live on the engine of whichever worker installed it, and the run could land on another.
+    if (job.depsVolume !== undefined || job.install?.requirements !== undefined) throw notDistributed('Dependencies declared in the code');
+    await this.refuseWhenFull();
+    const data: WireJob = {
+      executionId: job.executionId,
+      mode: job.mode,
+      code: job.code,
+      file: job.file,
+      variable: job.variable,
+      limits: job.limits,
+      packagesVolume: job.packagesVolume,
+      install: job.install,
+      packagesWritable: job.packagesWritable,
+      network: job.network,
+      scratch: job.scratch,
+      wheelhouse: job.wheelhouse && wireFiles(job.wheelhouse),
+      dirs: job.workspace.dirs,
+      files: await readSource(job.workspace),
+      wantsChanges: job.changes !== undefined,
+      streams: job.onOutput !== undefined,
+    };
+    const channel = outputChannel(job.executionId);
+    if (job.onOutput) {
+      const sink = job.onOutput;
+      this.sinks.set(channel, (piece) => {
+        const { stream, text } = JSON.parse(piece) as { stream: 'stdout' | 'stderr'; text: string };
+        sink(stream, text);
+      });
+      await this.subscriber.subscribe(channel);
+    }
+    const onAbort = () => void this.commands.publish(cancelChannel(job.executionId), 'cancel').catch(() => undefined);
+    try {
+      const added = await this.add(data);
+      job.signal?.addEventListener('abort', onAbort, { once: true });
+      const result = await this.result(added, (job.limits.timeoutS + this.options.queueTimeoutS + 2 * this.options.stalledS) * 1000);
+      for (const file of result.files) await job.changes?.file(file.path, bytesOf(file));
+      return result.outcome;
+    } finally {
+      job.signal?.removeEventListener('abort', onAbort);
+      if (this.sinks.delete(channel)) void this.subscriber.unsubscribe(channel).catch(() => undefined);
+    }
+  }
+
+  private async refuseWhenFull(): Promise<void> {
+    let waiting: number;
+    try {
+      waiting = await this.queue.getWaitingCount();
+    } catch {
+      throw unavailable('Redis does not answer, so no execution can be queued; retry once it is back');
+    }
+    if (waiting >= this.options.queueMax) {
+      throw new ServiceError('busy', `Too many executions in progress (the queue holds QUEUE_MAX ${this.options.queueMax} jobs waiting for a worker); retry later`, 5);
+    }
+  }
+
+  private async add(data: WireJob): Promise<Job<WireJob, WireResult>> {
+    try {
+      // The execution id is the job id: an id is queued once. A stalled job goes back to the queue once
+      // (maxStalledCount on the workers) and is never retried for failing, since a failure is an answer.
+      return await this.queue.add('run', data, { jobId: data.executionId, attempts: 1, removeOnComplete: true, removeOnFail: true });
+    } catch {
+      throw unavailable('Redis does not answer, so no execution can be queued; retry once it is back');
+    }
+  }
+
+  /** The job's answer, or a clear error: its worker lost twice, Redis lost, or no answer within `ttlMs`. */
+  private result(job: Job<WireJob, WireResult>, ttlMs: number): Promise<WireResult> {
+    return new Promise((resolve, reject) => {
+      const done = (err: Error | null, value?: WireResult) => {
+        this.waiting.delete(fail);
+        if (err) reject(err);
+        else resolve(value!);
+      };
+      const fail = (err: Error) => done(err);
+      this.waiting.add(fail);
+      job.waitUntilFinished(this.events, ttlMs).then(
+        (value: WireResult) => done(null, value),
+        (err: Error) => done(this.failure(err)),
+      );
+    });
+  }
+
+  private failure(err: Error): Error {
+    const message = err.message ?? String(err);
+    if (/stalled more than allowable limit/.test(message)) {
+      return unavailable('The worker running this execution stopped (it was lost twice: its first worker, then the one that took it again), so it has no answer; retry');
+    }
+    if (/timed out before finishing/.test(message)) {
+      return unavailable('No worker answered within the queue timeout and the run\'s own timeout (are workers running? see GET /health)');
+    }
+    this.logger.warn('queued execution failed on its worker', { error: message });
+    return unavailable(`The worker failed to run this execution: ${message}`);
+  }
+
+  async pythonVersion(): Promise<string | null> {
+    throw notDistributed('Dependencies declared in the code');
+  }
+
+  async removeVolume(): Promise<void> {
+    throw notDistributed('Dependencies declared in the code');
+  }
+
+  async openContext(): Promise<SandboxContext> {
+    throw notDistributed('Contexts');
+  }
+
+  async health(): Promise<SandboxHealth> {
+    return { reachable: true, version: null, imagePresent: true };
+  }
+
+  async reapStale(): Promise<number> {
+    return 0; // an API node has no engine: each worker reaps its own containers at its start
+  }
+
+  async reapOrphans(): Promise<number> {
+    return 0;
+  }
+
+  async shutdown(): Promise<void> {
+    for (const reject of this.waiting) reject(unavailable('The server is shutting down'));
+    await Promise.allSettled([this.events.close(), this.queue.close()]);
+    this.subscriber.disconnect();
+    this.commands.disconnect();
+  }
+
+  warm(): void {} // the workers keep the warm pools
+
+  ready(): number {
+    return 0;
+  }
+
+  /** The Redis connection requests use, for health and for counters. */
+  get redis(): Redis {
+    return this.commands;
+  }
+}

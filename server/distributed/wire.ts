@@ -1,0 +1,98 @@
+import type { FileChanges, FileSource, SandboxFile, SandboxJob, SandboxLimits, SandboxOutcome } from '../sandbox/sandbox.js';
+
+/**
+ * A sandbox job as it travels on the queue: plain JSON, the workspace's files inline (base64).
+ * The workspace is bounded by the tenant's workspace_mb, and BullMQ keeps a job only until its
+ * answer is read (removeOnComplete), so Redis holds at most the workspaces of the jobs in flight.
+ */
+export interface WireJob {
+  executionId: string;
+  mode: SandboxJob['mode'];
+  code?: string;
+  file?: string;
+  variable?: string;
+  limits: SandboxLimits;
+  packagesVolume: string;
+  /** Installs: what to install, the volume writable, their network, /scratch, the wheelhouse. */
+  install?: SandboxJob['install'];
+  packagesWritable?: boolean;
+  network?: string;
+  scratch?: SandboxJob['scratch'];
+  wheelhouse?: WireFile[];
+  dirs: string[];
+  files: WireFile[];
+  /** The API node keeps the run's changes; without a sink it drops them, so the worker need not send them. */
+  wantsChanges: boolean;
+  /** The API node streams the output: the worker publishes each piece on the job's output channel. */
+  streams: boolean;
+}
+
+export interface WireFile {
+  path: string;
+  data: string;
+  mtime: number;
+}
+
+/** A finished job's answer: the outcome, and the changed files' bytes (the API node merges them). */
+export interface WireResult {
+  outcome: SandboxOutcome;
+  files: WireFile[];
+}
+
+/** The Redis channels of one job: its output pieces (worker to API node) and its cancellation (API node to worker). */
+export const outputChannel = (executionId: string) => `rpc:output:${executionId}`;
+export const cancelChannel = (executionId: string) => `rpc:cancel:${executionId}`;
+
+/** A file's bytes as the sinks and sources take them. */
+export async function* bytesOf(file: WireFile): AsyncIterable<Buffer> {
+  yield Buffer.from(file.data, 'base64');
+}
+
+/** Reads a FileSource whole (the files one at a time, as the tar would), for the queue. */
+export async function readSource(source: FileSource): Promise<WireFile[]> {
+  const files: WireFile[] = [];
+  for (const file of source.files) {
+    const opened = await file.open();
+    if (!opened) continue; // gone since it was listed, as the tar would leave it out
+    try {
+      const chunks: Buffer[] = [];
+      for await (const chunk of opened.chunks) chunks.push(chunk);
+      files.push({ path: file.path, data: Buffer.concat(chunks).toString('base64'), mtime: opened.mtime.getTime() });
+    } finally {
+      await opened.close();
+    }
+  }
+  return files;
+}
+
+/** In-memory files (the wheelhouse) both ways. */
+export const wireFiles = (files: SandboxFile[]): WireFile[] => files.map((f) => ({ path: f.path, data: f.data.toString('base64'), mtime: f.mtime.getTime() }));
+export const sandboxFiles = (files: WireFile[]): SandboxFile[] => files.map((f) => ({ path: f.path, data: Buffer.from(f.data, 'base64'), mtime: new Date(f.mtime) }));
+
+/** The worker's side: a FileSource over the files that came with the job. */
+export function sourceOf(job: Pick<WireJob, 'dirs' | 'files'>): FileSource {
+  return {
+    dirs: job.dirs,
+    files: job.files.map((f) => ({
+      path: f.path,
+      open: async () => ({ size: Buffer.byteLength(f.data, 'base64'), mtime: new Date(f.mtime), chunks: bytesOf(f), close: async () => undefined }),
+    })),
+  };
+}
+
+/** The worker's side: keeps each changed file's bytes (the last copy of a path counts, as in staging). */
+export class ChangesCollector {
+  private readonly files = new Map<string, Buffer>();
+
+  async file(path: string, chunks: AsyncIterable<Buffer>): Promise<void> {
+    const parts: Buffer[] = [];
+    for await (const chunk of chunks) parts.push(chunk);
+    this.files.set(path, Buffer.concat(parts));
+  }
+
+  /** The files the outcome's changes name, in its order. */
+  wire(changes: FileChanges | null): WireFile[] {
+    if (!changes) return [];
+    return changes.files.map((path) => ({ path, data: (this.files.get(path) ?? Buffer.alloc(0)).toString('base64'), mtime: Date.now() }));
+  }
+}
