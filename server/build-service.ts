@@ -39,7 +39,7 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
   const volumes = new PackagesVolumes(config.packagesVolumePrefix, deploymentId(config));
   const sandbox = new DockerSandbox(
     engine,
-    { image: config.sandboxImage, runtime: config.sandboxRuntime, instanceId: config.instanceId, volumeLabels: volumes.labels, preload: config.preloadModules },
+    { image: config.sandboxImage, instanceId: config.instanceId, volumeLabels: volumes.labels, preload: config.preloadModules },
     logger,
     { size: config.poolSize, maxProfiles: config.poolProfiles },
     metrics,

@@ -1,5 +1,6 @@
+import type { Runtime } from '../sandbox/oci-runtime.js';
 import { DEPLOYMENT_LABEL, deploymentKey, packagesVolumePattern } from '../packages/volume.js';
-import { LABEL, MAX_PRELOAD, MODULE_NAME, PRELOAD_ENV, SANDBOX_USER, SECCOMP_PROFILE } from '../sandbox/container-spec.js';
+import { hostPidsLimit, LABEL, MAX_PRELOAD, MODULE_NAME, PRELOAD_ENV, SANDBOX_USER, securityOpt } from '../sandbox/container-spec.js';
 
 /**
  * What the Docker API proxy lets through: exactly the calls the server makes, and for container
@@ -11,8 +12,9 @@ import { LABEL, MAX_PRELOAD, MODULE_NAME, PRELOAD_ENV, SANDBOX_USER, SECCOMP_PRO
  */
 export interface ProxyPolicy {
   sandboxImage: string;
-  /** OCI runtime sandboxes must use; empty means the engine's default (and no other). */
-  sandboxRuntime: string;
+  /** The default runtime, and the runtimes sandboxes may use (empty: the default alone). */
+  sandboxRuntime: Runtime;
+  sandboxRuntimes: Runtime[];
   packagesVolumePrefix: string;
   /** The one network other than `none` a container may join (install containers). */
   installNetwork: string;
@@ -274,6 +276,31 @@ const preloadVariable: Check = (v, at) => {
     : `${at} must be ${prefix} and up to ${MAX_PRELOAD} comma-separated module names`;
 };
 
+/** The runtimes the settings name: SANDBOX_RUNTIMES, or SANDBOX_RUNTIME alone. */
+export function allowedRuntimes(policy: Pick<ProxyPolicy, 'sandboxRuntime' | 'sandboxRuntimes'>): Runtime[] {
+  return policy.sandboxRuntimes.length > 0 ? policy.sandboxRuntimes : [policy.sandboxRuntime];
+}
+
+/**
+ * What depends on the runtime (container-spec.ts): the seccomp profile (runc: ours; gVisor: its
+ * own filter), the pids cap (gVisor's headroom for the Sentry's threads) and, under gVisor, the
+ * RLIMIT_NPROC that caps the code's processes, no higher than the proxy's maximum.
+ */
+function runtimeBound(policy: ProxyPolicy): Check {
+  return (v, at) => {
+    const h = v as { Runtime: Runtime; SecurityOpt: string[]; PidsLimit: number; Ulimits: { Name: string; Hard: number; Soft: number }[] };
+    const problem = exactly(securityOpt(h.Runtime))(h.SecurityOpt, `${at}.SecurityOpt`);
+    if (problem) return `${problem} under runtime ${h.Runtime}`;
+    const pids = whole(1, hostPidsLimit(h.Runtime, policy.maxPids), ` under runtime ${h.Runtime} (DOCKER_PROXY_MAX_PIDS)`)(h.PidsLimit, `${at}.PidsLimit`);
+    if (pids) return pids;
+    const nproc = h.Ulimits.find((u) => u.Name === 'nproc');
+    if (h.Runtime !== 'runsc') return nproc ? `${at}.Ulimits: nproc is for runsc only` : null;
+    return nproc && nproc.Hard <= policy.maxPids && nproc.Soft === nproc.Hard
+      ? null
+      : `${at}.Ulimits must hold nproc (Soft = Hard, at most DOCKER_PROXY_MAX_PIDS) under runsc`;
+  };
+}
+
 function containerCreate(policy: ProxyPolicy): Check {
   // tmpfs and shm pages are charged to the memory cap, so this one bound holds them too.
   const memory = whole(1, policy.maxMemoryMb * 1024 * 1024, ' (DOCKER_PROXY_MAX_MEMORY_MB)');
@@ -283,13 +310,13 @@ function containerCreate(policy: ProxyPolicy): Check {
         NetworkMode: oneOf('none', policy.installNetwork),
         ReadonlyRootfs: is(true),
         CapDrop: exactly(['ALL']),
-        SecurityOpt: exactly(['no-new-privileges', `seccomp=${SECCOMP_PROFILE}`]),
+        SecurityOpt: list(text(/^(no-new-privileges|seccomp=.*)$/s, 'no-new-privileges or seccomp'), 1, 2),
         Privileged: is(false),
         Memory: memory,
         MemorySwap: memory,
         NanoCpus: whole(1),
-        PidsLimit: whole(1, policy.maxPids, ' (DOCKER_PROXY_MAX_PIDS)'),
-        Ulimits: list(object({ Name: oneOf('nofile', 'core'), Soft: whole(0, 1 << 20), Hard: whole(0, 1 << 20) }, ['Name', 'Soft', 'Hard'])),
+        PidsLimit: whole(1),
+        Ulimits: list(object({ Name: oneOf('nofile', 'core', 'nproc'), Soft: whole(0, 1 << 20), Hard: whole(0, 1 << 20) }, ['Name', 'Soft', 'Hard'])),
         Tmpfs: map(oneOf('/workspace', '/tmp', '/wheelhouse', '/scratch'), tmpfsOptions),
         Mounts: list(
           object(
@@ -308,17 +335,18 @@ function containerCreate(policy: ProxyPolicy): Check {
         IpcMode: is('private'),
         LogConfig: object({ Type: is('none'), Config: object({}) }, ['Type']),
         AutoRemove: bool,
-        Runtime: policy.sandboxRuntime ? is(policy.sandboxRuntime) : () => 'HostConfig.Runtime is not allowed: sandboxes use the default runtime',
+        Runtime: oneOf(...allowedRuntimes(policy)),
       },
       [
         ...['NetworkMode', 'ReadonlyRootfs', 'CapDrop', 'SecurityOpt', 'Memory', 'MemorySwap', 'NanoCpus', 'PidsLimit'],
-        ...['Ulimits', 'Tmpfs', 'Mounts', 'ShmSize', 'IpcMode', 'LogConfig', ...(policy.sandboxRuntime ? ['Runtime'] : [])],
+        ...['Ulimits', 'Tmpfs', 'Mounts', 'ShmSize', 'IpcMode', 'LogConfig', 'Runtime'],
       ],
     ),
     (v, at) => {
       const h = v as Record<string, unknown>;
       return h.MemorySwap === h.Memory ? null : `${at}.MemorySwap must equal Memory (no swap)`;
     },
+    runtimeBound(policy),
   );
   return object(
     {

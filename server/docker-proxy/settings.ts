@@ -47,6 +47,7 @@ export const proxySettings = {
   },
   sandboxImage: settings.sandboxImage,
   sandboxRuntime: settings.sandboxRuntime,
+  sandboxRuntimes: settings.sandboxRuntimes,
   packagesVolumePrefix: settings.packagesVolumePrefix,
   installNetwork: settings.installNetwork,
   logLevel: settings.logLevel,

@@ -6,6 +6,7 @@ import { forbidden, unavailable } from '../errors.js';
 import { toEnvelope } from '../execution/envelope.js';
 import { limitsFor } from '../execution/limits.js';
 import type { ExecutionContext, RunDeps } from '../execution/execution-service.js';
+import type { Runtime } from '../sandbox/oci-runtime.js';
 import type { ChangesSink, SandboxFile, SandboxJob, SandboxOutcome } from '../sandbox/sandbox.js';
 import { parseRequirement, type Requirement } from './requirement.js';
 import { listRefusal, pinsOf, resolutionRefusal, type PackageLists } from './resolution.js';
@@ -45,6 +46,22 @@ const SCRATCH_SLACK = { mb: 64, inodes: 1000 };
  *   installed into the volume only when they fit PACKAGES_MAX_MB and PACKAGES_MAX_FILES.
  * With a wheelhouse neither container gets a network.
  */
+/**
+ * The runtime of a tenant's install containers. gVisor is registered with --network=none (its
+ * network stack off), so an install that downloads from an index runs under runc, the tenant's
+ * executions staying under gVisor; with a wheelhouse (no network) installs run under gVisor too.
+ */
+function installRuntime(config: Config, runtime: Runtime, network: string): Runtime {
+  if (runtime !== 'runsc' || network === 'none') return runtime;
+  if (!config.sandboxRuntimes.includes('runc')) {
+    throw unavailable(
+      'Installs from a package index need a network, which gVisor sandboxes (runsc, registered with --network=none) do not have, ' +
+        'and SANDBOX_RUNTIMES does not allow runc for them: set WHEELHOUSE_DIR (installs without a network run under gVisor) or add runc to SANDBOX_RUNTIMES',
+    );
+  }
+  return 'runc';
+}
+
 export class PackageService {
   private readonly queues = new Map<string, Promise<unknown>>();
 
@@ -94,7 +111,8 @@ export class PackageService {
     const { config: c, registry, admission, sandbox, recorder, volumes } = this.deps;
     const tenant = registry.get(ctx.tenant).limits;
     const wheelhouse = c.wheelhouseDir ? await readWheelhouse(c.wheelhouseDir) : [];
-    const limits = { ...limitsFor(c, tenant), timeoutS: c.installTimeoutS };
+    const network = c.wheelhouseDir ? 'none' : c.installNetwork;
+    const limits = { ...limitsFor(c, tenant), timeoutS: c.installTimeoutS, runtime: installRuntime(c, tenant.runtime, network) };
     const install = {
       upgrade: req.upgrade ?? false,
       pipArgs: pipArgs(c),
@@ -106,7 +124,7 @@ export class PackageService {
       workspace: { files: [], dirs: [] },
       wheelhouse,
       packagesVolume: volumes.name(ctx.tenant),
-      network: c.wheelhouseDir ? 'none' : c.installNetwork,
+      network,
       limits,
       ...over,
     });

@@ -10,8 +10,6 @@ import { WarmPool } from './warm-pool.js';
 
 export interface DockerSandboxOptions {
   image: string;
-  /** OCI runtime of the sandboxes (runsc for gVisor); empty is the engine's default. */
-  runtime: string;
   instanceId: string;
   /**
    * Labels that say a volume is this server's: volumes it makes get them, and one that already

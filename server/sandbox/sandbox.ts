@@ -1,3 +1,4 @@
+import type { Runtime } from './oci-runtime.js';
 import type { JobMode, RunnerReport } from './protocol.js';
 
 /** A file crossing the sandbox boundary (as tar), by its workspace-relative path, held in memory (small files only). */
@@ -51,6 +52,8 @@ export interface FileChanges {
 
 /** The caps one execution runs under. */
 export interface SandboxLimits {
+  /** The OCI runtime: runc, or runsc (gVisor). */
+  runtime: Runtime;
   timeoutS: number;
   memoryMb: number;
   cpus: number;

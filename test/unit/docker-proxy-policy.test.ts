@@ -6,17 +6,17 @@ import { containerSpec, type SpecInput } from '../../server/sandbox/container-sp
 
 const policy: ProxyPolicy = {
   sandboxImage: 'run-python-code-sandbox:latest',
-  sandboxRuntime: '',
+  sandboxRuntime: 'runc',
+  sandboxRuntimes: [],
   packagesVolumePrefix: 'run-python-code-packages-',
   installNetwork: 'bridge',
   maxMemoryMb: 16384,
   maxPids: 4096,
 };
 const volumes = new PackagesVolumes(policy.packagesVolumePrefix, 'host-8083');
-const limits = { timeoutS: 5, memoryMb: 256, cpus: 0.5, pids: 64, outputBytes: 1000, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10, maxOutputs: 16, outputsBytes: 1 << 20 };
+const limits = { runtime: 'runc' as const, timeoutS: 5, memoryMb: 256, cpus: 0.5, pids: 64, outputBytes: 1000, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10, maxOutputs: 16, outputsBytes: 1 << 20 };
 const input: SpecInput = {
   image: policy.sandboxImage,
-  runtime: '',
   instanceId: 'host-8083',
   executionId: '5f0c3a52-8f3e-4c57-9d0b-1b2c3d4e5f60',
   limits,
@@ -42,8 +42,8 @@ describe('docker proxy policy: container bodies', () => {
     assert.equal(checkContainerCreate(body(containerSpec({ ...input, packagesWritable: true, wheelhouseMb: 64 })), policy), null);
     const scratch = { mb: 4160, inodes: 210_000 };
     assert.equal(checkContainerCreate(body(containerSpec({ ...input, packagesWritable: true, wheelhouseMb: 64, scratch })), policy), null);
-    const gvisor = { ...policy, sandboxRuntime: 'runsc' };
-    assert.equal(checkContainerCreate(body(containerSpec({ ...input, runtime: 'runsc' })), gvisor), null);
+    const gvisor: ProxyPolicy = { ...policy, sandboxRuntimes: ['runc', 'runsc'] };
+    assert.equal(checkContainerCreate(body(containerSpec({ ...input, limits: { ...limits, runtime: 'runsc' } })), gvisor), null);
   });
 
   it('allows a warm container that preloads: its one variable, module names only', () => {
@@ -66,14 +66,17 @@ describe('docker proxy policy: container bodies', () => {
     ['the host ipc namespace', (_b, h) => (h.IpcMode = 'host'), /IpcMode must be "private"/],
     ['a device', (_b, h) => (h.Devices = [{ PathOnHost: '/dev/sda', PathInContainer: '/dev/sda', CgroupPermissions: 'rwm' }]), /Devices is not allowed/],
     ['seccomp off', (_b, h) => (h.SecurityOpt = ['no-new-privileges', 'seccomp=unconfined']), /SecurityOpt must be/],
+    ['another security option', (_b, h) => (h.SecurityOpt = ['apparmor=unconfined']), /SecurityOpt\[0\] must be no-new-privileges or seccomp/],
     ['a writable root', (_b, h) => (h.ReadonlyRootfs = false), /ReadonlyRootfs must be true/],
     ['no memory cap', (_b, h) => delete h.Memory, /HostConfig\.Memory is required/],
     ['swap', (_b, h) => (h.MemorySwap = -1), /MemorySwap must be a whole number/],
     ['swap above memory', (_b, h) => (h.MemorySwap = (h.Memory as number) * 2), /MemorySwap must equal Memory/],
-    ['no pids cap', (_b, h) => (h.PidsLimit = 0), /PidsLimit must be a whole number from 1 to 4096/],
+    ['no pids cap', (_b, h) => (h.PidsLimit = 0), /PidsLimit must be a whole number from 1/],
     ['a tmpfs over /etc', (_b, h) => ((h.Tmpfs as Record<string, string>)['/etc'] = 'size=1m'), /Tmpfs key "\/etc"/],
     ['a tmpfs without a size', (_b, h) => ((h.Tmpfs as Record<string, string>)['/tmp'] = 'rw,nosuid'), /with a size/],
-    ['another runtime', (_b, h) => (h.Runtime = 'runc-debug'), /Runtime is not allowed/],
+    ['another runtime', (_b, h) => (h.Runtime = 'runc-debug'), /Runtime must be one of "runc"/],
+    ['no runtime', (_b, h) => delete h.Runtime, /HostConfig\.Runtime is required/],
+    ['an RLIMIT_NPROC under runc (it counts the uid across containers)', (_b, h) => (h.Ulimits as unknown[]).push({ Name: 'nproc', Soft: 10, Hard: 10 }), /nproc is for runsc only/],
     ['another image', (b) => (b.Image = 'alpine:latest'), /Image must be "run-python-code-sandbox:latest"/],
     ['root', (b) => (b.User = '0:0'), /User must be "10001:10001"/],
     ['no user', (b) => delete b.User, /body\.User is required/],
@@ -103,7 +106,7 @@ describe('docker proxy policy: container bodies', () => {
   it('bounds the caps: memory, swap, shm and pids above the proxy maximum are refused', () => {
     const small = { ...policy, maxMemoryMb: 128, maxPids: 32 };
     assert.match(checkContainerCreate(body(), small) ?? '', /Memory must be a whole number from 1 to 134217728 \(DOCKER_PROXY_MAX_MEMORY_MB\)/);
-    assert.match(checkContainerCreate(body(), { ...policy, maxPids: 32 }) ?? '', /PidsLimit must be a whole number from 1 to 32 \(DOCKER_PROXY_MAX_PIDS\)/);
+    assert.match(checkContainerCreate(body(), { ...policy, maxPids: 32 }) ?? '', /PidsLimit must be a whole number from 1 to 32 under runtime runc \(DOCKER_PROXY_MAX_PIDS\)/);
     assert.match(checkContainerCreate(changed((_b, h) => (h.ShmSize = 2 ** 40)), policy) ?? '', /ShmSize must be a whole number/);
   });
 
@@ -114,8 +117,23 @@ describe('docker proxy policy: container bodies', () => {
     assert.match(checkContainerCreate(changed((_b, h) => (h.LogConfig = { Type: 'json-file' })), policy) ?? '', /LogConfig\.Type must be "none"/);
   });
 
-  it('holds gVisor: with SANDBOX_RUNTIME=runsc a container without it is refused', () => {
-    assert.match(checkContainerCreate(body(), { ...policy, sandboxRuntime: 'runsc' }) ?? '', /HostConfig\.Runtime is required/);
+  it('holds gVisor: with SANDBOX_RUNTIME=runsc alone a runc container is refused', () => {
+    assert.match(checkContainerCreate(body(), { ...policy, sandboxRuntime: 'runsc' }) ?? '', /HostConfig\.Runtime must be one of "runsc"/);
+  });
+
+  it('under runsc: no seccomp profile of ours, host pids within the headroom of the maximum, nproc required', () => {
+    const gvisor: ProxyPolicy = { ...policy, sandboxRuntime: 'runsc', maxPids: 64 };
+    const spec = body(containerSpec({ ...input, limits: { ...limits, runtime: 'runsc' } }));
+    assert.equal(checkContainerCreate(spec, gvisor), null);
+    const host = spec.HostConfig as Record<string, unknown>;
+    const withOurs = { ...spec, HostConfig: { ...host, SecurityOpt: body().HostConfig && (body().HostConfig as Record<string, unknown>).SecurityOpt } };
+    assert.match(checkContainerCreate(withOurs, gvisor) ?? '', /SecurityOpt must be \["no-new-privileges"\] under runtime runsc/);
+    const noNproc = { ...spec, HostConfig: { ...host, Ulimits: (host.Ulimits as { Name: string }[]).filter((u) => u.Name !== 'nproc') } };
+    assert.match(checkContainerCreate(noNproc, gvisor) ?? '', /must hold nproc/);
+    const tooMany = { ...spec, HostConfig: { ...host, PidsLimit: 6 * 64 + 257 } };
+    assert.match(checkContainerCreate(tooMany, gvisor) ?? '', /PidsLimit must be a whole number from 1 to 640 under runtime runsc/);
+    const runcSeccomp = changed((_b, h) => (h.SecurityOpt = ['no-new-privileges']));
+    assert.match(checkContainerCreate(runcSeccomp, policy) ?? '', /SecurityOpt must be .*seccomp.* under runtime runc/);
   });
 
   it('refuses bodies that are not objects', () => {
