@@ -877,6 +877,13 @@ def supervise(job, channel, argv=None, deadline=None, sent=None):
                     f.write("1000")  # if memory runs out, the user's code goes first, not the runner
             except OSError:
                 pass
+            if job.get("proxy"):
+                # The egress proxy, with this execution's credential: the only way out of the
+                # sandbox's network (it has no DNS and no other route), for urllib, requests, pip.
+                for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+                    os.environ[name] = job["proxy"]
+                for name in ("NO_PROXY", "no_proxy"):
+                    os.environ.pop(name, None)
             if argv:
                 os.execv(argv[0], argv)
             else:

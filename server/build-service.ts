@@ -11,6 +11,7 @@ import { deploymentId, PackagesVolumes } from './packages/volume.js';
 import { dockerClient } from './sandbox/docker-client.js';
 import { DockerRuntime } from './sandbox/docker-runtime.js';
 import { DockerSandbox } from './sandbox/docker-sandbox.js';
+import { EgressGateway } from './egress/egress-gateway.js';
 import type { ContainerRuntime } from './sandbox/runtime.js';
 import type { SandboxHealth } from './sandbox/sandbox.js';
 import { Admission } from './tenancy/admission.js';
@@ -54,7 +55,17 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
   });
   metrics?.watch({ poolSize: () => sandbox.ready(), inFlight: () => admission.inFlight, queued: () => admission.queued });
   const history = new ExecutionHistory(config.executionRetentionS, config.executionRetentionMb * 1024 * 1024);
-  const deps: RunDeps = { config, sandbox, registry, admission, recorder: new Recorder(logger, history, metrics), logger, volumes };
+  const egressGateway = new EgressGateway({
+    config,
+    engine,
+    logger,
+    metrics,
+    limitsOf: (tenant) => {
+      const limits = registry.find(tenant)?.limits;
+      return limits ? { egress: limits.egress, egressBytes: limits.egress_bytes } : null;
+    },
+  });
+  const deps: RunDeps = { config, sandbox, registry, admission, recorder: new Recorder(logger, history, metrics), logger, volumes, egressGateway };
   const workspaces = new WorkspaceStore(config.baseDir);
   return {
     config,
@@ -93,6 +104,7 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
     async stop(force: boolean): Promise<void> {
       registry.close();
       await sandbox.shutdown(force);
+      await egressGateway.close();
     },
   };
 }

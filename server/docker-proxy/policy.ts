@@ -1,6 +1,6 @@
 import type { Runtime } from '../sandbox/oci-runtime.js';
 import { DEPLOYMENT_LABEL, deploymentKey, packagesVolumePattern } from '../packages/volume.js';
-import { hostPidsLimit, LABEL, MAX_PRELOAD, MODULE_NAME, PRELOAD_ENV, SANDBOX_USER, securityOpt } from '../sandbox/container-spec.js';
+import { hostPidsLimit, LABEL, MAX_PRELOAD, MODULE_NAME, NO_DNS, PRELOAD_ENV, SANDBOX_USER, securityOpt } from '../sandbox/container-spec.js';
 
 /**
  * What the Docker API proxy lets through: exactly the calls the server makes, and for container
@@ -18,6 +18,8 @@ export interface ProxyPolicy {
   packagesVolumePrefix: string;
   /** The one network other than `none` a container may join (install containers). */
   installNetwork: string;
+  /** The internal network of egress sandboxes: it may be made, inspected and removed, and joined with no DNS. */
+  egressNetwork: string;
   /** Upper bounds of a sandbox's caps, so that a sandbox cannot be made to take the host. */
   maxMemoryMb: number;
   maxPids: number;
@@ -28,6 +30,7 @@ export type Route =
   | { kind: 'forward'; target: string }
   | { kind: 'create-container'; target: string }
   | { kind: 'create-volume'; target: string }
+  | { kind: 'create-network'; target: string }
   /** A call on one container (by full id): allowed when that container is a sandbox (labelled as ours). */
   | { kind: 'container'; target: string; id: string; remove: boolean; attach: boolean }
   | { kind: 'refuse'; reason: string };
@@ -69,6 +72,9 @@ const rules: Rule[] = [
   { method: 'GET', path: new RegExp(`^/containers/${ID}/json$`), query: [], route: (m) => container(m[1]!) },
   { method: 'DELETE', path: new RegExp(`^/containers/${ID}$`), query: ['force', 'v'], route: (m) => container(m[1]!, { remove: true }) },
   { method: 'POST', path: /^\/volumes\/create$/, query: [], route: () => ({ kind: 'create-volume' }) },
+  { method: 'POST', path: /^\/networks\/create$/, query: [], route: () => ({ kind: 'create-network' }) },
+  { method: 'GET', path: /^\/networks\/([^/]+)$/, query: [], route: (m, _q, p) => egressNetworkRoute(m[1]!, p) },
+  { method: 'DELETE', path: /^\/networks\/([^/]+)$/, query: [], route: (m, _q, p) => egressNetworkRoute(m[1]!, p) },
 ];
 
 /** Where a request goes: on (to `target`), checked further, or refused with the reason. */
@@ -114,6 +120,27 @@ export function checkVolumeCreate(body: unknown, policy: ProxyPolicy): string | 
   return packagesVolumePattern(policy.packagesVolumePrefix).exec(Name)?.[1] === deploymentKey(deployment)
     ? null
     : `body.Name must carry the key of its ${DEPLOYMENT_LABEL} label`;
+}
+
+/**
+ * Reason a network-create body is refused, or null for the egress network as the server makes it:
+ * internal (no route out), no traffic between its containers, labelled as ours, no driver options else.
+ */
+export function checkNetworkCreate(body: unknown, policy: ProxyPolicy): string | null {
+  return object(
+    {
+      Name: is(policy.egressNetwork),
+      CheckDuplicate: bool,
+      Internal: is(true),
+      Labels: labels,
+      Options: object({ 'com.docker.network.bridge.enable_icc': is('false') }, ['com.docker.network.bridge.enable_icc']),
+    },
+    ['Name', 'Internal', 'Labels', 'Options'],
+  )(body, 'body');
+}
+
+function egressNetworkRoute(name: string, policy: ProxyPolicy): Untargeted | Refusal {
+  return safeDecode(name) === policy.egressNetwork ? forward() : refuse(`only the egress network ${policy.egressNetwork} may be inspected or removed`);
 }
 
 function forward(): Untargeted {
@@ -307,7 +334,8 @@ function containerCreate(policy: ProxyPolicy): Check {
   const hostConfig = all(
     object(
       {
-        NetworkMode: oneOf('none', policy.installNetwork),
+        NetworkMode: oneOf('none', policy.installNetwork, policy.egressNetwork),
+        Dns: exactly([NO_DNS]),
         ReadonlyRootfs: is(true),
         CapDrop: exactly(['ALL']),
         SecurityOpt: list(text(/^(no-new-privileges|seccomp=.*)$/s, 'no-new-privileges or seccomp'), 1, 2),
@@ -347,6 +375,12 @@ function containerCreate(policy: ProxyPolicy): Check {
       return h.MemorySwap === h.Memory ? null : `${at}.MemorySwap must equal Memory (no swap)`;
     },
     runtimeBound(policy),
+    (v, at) => {
+      const h = v as { NetworkMode: string; Dns?: unknown };
+      const egress = h.NetworkMode === policy.egressNetwork;
+      if (egress && h.Dns === undefined) return `${at}.Dns is required on the egress network (the sandbox gets no DNS)`;
+      return !egress && h.Dns !== undefined ? `${at}.Dns is for the egress network only` : null;
+    },
   );
   return object(
     {

@@ -50,5 +50,6 @@ export const proxySettings = {
   sandboxRuntimes: settings.sandboxRuntimes,
   packagesVolumePrefix: settings.packagesVolumePrefix,
   installNetwork: settings.installNetwork,
+  egressNetwork: settings.egressNetwork,
   logLevel: settings.logLevel,
 } satisfies Record<string, Setting<unknown>>;

@@ -7,6 +7,7 @@ import { requireWorkspacePath } from '../workspace/paths.js';
 import type { WorkspaceStore } from '../workspace/workspace-store.js';
 import { workspaceCaps } from '../workspace/tree.js';
 import type { PackagesVolumes } from '../packages/volume.js';
+import type { EgressGateway } from '../egress/egress-gateway.js';
 import type { Admission } from '../tenancy/admission.js';
 import type { TenantRegistry } from '../tenancy/tenant-registry.js';
 import { toEnvelope } from './envelope.js';
@@ -17,6 +18,8 @@ import { limitsFor, type RequestedLimits } from './limits.js';
 export interface Budget {
   limits: SandboxLimits;
   maxConcurrent: number;
+  /** The tenant has an egress list: its container joins the egress network. */
+  egress: boolean;
 }
 
 export interface ExecutionContext {
@@ -55,6 +58,8 @@ export interface RunDeps {
   logger: Logger;
   /** The names of this deployment's packages volumes. */
   volumes: PackagesVolumes;
+  /** The egress network and proxy, for tenants with an egress list. */
+  egressGateway: EgressGateway;
 }
 
 /**
@@ -71,7 +76,11 @@ export class ExecutionService {
   /** The tenant's limits as they are now (a reload later does not change this request's). */
   private budget(ctx: ExecutionContext, requested: RequestedLimits): Budget {
     const tenant = this.deps.registry.get(ctx.tenant);
-    return { limits: limitsFor(this.deps.config, tenant.limits, requested), maxConcurrent: tenant.limits.max_concurrent };
+    return {
+      limits: limitsFor(this.deps.config, tenant.limits, requested),
+      maxConcurrent: tenant.limits.max_concurrent,
+      egress: tenant.limits.egress.length > 0,
+    };
   }
 
   execute(req: ExecuteRequest, ctx: ExecutionContext): Promise<ExecutionResponse> {
@@ -99,18 +108,20 @@ export class ExecutionService {
 
   private async run(
     what: Pick<SandboxJob, 'mode' | 'code' | 'file' | 'variable'>,
-    { limits, maxConcurrent }: Budget,
+    { limits, maxConcurrent, egress }: Budget,
     ctx: ExecutionContext,
   ): Promise<ExecutionResponse> {
-    const { sandbox, admission, recorder, logger, volumes } = this.deps;
+    const { sandbox, admission, recorder, logger, volumes, egressGateway } = this.deps;
     const workspace = await this.workspaces.for(ctx.tenant);
     const caps = workspaceCaps(limits);
     const { outcome, refused } = await admission.run(ctx.tenant, maxConcurrent, async () => {
       logger.debug('execution starting', { execution_id: ctx.executionId, endpoint: ctx.endpoint, tenant: ctx.tenant, ...what });
+      const door = egress ? await egressGateway.forExecution(ctx.tenant, ctx.executionId, limits.timeoutS) : undefined;
       const staged = await workspace.stage();
       try {
         const result = await sandbox.run({
           ...what,
+          egress: door,
           executionId: ctx.executionId,
           workspace: await workspace.snapshot(caps),
           changes: staged,

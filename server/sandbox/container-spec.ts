@@ -43,6 +43,8 @@ export function hostPidsLimit(runtime: Runtime, pids: number): number {
  * as the settings and the Docker proxy check them.
  */
 export const PRELOAD_ENV = 'RUNNER_PRELOAD';
+/** The one DNS server an egress sandbox is given: its own loopback, where nothing answers. */
+export const NO_DNS = '127.0.0.1';
 export const MODULE_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,99}(\.[A-Za-z_][A-Za-z0-9_]{0,99}){0,9}$/;
 export const MAX_PRELOAD = 32;
 
@@ -53,8 +55,10 @@ export interface SpecInput {
   limits: SandboxLimits;
   packagesVolume: string;
   packagesWritable?: boolean;
-  /** Only install containers get a network other than `none`. */
+  /** Only install containers and egress executions get a network other than `none`. */
   network?: string;
+  /** On the egress network: no DNS (the embedded resolver's only upstream is the container's own loopback); the proxy resolves. */
+  egress?: boolean;
   /** Size of a /wheelhouse tmpfs, for installs from an operator's wheels. */
   wheelhouseMb?: number;
   /** A size- and inode-capped /scratch tmpfs, for installs. */
@@ -95,6 +99,7 @@ export function containerSpec(input: SpecInput): Docker.ContainerCreateOptions {
     ...(preload.length > 0 ? { Env: [`${PRELOAD_ENV}=${preload.join(',')}`] } : {}),
     HostConfig: {
       NetworkMode: network,
+      ...(input.egress ? { Dns: [NO_DNS] } : {}),
       ReadonlyRootfs: true,
       CapDrop: ['ALL'],
       SecurityOpt: securityOpt(limits.runtime),

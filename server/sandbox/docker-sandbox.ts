@@ -150,7 +150,8 @@ export class DockerSandbox implements Sandbox {
       limits: job.limits,
       packagesVolume: job.packagesVolume,
       packagesWritable: job.packagesWritable,
-      network: job.network,
+      network: job.egress?.network ?? job.network,
+      egress: job.egress !== undefined,
       scratch: job.scratch,
       wheelhouseMb: job.wheelhouse?.length
         ? Math.ceil(job.wheelhouse.reduce((n, f) => n + f.data.length, 0) / 1024 / 1024) + 1

@@ -58,6 +58,7 @@ export function runnerJob(job: SandboxJob): RunnerJob {
     result_limit: limits.outputBytes,
     max_outputs: limits.maxOutputs,
     outputs_limit: limits.outputsBytes,
+    proxy: job.egress?.proxy,
   };
 }
 

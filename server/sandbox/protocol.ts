@@ -60,6 +60,8 @@ export interface RunnerJob {
   /** Caps on the outputs: how many, and their data's bytes together. */
   max_outputs: number;
   outputs_limit: number;
+  /** The egress proxy's URL with this execution's credential, set as HTTP(S)_PROXY for the code; absent: no network at all. */
+  proxy?: string;
 }
 
 /** One thing the code showed: data is base64 for images, text otherwise. */

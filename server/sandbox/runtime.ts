@@ -47,6 +47,13 @@ export interface ContainerRuntime {
   listByLabel(label: string): Promise<{ id: string; labels: Record<string, string> }[]>;
   /** Creates a named volume; an existing one is left as it is. Resolves to the volume's labels (an existing one's own). */
   createVolume(name: string, labels: Record<string, string>): Promise<Record<string, string>>;
+  /**
+   * Makes (or finds) the internal network egress sandboxes join: no route out, no traffic between
+   * its containers. Resolves to its gateway address, the host's end, where the egress proxy listens.
+   */
+  ensureInternalNetwork(name: string, labels: Record<string, string>): Promise<{ gateway: string; created: boolean }>;
+  /** Removes a network; one that is gone is not an error. */
+  removeNetwork(name: string): Promise<void>;
   /** The engine's version; the cheapest call that proves it answers. */
   version(): Promise<string>;
   /** The labels of an image. */

@@ -94,8 +94,10 @@ export interface SandboxJob {
   /** The tenant's packages volume, mounted at /opt/packages: read-only unless `packagesWritable`. */
   packagesVolume: string;
   packagesWritable?: boolean;
-  /** Docker network for the container; executions always get `none`. */
+  /** Docker network for the container; executions get `none` unless they have `egress`. */
   network?: string;
+  /** An execution of a tenant with an egress list: its container joins the internal egress network, the proxy URL is its only way out. */
+  egress?: { network: string; proxy: string };
   /** A tmpfs at /scratch of this size and inode count, added on top of the memory cap. */
   scratch?: Scratch;
   limits: SandboxLimits;

@@ -17,9 +17,9 @@ export type Profile = Omit<SpecInput, 'executionId' | 'limits'> & {
 
 export function profileOf(spec: SpecInput): Profile {
   const { runtime, memoryMb, cpus, pids, workspaceMb, tmpMb, nofile } = spec.limits;
-  const { image, instanceId, packagesVolume, packagesWritable, network, wheelhouseMb, scratch, preload } = spec;
+  const { image, instanceId, packagesVolume, packagesWritable, network, egress, wheelhouseMb, scratch, preload } = spec;
   return {
-    image, instanceId, packagesVolume, packagesWritable, network, wheelhouseMb, scratch, preload,
+    image, instanceId, packagesVolume, packagesWritable, network, egress: egress ?? false, wheelhouseMb, scratch, preload,
     limits: { runtime, memoryMb, cpus, pids, workspaceMb, tmpMb, nofile },
   };
 }

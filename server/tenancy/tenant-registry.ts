@@ -166,6 +166,11 @@ export class TenantRegistry {
     return [...this.tenants.values()];
   }
 
+  /** The tenant as configured now, or undefined when it is not (any more). */
+  find(id: string): Tenant | undefined {
+    return this.tenants.get(id);
+  }
+
   get(id: string): Tenant {
     const tenant = this.tenants.get(id);
     // A key authenticated just before a reload that removed its tenant.

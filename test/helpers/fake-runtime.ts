@@ -192,6 +192,15 @@ export class FakeRuntime implements ContainerRuntime {
     return this.volumes.get(name)!;
   }
 
+  async ensureInternalNetwork(name: string): Promise<{ gateway: string; created: boolean }> {
+    this.record(`network ${name}`);
+    return { gateway: '127.0.0.1', created: true };
+  }
+
+  async removeNetwork(name: string): Promise<void> {
+    this.record(`remove-network ${name}`);
+  }
+
   async version(): Promise<string> {
     return '20.10.24-fake';
   }

@@ -22,7 +22,7 @@ const SANDBOX_IMAGE = loadConfig({ ...process.env, BASE_DIR: os.tmpdir() }).sand
 /** The packages volumes of every server and call here (the proxy allows this prefix only). */
 const PREFIX = `rpc-test-proxy-${process.pid}-`;
 const volume = new PackagesVolumes(PREFIX, `proxy-${process.pid}`);
-const POLICY = { sandboxImage: SANDBOX_IMAGE, sandboxRuntime: 'runc' as const, sandboxRuntimes: [], packagesVolumePrefix: PREFIX, installNetwork: 'bridge', maxMemoryMb: 16384, maxPids: 4096 };
+const POLICY = { sandboxImage: SANDBOX_IMAGE, sandboxRuntime: 'runc' as const, sandboxRuntimes: [], packagesVolumePrefix: PREFIX, installNetwork: 'bridge', egressNetwork: 'run-python-code-egress', maxMemoryMb: 16384, maxPids: 4096 };
 
 describe('the Docker API proxy, in front of the real engine', () => {
   let proxy: http.Server;

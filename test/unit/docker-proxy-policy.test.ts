@@ -10,6 +10,7 @@ const policy: ProxyPolicy = {
   sandboxRuntimes: [],
   packagesVolumePrefix: 'run-python-code-packages-',
   installNetwork: 'bridge',
+  egressNetwork: 'run-python-code-egress',
   maxMemoryMb: 16384,
   maxPids: 4096,
 };
