@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { checkContainerCreate, checkVolumeCreate, routeRequest, type ProxyPolicy } from '../../server/docker-proxy/policy.js';
+import { checkContainerCreate, checkNetworkCreate, checkVolumeCreate, routeRequest, type ProxyPolicy } from '../../server/docker-proxy/policy.js';
 import { PackagesVolumes } from '../../server/packages/volume.js';
 import { containerSpec, type SpecInput } from '../../server/sandbox/container-spec.js';
 
@@ -135,6 +135,34 @@ describe('docker proxy policy: container bodies', () => {
     assert.match(checkContainerCreate(tooMany, gvisor) ?? '', /PidsLimit must be a whole number from 1 to 640 under runtime runsc/);
     const runcSeccomp = changed((_b, h) => (h.SecurityOpt = ['no-new-privileges']));
     assert.match(checkContainerCreate(runcSeccomp, policy) ?? '', /SecurityOpt must be .*seccomp.* under runtime runc/);
+  });
+
+  it('an egress sandbox: the egress network, with no DNS; Dns nowhere else, no other network', () => {
+    const egress = body(containerSpec({ ...input, network: policy.egressNetwork, egress: true }));
+    assert.deepEqual((egress.HostConfig as Record<string, unknown>).Dns, ['127.0.0.1']);
+    assert.equal(checkContainerCreate(egress, policy), null);
+    const host = egress.HostConfig as Record<string, unknown>;
+    const withoutDns = { ...host };
+    delete withoutDns.Dns;
+    assert.match(checkContainerCreate({ ...egress, HostConfig: withoutDns }, policy) ?? '', /Dns is required on the egress network/);
+    assert.match(checkContainerCreate({ ...egress, HostConfig: { ...host, Dns: ['10.0.0.53'] } }, policy) ?? '', /Dns must be \["127\.0\.0\.1"\]/);
+    assert.match(checkContainerCreate(changed((_b, h) => (h.Dns = ['127.0.0.1'])), policy) ?? '', /Dns is for the egress network only/);
+    assert.match(checkContainerCreate(changed((_b, h) => (h.NetworkMode = 'other-internal')), policy) ?? '', /NetworkMode must be one of "none", "bridge", "run-python-code-egress"/);
+  });
+
+  it('the egress network alone may be made (internal, no traffic between containers, ours), inspected and removed', () => {
+    const network = { Name: policy.egressNetwork, CheckDuplicate: true, Internal: true, Labels: { 'run-python-code': '1' }, Options: { 'com.docker.network.bridge.enable_icc': 'false' } };
+    assert.equal(checkNetworkCreate(network, policy), null);
+    assert.match(checkNetworkCreate({ ...network, Internal: false }, policy) ?? '', /Internal must be true/);
+    assert.match(checkNetworkCreate({ ...network, Name: 'bridge2' }, policy) ?? '', /Name must be "run-python-code-egress"/);
+    assert.match(checkNetworkCreate({ ...network, Options: { 'com.docker.network.bridge.enable_icc': 'true' } }, policy) ?? '', /enable_icc must be "false"/);
+    assert.match(checkNetworkCreate({ ...network, Driver: 'macvlan' }, policy) ?? '', /Driver is not allowed/);
+    assert.match(checkNetworkCreate({ ...network, Labels: {} }, policy) ?? '', /Labels must carry run-python-code=1/);
+    assert.equal(routeRequest('GET', `/networks/${policy.egressNetwork}`, policy).kind, 'forward');
+    assert.equal(routeRequest('DELETE', `/networks/${policy.egressNetwork}`, policy).kind, 'forward');
+    assert.equal(routeRequest('POST', '/networks/create', policy).kind, 'create-network');
+    assert.match(JSON.stringify(routeRequest('DELETE', '/networks/bridge', policy)), /only the egress network/);
+    assert.match(JSON.stringify(routeRequest('POST', `/networks/${policy.egressNetwork}/connect`, policy)), /not one the server makes/);
   });
 
   it('refuses bodies that are not objects', () => {
