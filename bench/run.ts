@@ -235,7 +235,7 @@ async function timeExecute(server: Server, code: string, expect: string): Promis
  * gVisor against runc, interleaved in one run: cold, `docker run --runtime runsc` against
  * `docker run` (runc) and the server's pool-off runsc execution against the former; warm, a
  * runsc server's pooled print(1) and import numpy against a runc server's, each request taken
- * from a full pool (the pools refill between requests).
+ * when both pools are full (the pools refill between requests, so no refill overlaps a request).
  */
 async function measureGvisor(rows: Row[]): Promise<void> {
   await timeDockerRun('print(1)', 'runsc');
@@ -263,7 +263,8 @@ async function measureGvisor(rows: Row[]): Promise<void> {
       const warm: Record<Runtime, number[]> = { runc: [], runsc: [] };
       for (let i = 0; i < gvisorRounds; i++) {
         for (const runtime of ['runc', 'runsc'] as const) {
-          await poolFull(servers[runtime]);
+          // Both pools full: neither server is making a container while the other is measured.
+          await Promise.all([poolFull(servers.runc), poolFull(servers.runsc)]);
           warm[runtime].push(await timeExecute(servers[runtime], code, expect));
         }
       }

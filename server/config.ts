@@ -524,6 +524,26 @@ export const settings = {
       return raw;
     },
   },
+  egressProxyAddress: {
+    env: 'EGRESS_PROXY_ADDRESS',
+    description: "Address of a separate egress proxy on the egress network (docker-compose.yml's egress-proxy service), which also listens there; empty runs the proxy in the server, on the network's gateway",
+    default: '',
+    parse: (raw: string) => {
+      if (isIP(raw.trim()) !== 4) throw new Error('expected an IPv4 address');
+      return raw.trim();
+    },
+    show: '(none: in the server)',
+  },
+  egressSecret: {
+    env: 'EGRESS_SECRET',
+    description: 'Key that signs the per-execution proxy credentials, shared by the server and a separate egress proxy (at least 32 characters); empty: a new random one at each start',
+    default: '',
+    parse: (raw: string) => {
+      if (raw.length < 32) throw new Error('expected at least 32 characters');
+      return raw;
+    },
+    show: '(random)',
+  },
   egressProxyPort: {
     env: 'EGRESS_PROXY_PORT',
     description: "TCP port the egress proxy listens on, at the egress network's gateway address only",
@@ -589,6 +609,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (result.sandboxRuntimes.length === 0) result.sandboxRuntimes = [result.sandboxRuntime];
   if (!result.sandboxRuntimes.includes(result.sandboxRuntime)) {
     throw new ConfigError(`SANDBOX_RUNTIME (${result.sandboxRuntime}) is not one of SANDBOX_RUNTIMES (${result.sandboxRuntimes.join(',')})`);
+  }
+  if (result.egressProxyAddress && !result.egressSecret) {
+    throw new ConfigError('EGRESS_PROXY_ADDRESS names a separate egress proxy: set EGRESS_SECRET, the same in both, so that it can check the credentials');
   }
   if (result.defaultTimeoutS > result.maxTimeoutS) {
     throw new ConfigError(`DEFAULT_TIMEOUT_S (${result.defaultTimeoutS}) is above MAX_TIMEOUT_S (${result.maxTimeoutS})`);

@@ -28,18 +28,20 @@ const GRACE_MS = 60_000;
  * timeout, in the proxy URL its code is handed.
  */
 export class EgressGateway {
-  private readonly credentials = new Credentials(randomBytes(32));
-  private opening: Promise<{ gateway: string; created: boolean; server: http.Server }> | null = null;
+  private readonly credentials: Credentials;
+  private opening: Promise<{ address: string; created: boolean; server: http.Server | null }> | null = null;
 
-  constructor(private readonly deps: EgressGatewayDeps) {}
+  constructor(private readonly deps: EgressGatewayDeps) {
+    this.credentials = new Credentials(deps.config.egressSecret ? Buffer.from(deps.config.egressSecret) : randomBytes(32));
+  }
 
   /** The network to join and the proxy URL (with a credential naming this execution) for one execution. */
   async forExecution(tenant: string, executionId: string, timeoutS: number): Promise<{ network: string; proxy: string }> {
-    const { gateway } = await this.open();
+    const { address } = await this.open();
     const { username, password } = this.credentials.issue({ tenant, executionId, expiresAt: Date.now() + timeoutS * 1000 + GRACE_MS });
     return {
       network: this.deps.config.egressNetwork,
-      proxy: `http://${encodeURIComponent(username)}:${encodeURIComponent(password)}@${gateway}:${this.deps.config.egressProxyPort}`,
+      proxy: `http://${encodeURIComponent(username)}:${encodeURIComponent(password)}@${address}:${this.deps.config.egressProxyPort}`,
     };
   }
 
@@ -55,6 +57,8 @@ export class EgressGateway {
     const { config, engine, logger, metrics } = this.deps;
     const labels = { [LABEL]: '1', [INSTANCE_LABEL]: config.instanceId };
     const { gateway, created } = await engine.ensureInternalNetwork(config.egressNetwork, labels);
+    // A separate proxy (docker-compose's egress-proxy) already listens on its own address there.
+    if (config.egressProxyAddress) return { address: config.egressProxyAddress, created, server: null };
     const server = createEgressProxy({
       credentials: this.credentials,
       limitsOf: this.deps.limitsOf,
@@ -63,14 +67,9 @@ export class EgressGateway {
       logger,
       metrics,
     });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) =>
-        reject(new Error(`cannot listen on ${gateway}:${config.egressProxyPort} (${err.code ?? err.message}): is another server using EGRESS_NETWORK ${config.egressNetwork}?`)),
-      );
-      server.listen(config.egressProxyPort, gateway, () => resolve());
-    });
+    await listen(server, gateway, config.egressProxyPort, `is another server using EGRESS_NETWORK ${config.egressNetwork}?`);
     logger.info('egress proxy listening', { address: gateway, port: config.egressProxyPort, network: config.egressNetwork });
-    return { gateway, created, server };
+    return { address: gateway, created, server };
   }
 
   /** Stops the proxy and removes the network if this server made it (its sandboxes are gone by then). */
@@ -78,8 +77,19 @@ export class EgressGateway {
     const opened = await this.opening?.catch(() => null);
     this.opening = null;
     if (!opened) return;
-    opened.server.closeAllConnections();
-    await new Promise<void>((resolve) => opened.server.close(() => resolve()));
+    const { server } = opened;
+    if (server) {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
     if (opened.created) await this.deps.engine.removeNetwork(this.deps.config.egressNetwork).catch(() => undefined);
   }
+}
+
+/** Listens, or rejects with the address and a hint. */
+export function listen(server: http.Server, address: string, port: number, hint: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => reject(new Error(`cannot listen on ${address}:${port} (${err.code ?? err.message}): ${hint}`)));
+    server.listen(port, address, () => resolve());
+  });
 }

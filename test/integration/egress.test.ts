@@ -8,6 +8,8 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { Credentials } from '../../server/egress/credential.js';
+import { spawnNode } from '../helpers/process.js';
 import { docker, startServer, type TestServer } from '../helpers/server.js';
 import { until } from '../helpers/until.js';
 
@@ -138,5 +140,49 @@ describe('egress allowlists', () => {
     assert.match(text, /rpc_egress_connections_total\{result="refused",reason="not_listed"\} [3-9]/);
     assert.match(text, /rpc_egress_connections_total\{result="refused",reason="ip_literal"\} 1/);
     assert.match(text, /rpc_egress_connections_total\{result="refused",reason="credential"\} 1/);
+  });
+});
+
+describe('the egress proxy as a process of its own (docker-compose.yml egress-proxy)', () => {
+  it('checks the credentials the server signs with EGRESS_SECRET against the same files, and logs each decision with tenant and execution id', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'rpc-egress-main-'));
+    const origin = http.createServer((_req, res) => res.end('reached'));
+    await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
+    const originPort = (origin.address() as AddressInfo).port;
+    writeFileSync(path.join(dir, 'tenants.yaml'), `tenants:\n  reach:\n    keys: ["${hash('k')}"]\n    limits:\n      egress: [allowed.test]\n`);
+    const secret = 'a-secret-shared-by-server-and-proxy-0123456789';
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const proxy = await spawnNode('dist/server/egress/main.js', {
+      TENANTS_FILE: path.join(dir, 'tenants.yaml'),
+      EGRESS_PROXY_ADDRESS: '127.0.0.1',
+      EGRESS_PROXY_PORT: String(port),
+      EGRESS_SECRET: secret,
+      EGRESS_PORTS: String(originPort),
+      EGRESS_RESOLVE: JSON.stringify({ 'allowed.test': '127.0.0.1' }),
+      BASE_DIR: dir,
+    }, /egress proxy listening/);
+    const ask = async (credentials: Credentials, host: string) => {
+      const { username, password } = credentials.issue({ tenant: 'reach', executionId: 'exec-42', expiresAt: Date.now() + 60_000 });
+      const res = await new Promise<http.IncomingMessage>((resolve, reject) =>
+        http.get({ host: '127.0.0.1', port, path: `http://${host}:${originPort}/`, headers: { 'proxy-authorization': `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}` } }, resolve).on('error', reject),
+      );
+      res.resume();
+      return res.statusCode;
+    };
+    try {
+      assert.equal(await ask(new Credentials(Buffer.from(secret)), 'allowed.test'), 200);
+      assert.equal(await ask(new Credentials(Buffer.from(secret)), 'denied.test'), 403);
+      assert.equal(await ask(new Credentials(Buffer.from('another-secret-of-at-least-32-characters')), 'allowed.test'), 407);
+      const allowed = JSON.parse(await proxy.waitForLog(/egress allowed/)) as Record<string, unknown>;
+      assert.equal(allowed.tenant, 'reach');
+      assert.equal(allowed.execution_id, 'exec-42');
+      assert.equal(allowed.host, 'allowed.test');
+      const refused = JSON.parse(await proxy.waitForLog(/egress refused.*not_listed/)) as Record<string, unknown>;
+      assert.deepEqual([refused.tenant, refused.execution_id, refused.host, refused.reason], ['reach', 'exec-42', 'denied.test', 'not_listed']);
+    } finally {
+      assert.equal(await proxy.stop(), 0);
+      await new Promise((r) => origin.close(r));
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
