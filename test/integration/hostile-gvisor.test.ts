@@ -7,6 +7,7 @@ import { describe, it } from 'node:test';
 import { hostileCorpus } from '../helpers/hostile.js';
 import { docker, startServer } from '../helpers/server.js';
 import { until } from '../helpers/until.js';
+import { makeWheel } from '../helpers/wheels.js';
 
 const hash = (key: string) => createHash('sha256').update(key).digest('hex');
 
@@ -64,6 +65,28 @@ describe('gVisor (runsc) tenants', () => {
       writeFileSync(limitsFile, 'tenants:\n  plain:\n    runtime: runsc\n');
       await until(async () => ((await call('plain-key', '/limits')).limits as Record<string, unknown>).runtime === 'runsc', 'the reload');
       assert.equal(await release('plain-key'), '4.4.0');
+    } finally {
+      await server.close();
+    }
+    assert.deepEqual(await server.settle(), []);
+  });
+
+  it("a gVisor tenant's installs from a wheelhouse (no network) run under gVisor too, and its code then imports the package", async () => {
+    const wheelhouse = mkdtempSync(path.join(os.tmpdir(), 'rpc-gvisor-wheels-'));
+    makeWheel(wheelhouse, 'rpc-walled', '1.0');
+    const server = await startServer({ SANDBOX_RUNTIMES: 'runc,runsc', SANDBOX_RUNTIME: 'runsc', WHEELHOUSE_DIR: wheelhouse });
+    const runtimes: string[] = [];
+    const run = server.sandbox.run.bind(server.sandbox);
+    server.sandbox.run = (job) => {
+      runtimes.push(`${job.mode}:${job.limits.runtime}`);
+      return run(job);
+    };
+    try {
+      const installed = await server.post('/install-package', { package_name: 'rpc-walled' });
+      assert.equal(installed.body.success, true, String(installed.body.error));
+      const { body } = await server.post('/execute', { code: 'import rpc_walled, platform\nprint(platform.release())' });
+      assert.equal(body.result, '4.4.0', String(body.error));
+      assert.deepEqual(runtimes, ['resolve:runsc', 'install:runsc', 'code:runsc']);
     } finally {
       await server.close();
     }
