@@ -3,7 +3,8 @@
  * (tiny counts: checks the harness works, asserts nothing about time, writes nothing),
  * `-- --data-science` (only the pandas + matplotlib rows, full counts, writes nothing),
  * `-- --workspaces` (the baseline and the workspace rows only, full counts, writes nothing),
- * `-- --contexts` (the baseline, a context's calls and runs with declared dependencies; writes nothing) and
+ * `-- --contexts` (the baseline, a context's calls and runs with declared dependencies; writes nothing),
+ * `-- --gvisor` (only the gVisor rows, runsc against runc, full counts, writes nothing) and
  * `-- --soak` (2000 mixed requests at concurrency 16, checks failures, leftovers and RSS growth).
  *
  * Every figure is printed as a ratio to the baseline measured in the same run on the same machine:
@@ -20,14 +21,18 @@ import { loadConfig } from '../server/config.js';
 import { projectRoot } from '../server/project.js';
 import { DEPLOYMENT_FILE, DEPLOYMENT_LABEL } from '../server/packages/volume.js';
 import { makeWheel } from '../test/helpers/wheels.js';
+import { hostPidsLimit } from '../server/sandbox/container-spec.js';
+import type { Runtime } from '../server/sandbox/oci-runtime.js';
 
 const run = promisify(execFile);
 const args = new Set(process.argv.slice(2));
-const mode = args.has('--soak') ? 'soak' : args.has('--quick') ? 'quick' : args.has('--data-science') ? 'data-science' : args.has('--workspaces') ? 'workspaces' : args.has('--contexts') ? 'contexts' : 'full';
+const only = ['soak', 'quick', 'data-science', 'workspaces', 'contexts', 'gvisor'].find((m) => args.has(`--${m}`));
+const mode = only ?? 'full';
 const config = loadConfig({ ...process.env, BASE_DIR: os.tmpdir() });
 const counts = mode === 'quick'
   ? { sequential: 3, parallelRuns: 8, perConnection: 1, numpy: 2, pairs: 2, dataScience: 2, workspaceMb: 8, workspaceRounds: 1 }
   : { sequential: 40, parallelRuns: 48, perConnection: 6, numpy: 10, pairs: 10, dataScience: 12, workspaceMb: 100, workspaceRounds: 5 };
+const gvisorRounds = mode === 'quick' ? 2 : 20;
 
 // ---------- statistics ----------
 const quantile = (values: number[], q: number) => {
@@ -43,20 +48,21 @@ const summarize = (ms: number[], seconds?: number): Sample => ({
 });
 
 // ---------- the baseline: docker run --rm with the same caps ----------
-const dockerRun = (code: string) => [
-  'run', '--rm', '-i', '--network', 'none', '--read-only', '--cap-drop', 'ALL',
+const dockerRun = (code: string, runtime: Runtime = 'runc') => [
+  'run', '--rm', '-i', '--network', 'none', '--read-only', '--cap-drop', 'ALL', '--runtime', runtime,
   '--security-opt', 'no-new-privileges', '--user', '10001:10001',
   '--memory', `${config.memoryMb}m`, '--memory-swap', `${config.memoryMb}m`, '--cpus', String(config.cpus),
-  '--pids-limit', String(config.pids), '--ulimit', `nofile=${config.nofile}:${config.nofile}`,
+  '--pids-limit', String(hostPidsLimit(runtime, config.pids)), '--ulimit', `nofile=${config.nofile}:${config.nofile}`,
+  ...(runtime === 'runsc' ? ['--ulimit', `nproc=${config.pids}:${config.pids}`] : []),
   '--tmpfs', `/workspace:rw,nosuid,nodev,size=${config.workspaceMb}m,uid=10001,gid=10001`,
   '--tmpfs', `/tmp:rw,nosuid,nodev,size=${config.tmpMb}m`, '--log-driver', 'none',
   '--label', 'run-python-code.bench=1', '--entrypoint', 'python3', config.sandboxImage, '-c', code,
 ];
 
 /** One `docker run` of `code`, which must print 1. */
-async function timeDockerRun(code = 'print(1)'): Promise<number> {
+async function timeDockerRun(code = 'print(1)', runtime: Runtime = 'runc'): Promise<number> {
   const start = performance.now();
-  const { stdout } = await run('docker', dockerRun(code));
+  const { stdout } = await run('docker', dockerRun(code, runtime));
   if (stdout.trim() !== '1') throw new Error(`docker run printed ${stdout}`);
   return performance.now() - start;
 }
@@ -218,6 +224,55 @@ async function measureServer(poolSize: number, rows: Row[], baseline: Sample, pa
   const left = await stopServer(server);
   if (failure) throw failure;
   if (left > 0) throw new Error(`${left} containers left after stopping the server (${label})`);
+}
+
+/**
+ * gVisor against runc, interleaved in one run: cold, `docker run --runtime runsc` against
+ * `docker run` (runc) and the server's pool-off runsc execution against the former; warm, a
+ * runsc server's pooled print(1) and import numpy against a runc server's, each request taken
+ * when both pools are full (the pools refill between requests, so no refill overlaps a request).
+ */
+async function measureGvisor(rows: Row[]): Promise<void> {
+  await timeDockerRun('print(1)', 'runsc');
+  const cold: Record<Runtime, number[]> = { runc: [], runsc: [] };
+  for (let i = 0; i < gvisorRounds; i++) {
+    cold.runc.push(await timeDockerRun('print(1)', 'runc'));
+    cold.runsc.push(await timeDockerRun('print(1)', 'runsc'));
+  }
+  const coldRunc = summarize(cold.runc);
+  const coldRunsc = summarize(cold.runsc);
+  rows.push(latencyRow('gVisor: docker run --rm (runc), print(1), interleaved with the next row', coldRunc, coldRunc));
+  rows.push(latencyRow('gVisor: docker run --rm --runtime runsc, print(1) (ratio: to docker run with runc)', coldRunsc, coldRunc));
+  const runtimes = { SANDBOX_RUNTIMES: 'runc,runsc' };
+  const coldServer = await startServer(0, undefined, { ...runtimes, SANDBOX_RUNTIME: 'runsc' });
+  const servers: Record<Runtime, Server> = {
+    runc: await startServer(config.poolSize, undefined, { ...runtimes, SANDBOX_RUNTIME: 'runc' }),
+    runsc: await startServer(config.poolSize, undefined, { ...runtimes, SANDBOX_RUNTIME: 'runsc' }),
+  };
+  let failure: unknown = null;
+  try {
+    const viaServer: number[] = [];
+    for (let i = 0; i < gvisorRounds; i++) viaServer.push(await timeExecute(coldServer, { code: 'print(1)' }));
+    rows.push(latencyRow('gVisor: /execute print(1), pool off, runsc (ratio: to docker run --runtime runsc)', summarize(viaServer), coldRunsc));
+    for (const [what, code, expect] of [['print(1)', 'print(1)', '1'], ['import numpy', 'import numpy; print(numpy.arange(3).sum())', '3']] as const) {
+      const warm: Record<Runtime, number[]> = { runc: [], runsc: [] };
+      for (let i = 0; i < gvisorRounds; i++) {
+        for (const runtime of ['runc', 'runsc'] as const) {
+          // Both pools full: neither server is making a container while the other is measured.
+          await Promise.all([poolFull(servers.runc), poolFull(servers.runsc)]);
+          warm[runtime].push(await timeExecute(servers[runtime], { code }, expect));
+        }
+      }
+      const runc = summarize(warm.runc);
+      rows.push(latencyRow(`gVisor: /execute ${what}, pool on (${config.poolSize}), runc, interleaved with the next row`, runc, runc));
+      rows.push(latencyRow(`gVisor: /execute ${what}, pool on (${config.poolSize}), runsc (ratio: to runc; goal <= 1.5x)`, summarize(warm.runsc), runc));
+    }
+  } catch (err) {
+    failure = err;
+  }
+  const left = (await Promise.all([coldServer, servers.runc, servers.runsc].map(stopServer))).reduce((a, b) => a + b, 0);
+  if (failure) throw failure;
+  if (left > 0) throw new Error(`${left} containers left after the gVisor rows`);
 }
 
 /**
@@ -469,7 +524,8 @@ async function benchmark(): Promise<void> {
   const rows: Row[] = [];
   // `--data-science`: only the rows of the pandas + matplotlib path, for tuning preloading;
   // `--workspaces`: only the print(1) baseline and the workspace rows.
-  const baselines = mode === 'data-science' ? null : await print1Baseline(rows);
+  const baselines = mode === 'data-science' || mode === 'gvisor' ? null : await print1Baseline(rows);
+  if (mode === 'gvisor') await measureGvisor(rows);
   if (baselines && (mode === 'contexts' || mode === 'full' || mode === 'quick')) await measureContexts(rows, baselines[0]);
   if (mode === 'contexts') {
     console.log(`\n${table(rows)}\n`);
@@ -479,7 +535,7 @@ async function benchmark(): Promise<void> {
     await measureServer(0, rows, ...baselines);
     await measureServer(config.poolSize, rows, ...baselines);
   }
-  if (mode !== 'workspaces') await measureDataScience(rows);
+  if (mode !== 'workspaces' && mode !== 'gvisor') await measureDataScience(rows);
   if (baselines && mode !== 'workspaces') {
     // What docker-compose's proxy costs: the pool-off rows again, with every Docker call through it.
     const proxy = await startProxy();
@@ -490,6 +546,12 @@ async function benchmark(): Promise<void> {
     }
   }
   if (baselines) await measureWorkspaces(rows, baselines[0]);
+  if (baselines && mode !== 'workspaces') {
+    // Only where runsc is registered (host-setup.sh does it when a setting or --test asks); --gvisor insists.
+    const { stdout: runtimes } = await run('docker', ['info', '--format', '{{json .Runtimes}}']);
+    if (runtimes.includes('"runsc"')) await measureGvisor(rows);
+    else console.log('gVisor rows skipped: runsc is not registered with the engine (bash sandbox-image/host-setup.sh --test registers it)');
+  }
   const { stdout: dockerVersion } = await run('docker', ['version', '--format', '{{.Server.Version}}']);
   const machine = `${os.availableParallelism()} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Docker ${dockerVersion.trim()}, Node ${process.version}, ${os.release()}`;
   const text = table(rows);

@@ -56,6 +56,21 @@ if ! docker_answers; then
 fi
 log "docker engine $(docker version --format '{{.Server.Version}}' 2>/dev/null) answers"
 
+# gVisor, when a setting names it (SANDBOX_RUNTIME or SANDBOX_RUNTIMES) or for the tests (--test:
+# the hostile corpus runs once more under it): Debian's runsc, registered with the engine.
+wants_runsc() {
+  [ "${1:-}" = --test ] && return 0
+  case ",${SANDBOX_RUNTIME:-},${SANDBOX_RUNTIMES:-}," in *,runsc,*) return 0 ;; esac
+  return 1
+}
+if wants_runsc "${1:-}"; then
+  if ! docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"runsc"'; then
+    command -v runsc >/dev/null || apt_install runsc || { log "runsc is missing; gVisor tenants cannot run"; exit 1; }
+    bash "$here/register-runsc.sh"
+  fi
+  log "gVisor (runsc) is registered with the engine"
+fi
+
 if [ "${SKIP_SANDBOX_BUILD:-0}" != 1 ]; then
   bash "$here/build.sh" --if-stale
 fi

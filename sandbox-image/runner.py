@@ -984,6 +984,7 @@ def supervise(job, channel, argv=None, deadline=None, sent=None):
                     f.write("1000")  # if memory runs out, the user's code goes first, not the runner
             except OSError:
                 pass
+            use_proxy(job.get("proxy"))
             if argv:
                 os.execv(argv[0], argv)
             else:
@@ -1364,6 +1365,18 @@ def message(obj):
     return struct.pack(">I", len(payload)) + payload
 
 
+def use_proxy(proxy):
+    """The egress proxy, with this execution's (or call's) credential: the only way out of the
+    sandbox's network (it has no DNS and no other route), for urllib, requests, pip. None: no proxy."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        if proxy:
+            os.environ[name] = proxy
+        else:
+            os.environ.pop(name, None)
+    for name in ("NO_PROXY", "no_proxy"):
+        os.environ.pop(name, None)
+
+
 def kernel_main():
     """The kernel (a context's child): one __main__ namespace for every call, each call's job read
     from KERNEL_JOB_FD and its report written to KERNEL_REPORT_FD. Between calls SIGINT is ignored;
@@ -1373,6 +1386,7 @@ def kernel_main():
         job = read_message(KERNEL_JOB_FD)
         if job is None:
             os._exit(0)
+        use_proxy(job.get("proxy"))  # each call's own credential, which expires with the call
         data, exit_code = run_cell(job, namespace, kernel=True)
         data["exit_code"] = exit_code
         write_all(KERNEL_REPORT_FD, message(data))

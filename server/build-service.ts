@@ -15,6 +15,7 @@ import { deploymentId, PackagesVolumes } from './packages/volume.js';
 import { dockerClient } from './sandbox/docker-client.js';
 import { DockerRuntime } from './sandbox/docker-runtime.js';
 import { DockerSandbox } from './sandbox/docker-sandbox.js';
+import { EgressGateway } from './egress/egress-gateway.js';
 import type { ContainerRuntime } from './sandbox/runtime.js';
 import type { SandboxHealth } from './sandbox/sandbox.js';
 import { Admission } from './tenancy/admission.js';
@@ -49,7 +50,7 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
   const volumes = new PackagesVolumes(config.packagesVolumePrefix, backend?.deployment ?? deploymentId(config));
   const sandbox = backend?.sandbox ?? new DockerSandbox(
     engine,
-    { image: config.sandboxImage, runtime: config.sandboxRuntime, instanceId: config.instanceId, volumeLabels: volumes.labels, preload: config.preloadModules },
+    { image: config.sandboxImage, instanceId: config.instanceId, volumeLabels: volumes.labels, preload: config.preloadModules },
     logger,
     { size: config.poolSize, maxProfiles: config.poolProfiles },
     metrics,
@@ -66,7 +67,17 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
   });
   metrics?.watch({ poolSize: () => sandbox.ready(), inFlight: () => admission.inFlight, queued: () => admission.queued });
   const history = backend?.history ?? new ExecutionHistory(config.executionRetentionS, config.executionRetentionMb * 1024 * 1024);
-  const deps: RunDeps = { config, sandbox, registry, admission, recorder: new Recorder(logger, history, metrics), logger, volumes };
+  const egressGateway = backend?.egress ?? new EgressGateway({
+    config,
+    engine,
+    logger,
+    metrics,
+    limitsOf: (tenant) => {
+      const limits = registry.find(tenant)?.limits;
+      return limits ? { egress: limits.egress, egressBytes: limits.egress_bytes } : null;
+    },
+  });
+  const deps: RunDeps = { config, sandbox, registry, admission, recorder: new Recorder(logger, history, metrics), logger, volumes, egressGateway };
   const workspaces = new WorkspaceStore(config.baseDir);
   const contexts = new ContextService(deps, volumes.deployment);
   const packages = new PackageService(deps);
@@ -109,6 +120,7 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
       registry.close();
       contexts.close();
       await sandbox.shutdown(force);
+      await egressGateway.close();
       await backend?.close();
     },
   };

@@ -1,8 +1,10 @@
 import { mkdtempSync, statSync } from 'node:fs';
+import { isIP } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseHostList, parseOriginList } from './host-origin.js';
 import { MAX_PRELOAD, MODULE_NAME } from './sandbox/container-spec.js';
+import { RUNTIMES, type Runtime } from './sandbox/oci-runtime.js';
 
 /**
  * Every setting, declared once: environment variable, description, default and a parser that
@@ -24,7 +26,9 @@ export class ConfigError extends Error {}
 /** The range of a value, as JSON Schema says it: settings parse with it, limit files validate with it. */
 export type Bounds =
   | { type: 'integer' | 'number'; minimum: number; maximum: number }
-  | { type: 'boolean' };
+  | { type: 'boolean' }
+  | { type: 'string'; enum: readonly string[] }
+  | { type: 'array'; maxItems: number; items: { type: 'string'; pattern: string } };
 
 /**
  * A setting that is the default of a tenant limit (`limit`: the limit's name in the tenants and
@@ -36,13 +40,34 @@ export interface LimitSetting<T> extends Setting<T> {
   bounds: Bounds;
 }
 
-function limitSetting<T extends number | boolean>(
+function limitSetting<T extends number | boolean | string | string[]>(
   limit: string,
   declared: Omit<Setting<T>, 'parse'>,
   bounds: Bounds,
 ): LimitSetting<T> {
-  const parse = (bounds.type === 'boolean' ? boolean : bounds.type === 'integer' ? integer(bounds.minimum, bounds.maximum) : decimal(bounds.minimum, bounds.maximum)) as (raw: string) => T;
-  return { ...declared, parse, limit, bounds };
+  return { ...declared, parse: parserOf(bounds) as (raw: string) => T, limit, bounds };
+}
+
+function parserOf(bounds: Bounds): (raw: string) => unknown {
+  switch (bounds.type) {
+    case 'boolean':
+      return boolean;
+    case 'integer':
+      return integer(bounds.minimum, bounds.maximum);
+    case 'number':
+      return decimal(bounds.minimum, bounds.maximum);
+    case 'string':
+      return oneOf(...bounds.enum);
+    case 'array':
+      return (raw: string) => {
+        const items = list(raw);
+        const pattern = new RegExp(bounds.items.pattern);
+        const bad = items.find((item) => !pattern.test(item));
+        if (bad !== undefined) throw new Error(`${JSON.stringify(bad)} is not a host name (a leading *. is allowed)`);
+        if (items.length > bounds.maxItems) throw new Error(`expected at most ${bounds.maxItems} entries`);
+        return items;
+      };
+  }
 }
 
 function boolean(raw: string): boolean {
@@ -70,9 +95,9 @@ function decimal(min: number, max: number) {
   };
 }
 
-function oneOf<T extends string>(...values: T[]) {
+function oneOf<T extends string>(...values: readonly T[]) {
   return (raw: string): T => {
-    if (!(values as string[]).includes(raw)) throw new Error(`expected one of ${values.join(', ')}`);
+    if (!(values as readonly string[]).includes(raw)) throw new Error(`expected one of ${values.join(', ')}`);
     return raw as T;
   };
 }
@@ -87,6 +112,26 @@ function list(raw: string): string[] {
 }
 
 const MiB = 1024 * 1024;
+
+/** A host name of an egress list: DNS labels, the last one starting with a letter (so no IP literal), maybe *. first. */
+export const EGRESS_HOST_PATTERN = '^(\\*\\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)*[a-z]([a-z0-9-]{0,61}[a-z0-9])?$';
+
+function parseResolve(raw: string): Record<string, string> {
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    throw new Error('expected a JSON object of names and addresses');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('expected a JSON object of names and addresses');
+  const pins: Record<string, string> = {};
+  for (const [name, address] of Object.entries(value)) {
+    if (!new RegExp(EGRESS_HOST_PATTERN).test(name) || name.startsWith('*')) throw new Error(`${JSON.stringify(name)} is not a host name`);
+    if (typeof address !== 'string' || isIP(address) === 0) throw new Error(`${name}: ${JSON.stringify(address)} is not an IP address`);
+    pins[name] = address;
+  }
+  return pins;
+}
 
 /** PEP 503: lowercase, runs of -_. as one -. */
 export function normalizePackageName(name: string): string {
@@ -215,12 +260,22 @@ export const settings = {
     default: 'run-python-code-sandbox:latest',
     parse: text,
   },
-  sandboxRuntime: {
+  sandboxRuntime: limitSetting<Runtime>('runtime', {
     env: 'SANDBOX_RUNTIME',
-    description: "OCI runtime for sandboxes, e.g. runsc for gVisor; empty uses the engine's default",
-    default: '',
-    parse: (raw: string) => raw.trim(),
-    show: "(the engine's default)",
+    description: 'Default runtime: the OCI runtime of a tenant\'s sandboxes, runc (namespaces on the host\'s kernel) or runsc (gVisor: a kernel of its own in user space)',
+    default: 'runc',
+    whenEmpty: 'runc',
+  }, { type: 'string', enum: RUNTIMES }),
+  sandboxRuntimes: {
+    env: 'SANDBOX_RUNTIMES',
+    description: 'Comma-separated runtimes tenants may use (the Docker proxy creates no other); a tenant limit naming another stops the load',
+    default: [] as Runtime[], // []: SANDBOX_RUNTIME alone, in loadConfig
+    parse: (raw: string) => {
+      const runtimes = list(raw).map(oneOf(...RUNTIMES));
+      if (runtimes.length === 0) throw new Error(`expected some of ${RUNTIMES.join(', ')}`);
+      return [...new Set(runtimes)];
+    },
+    show: 'SANDBOX_RUNTIME',
   },
   instanceId: {
     env: 'INSTANCE_ID',
@@ -449,6 +504,67 @@ export const settings = {
     whenEmpty: [] as string[],
     show: 'numpy,pandas,matplotlib.pyplot',
   },
+  egressAllow: limitSetting<string[]>('egress', {
+    env: 'EGRESS_ALLOW',
+    description: 'Default egress: comma-separated host names (a leading *. matches any subdomain) that executions may reach over HTTP(S) through the egress proxy; empty gives them no network at all',
+    default: [] as string[],
+    whenEmpty: [] as string[],
+    show: '(none: no network)',
+  }, { type: 'array', maxItems: 256, items: { type: 'string', pattern: EGRESS_HOST_PATTERN } }),
+  egressBytes: limitSetting<number>('egress_bytes', {
+    env: 'EGRESS_BYTES',
+    description: "Default egress_bytes: cap on the bytes one execution's connections through the egress proxy carry, both ways together; past it they are cut",
+    default: 64 * MiB,
+  }, { type: 'integer', minimum: 1024, maximum: 1024 * 1024 * MiB }),
+  egressPorts: {
+    env: 'EGRESS_PORTS',
+    description: 'Comma-separated TCP ports the egress proxy connects to',
+    default: [80, 443],
+    parse: (raw: string) => list(raw).map(integer(1, 65535)),
+    show: '80,443',
+  },
+  egressResolve: {
+    env: 'EGRESS_RESOLVE',
+    description: 'JSON object {"name": "address"}: names the egress proxy resolves to these addresses instead of asking DNS, and may reach even when private or loopback',
+    default: {} as Record<string, string>,
+    parse: parseResolve,
+    show: '{}',
+  },
+  egressNetwork: {
+    env: 'EGRESS_NETWORK',
+    description: 'Name of the internal Docker network (no way out but the egress proxy) that sandboxes with an egress list join; made when first needed',
+    default: 'run-python-code-egress',
+    parse: (raw: string) => {
+      if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(raw)) throw new Error('expected a Docker network name');
+      return raw;
+    },
+  },
+  egressProxyAddress: {
+    env: 'EGRESS_PROXY_ADDRESS',
+    description: "Address of a separate egress proxy on the egress network (docker-compose.yml's egress-proxy service), which also listens there; empty runs the proxy in the server, on the network's gateway",
+    default: '',
+    parse: (raw: string) => {
+      if (isIP(raw.trim()) !== 4) throw new Error('expected an IPv4 address');
+      return raw.trim();
+    },
+    show: '(none: in the server)',
+  },
+  egressSecret: {
+    env: 'EGRESS_SECRET',
+    description: 'Key that signs the per-execution proxy credentials, shared by the server and a separate egress proxy (at least 32 characters); empty: a new random one at each start',
+    default: '',
+    parse: (raw: string) => {
+      if (raw.length < 32) throw new Error('expected at least 32 characters');
+      return raw;
+    },
+    show: '(random)',
+  },
+  egressProxyPort: {
+    env: 'EGRESS_PROXY_PORT',
+    description: "TCP port the egress proxy listens on, at the egress network's gateway address only",
+    default: 3128,
+    parse: integer(1, 65535),
+  },
   allowInstall: limitSetting<boolean>('may_install', {
     env: 'ALLOW_INSTALL',
     description: 'Default may_install: whether tenants may install packages',
@@ -524,6 +640,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (result.receivingMaxBytes < result.tenantReceivingMaxBytes) {
     throw new ConfigError(`RECEIVING_MAX_BYTES (${result.receivingMaxBytes}) is below TENANT_RECEIVING_MAX_BYTES (${result.tenantReceivingMaxBytes})`);
+  }
+  if (result.sandboxRuntimes.length === 0) result.sandboxRuntimes = [result.sandboxRuntime];
+  if (!result.sandboxRuntimes.includes(result.sandboxRuntime)) {
+    throw new ConfigError(`SANDBOX_RUNTIME (${result.sandboxRuntime}) is not one of SANDBOX_RUNTIMES (${result.sandboxRuntimes.join(',')})`);
+  }
+  if (result.egressProxyAddress && !result.egressSecret) {
+    throw new ConfigError('EGRESS_PROXY_ADDRESS names a separate egress proxy: set EGRESS_SECRET, the same in both, so that it can check the credentials');
   }
   if (!result.redisUrl !== !result.databaseUrl) {
     throw new ConfigError('REDIS_URL and DATABASE_URL go together: set both for a distributed node, neither for the embedded server');

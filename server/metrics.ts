@@ -45,6 +45,18 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly egressConnections = new client.Counter({
+    name: 'rpc_egress_connections_total',
+    help: 'Connections through the egress proxy, allowed or refused, by reason',
+    labelNames: ['result', 'reason'],
+    registers: [this.registry],
+  });
+  readonly egressBytes = new client.Counter({
+    name: 'rpc_egress_bytes_total',
+    help: 'Bytes carried through the egress proxy, both ways',
+    registers: [this.registry],
+  });
+
   constructor() {
     client.collectDefaultMetrics({ register: this.registry, prefix: 'rpc_' });
   }

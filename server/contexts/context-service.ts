@@ -3,6 +3,7 @@ import type { ContextInfo, CreateContextRequest } from '../contract/contract.js'
 import { badRequest, gone, notFound, ServiceError, unavailable } from '../errors.js';
 import { limitsFor } from '../execution/limits.js';
 import type { Logger } from '../logger.js';
+import type { EgressDoors } from '../egress/egress-gateway.js';
 import type { PackagesVolumes } from '../packages/volume.js';
 import type { LostReason } from '../sandbox/protocol.js';
 import type { Sandbox, SandboxContext, SandboxLimits, SandboxOutcome } from '../sandbox/sandbox.js';
@@ -18,6 +19,7 @@ export interface ContextDeps {
   admission: Admission;
   logger: Logger;
   volumes: PackagesVolumes;
+  egressGateway: EgressDoors;
 }
 
 /** Who asks: the tenant, and a signal that aborts when the caller went away. */
@@ -87,7 +89,7 @@ export class ContextService {
   }
 
   async create(req: CreateContextRequest, ctx: Caller): Promise<ContextInfo> {
-    const { config, registry, sandbox, admission, volumes, logger } = this.deps;
+    const { config, registry, sandbox, admission, volumes, logger, egressGateway } = this.deps;
     if (this.closed) throw unavailable('The server is shutting down; retry on another instance or later');
     const { limits } = registry.get(ctx.tenant);
     const idleS = req.idle_timeout_s ?? limits.context_idle_s;
@@ -113,10 +115,12 @@ export class ContextService {
     this.starting.set(ctx.tenant, (this.starting.get(ctx.tenant) ?? 0) + 1);
     try {
       const id = this.ids.issue(ctx.tenant);
+      // A tenant with an egress list: the container joins the egress network now (its calls get their credentials).
+      const egressNetwork = limits.egress.length > 0 ? await egressGateway.network() : undefined;
       const box = await admission.run(
         ctx.tenant,
         limits.max_concurrent,
-        () => sandbox.openContext({ contextId: id, limits: sandboxLimits, packagesVolume: volumes.name(ctx.tenant) }),
+        () => sandbox.openContext({ contextId: id, limits: sandboxLimits, packagesVolume: volumes.name(ctx.tenant), egressNetwork }),
         ctx.signal,
       );
       if (this.closed || ctx.signal?.aborted) {

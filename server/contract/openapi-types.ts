@@ -652,6 +652,15 @@ export interface components {
             context_idle_s: number;
             /** @description The longest a context lives at all, used or not */
             context_max_s: number;
+            /**
+             * @description OCI runtime of the sandboxes: runc (namespaces on the host kernel) or runsc (gVisor, a user-space kernel)
+             * @enum {string}
+             */
+            runtime: "runc" | "runsc";
+            /** @description Host names (*.example.org: any subdomain) executions may reach over HTTP and HTTPS through the egress proxy; empty: no network at all */
+            egress: string[];
+            /** @description Cap on the bytes one execution's connections through the egress proxy carry, both ways together */
+            egress_bytes: number;
         };
         LimitsResponse: {
             tenant: string;

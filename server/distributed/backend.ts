@@ -5,7 +5,8 @@ import type { HealthResponse } from '../contract/contract.js';
 import type { Logger } from '../logger.js';
 import { PgHistory } from './pg-history.js';
 import { openDatabase } from './postgres.js';
-import { QueueSandbox } from './queue-sandbox.js';
+import { notDistributed, QueueSandbox } from './queue-sandbox.js';
+import type { EgressDoors } from '../egress/egress-gateway.js';
 import { RedisLimits } from './shared-limits.js';
 import type { SharedLimits } from '../tenancy/admission.js';
 import { WORKER_SEEN_MS, WORKERS_KEY, type WorkerPresence } from './redis.js';
@@ -21,6 +22,8 @@ export interface Backend {
   history?: PgHistory;
   /** API node: Redis, PostgreSQL and the workers, for GET /health. */
   health?(): Promise<Pick<HealthResponse, 'status' | 'redis' | 'postgres' | 'workers' | 'error'>>;
+  /** API node: egress lists refused (the network and proxy would belong with a worker's engine). */
+  egress?: EgressDoors;
   close(): Promise<void>;
 }
 
@@ -52,6 +55,11 @@ export async function apiBackend(config: Config, logger: Logger): Promise<Backen
     deployment: await deploymentOf(pool),
     sandbox,
     history,
+    egress: {
+      forExecution: () => Promise.reject(notDistributed('Egress allowlists')),
+      network: () => Promise.reject(notDistributed('Egress allowlists')),
+      close: async () => undefined,
+    },
     // A lease outlives the longest run (its queue wait, its timeout, a stalled retry) and no more.
     limits: new RedisLimits(sandbox.redis, (config.queueTimeoutS + config.maxTimeoutS + 2 * config.stalledS + 10) * 1000),
     async health() {

@@ -17,7 +17,7 @@ export interface QueueSandboxOptions {
 }
 
 /** What API and worker nodes do not do yet: each needs state on one worker's engine that the queue cannot route to. */
-const notDistributed = (what: string) =>
+export const notDistributed = (what: string) =>
   unavailable(`${what} are not offered by a distributed deployment (API and worker nodes) yet; use the embedded server (npm start without REDIS_URL) for them`);
 
 const lostRedis = () =>

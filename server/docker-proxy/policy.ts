@@ -1,5 +1,6 @@
+import type { Runtime } from '../sandbox/oci-runtime.js';
 import { DEPLOYMENT_LABEL, deploymentKey, depsVolumePattern, packagesVolumePattern } from '../packages/volume.js';
-import { DEPS_TARGET, LABEL, MAX_PRELOAD, MODULE_NAME, PRELOAD_ENV, SANDBOX_USER, SECCOMP_PROFILE } from '../sandbox/container-spec.js';
+import { DEPS_TARGET, hostPidsLimit, LABEL, MAX_PRELOAD, MODULE_NAME, NO_DNS, PRELOAD_ENV, SANDBOX_USER, securityOpt } from '../sandbox/container-spec.js';
 
 /**
  * What the Docker API proxy lets through: exactly the calls the server makes, and for container
@@ -11,11 +12,14 @@ import { DEPS_TARGET, LABEL, MAX_PRELOAD, MODULE_NAME, PRELOAD_ENV, SANDBOX_USER
  */
 export interface ProxyPolicy {
   sandboxImage: string;
-  /** OCI runtime sandboxes must use; empty means the engine's default (and no other). */
-  sandboxRuntime: string;
+  /** The default runtime, and the runtimes sandboxes may use (empty: the default alone). */
+  sandboxRuntime: Runtime;
+  sandboxRuntimes: Runtime[];
   packagesVolumePrefix: string;
   /** The one network other than `none` a container may join (install containers). */
   installNetwork: string;
+  /** The internal network of egress sandboxes: it may be made, inspected and removed, and joined with no DNS. */
+  egressNetwork: string;
   /** Upper bounds of a sandbox's caps, so that a sandbox cannot be made to take the host. */
   maxMemoryMb: number;
   maxPids: number;
@@ -26,6 +30,7 @@ export type Route =
   | { kind: 'forward'; target: string }
   | { kind: 'create-container'; target: string }
   | { kind: 'create-volume'; target: string }
+  | { kind: 'create-network'; target: string }
   /** A call on one container (by full id): allowed when that container is a sandbox (labelled as ours). */
   | { kind: 'container'; target: string; id: string; remove: boolean; attach: boolean }
   | { kind: 'refuse'; reason: string };
@@ -74,6 +79,9 @@ const rules: Rule[] = [
     query: [],
     route: (m, _q, p) => (depsVolumePattern(p.packagesVolumePrefix).test(safeDecode(m[1]!) ?? '') ? forward() : refuse('only a set of dependencies may be removed')),
   },
+  { method: 'POST', path: /^\/networks\/create$/, query: [], route: () => ({ kind: 'create-network' }) },
+  { method: 'GET', path: /^\/networks\/([^/]+)$/, query: [], route: (m, _q, p) => egressNetworkRoute(m[1]!, p) },
+  { method: 'DELETE', path: /^\/networks\/([^/]+)$/, query: [], route: (m, _q, p) => egressNetworkRoute(m[1]!, p) },
 ];
 
 /** Where a request goes: on (to `target`), checked further, or refused with the reason. */
@@ -120,6 +128,27 @@ export function checkVolumeCreate(body: unknown, policy: ProxyPolicy): string | 
   return key === deploymentKey(deployment)
     ? null
     : `body.Name must carry the key of its ${DEPLOYMENT_LABEL} label`;
+}
+
+/**
+ * Reason a network-create body is refused, or null for the egress network as the server makes it:
+ * internal (no route out), no traffic between its containers, labelled as ours, no driver options else.
+ */
+export function checkNetworkCreate(body: unknown, policy: ProxyPolicy): string | null {
+  return object(
+    {
+      Name: is(policy.egressNetwork),
+      CheckDuplicate: bool,
+      Internal: is(true),
+      Labels: labels,
+      Options: object({ 'com.docker.network.bridge.enable_icc': is('false') }, ['com.docker.network.bridge.enable_icc']),
+    },
+    ['Name', 'Internal', 'Labels', 'Options'],
+  )(body, 'body');
+}
+
+function egressNetworkRoute(name: string, policy: ProxyPolicy): Untargeted | Refusal {
+  return safeDecode(name) === policy.egressNetwork ? forward() : refuse(`only the egress network ${policy.egressNetwork} may be inspected or removed`);
 }
 
 function forward(): Untargeted {
@@ -299,22 +328,48 @@ const preloadVariable: Check = (v, at) => {
     : `${at} must be ${prefix} and up to ${MAX_PRELOAD} comma-separated module names`;
 };
 
+/** The runtimes the settings name: SANDBOX_RUNTIMES, or SANDBOX_RUNTIME alone. */
+export function allowedRuntimes(policy: Pick<ProxyPolicy, 'sandboxRuntime' | 'sandboxRuntimes'>): Runtime[] {
+  return policy.sandboxRuntimes.length > 0 ? policy.sandboxRuntimes : [policy.sandboxRuntime];
+}
+
+/**
+ * What depends on the runtime (container-spec.ts): the seccomp profile (runc: ours; gVisor: its
+ * own filter), the pids cap (gVisor's headroom for the Sentry's threads) and, under gVisor, the
+ * RLIMIT_NPROC that caps the code's processes, no higher than the proxy's maximum.
+ */
+function runtimeBound(policy: ProxyPolicy): Check {
+  return (v, at) => {
+    const h = v as { Runtime: Runtime; SecurityOpt: string[]; PidsLimit: number; Ulimits: { Name: string; Hard: number; Soft: number }[] };
+    const problem = exactly(securityOpt(h.Runtime))(h.SecurityOpt, `${at}.SecurityOpt`);
+    if (problem) return `${problem} under runtime ${h.Runtime}`;
+    const pids = whole(1, hostPidsLimit(h.Runtime, policy.maxPids), ` under runtime ${h.Runtime} (DOCKER_PROXY_MAX_PIDS)`)(h.PidsLimit, `${at}.PidsLimit`);
+    if (pids) return pids;
+    const nproc = h.Ulimits.find((u) => u.Name === 'nproc');
+    if (h.Runtime !== 'runsc') return nproc ? `${at}.Ulimits: nproc is for runsc only` : null;
+    return nproc && nproc.Hard <= policy.maxPids && nproc.Soft === nproc.Hard
+      ? null
+      : `${at}.Ulimits must hold nproc (Soft = Hard, at most DOCKER_PROXY_MAX_PIDS) under runsc`;
+  };
+}
+
 function containerCreate(policy: ProxyPolicy): Check {
   // tmpfs and shm pages are charged to the memory cap, so this one bound holds them too.
   const memory = whole(1, policy.maxMemoryMb * 1024 * 1024, ' (DOCKER_PROXY_MAX_MEMORY_MB)');
   const hostConfig = all(
     object(
       {
-        NetworkMode: oneOf('none', policy.installNetwork),
+        NetworkMode: oneOf('none', policy.installNetwork, policy.egressNetwork),
+        Dns: exactly([NO_DNS]),
         ReadonlyRootfs: is(true),
         CapDrop: exactly(['ALL']),
-        SecurityOpt: exactly(['no-new-privileges', `seccomp=${SECCOMP_PROFILE}`]),
+        SecurityOpt: list(text(/^(no-new-privileges|seccomp=.*)$/s, 'no-new-privileges or seccomp'), 1, 2),
         Privileged: is(false),
         Memory: memory,
         MemorySwap: memory,
         NanoCpus: whole(1),
-        PidsLimit: whole(1, policy.maxPids, ' (DOCKER_PROXY_MAX_PIDS)'),
-        Ulimits: list(object({ Name: oneOf('nofile', 'core'), Soft: whole(0, 1 << 20), Hard: whole(0, 1 << 20) }, ['Name', 'Soft', 'Hard'])),
+        PidsLimit: whole(1),
+        Ulimits: list(object({ Name: oneOf('nofile', 'core', 'nproc'), Soft: whole(0, 1 << 20), Hard: whole(0, 1 << 20) }, ['Name', 'Soft', 'Hard'])),
         Tmpfs: map(oneOf('/workspace', '/tmp', '/wheelhouse', '/scratch'), tmpfsOptions),
         Mounts: all(list(sandboxMount(policy), 0, 2), (v, at) => {
           const [first, second] = (v as { Target: string }[]).map((m) => m.Target);
@@ -325,16 +380,23 @@ function containerCreate(policy: ProxyPolicy): Check {
         IpcMode: is('private'),
         LogConfig: object({ Type: is('none'), Config: object({}) }, ['Type']),
         AutoRemove: bool,
-        Runtime: policy.sandboxRuntime ? is(policy.sandboxRuntime) : () => 'HostConfig.Runtime is not allowed: sandboxes use the default runtime',
+        Runtime: oneOf(...allowedRuntimes(policy)),
       },
       [
         ...['NetworkMode', 'ReadonlyRootfs', 'CapDrop', 'SecurityOpt', 'Memory', 'MemorySwap', 'NanoCpus', 'PidsLimit'],
-        ...['Ulimits', 'Tmpfs', 'Mounts', 'ShmSize', 'IpcMode', 'LogConfig', ...(policy.sandboxRuntime ? ['Runtime'] : [])],
+        ...['Ulimits', 'Tmpfs', 'Mounts', 'ShmSize', 'IpcMode', 'LogConfig', 'Runtime'],
       ],
     ),
     (v, at) => {
       const h = v as Record<string, unknown>;
       return h.MemorySwap === h.Memory ? null : `${at}.MemorySwap must equal Memory (no swap)`;
+    },
+    runtimeBound(policy),
+    (v, at) => {
+      const h = v as { NetworkMode: string; Dns?: unknown };
+      const egress = h.NetworkMode === policy.egressNetwork;
+      if (egress && h.Dns === undefined) return `${at}.Dns is required on the egress network (the sandbox gets no DNS)`;
+      return !egress && h.Dns !== undefined ? `${at}.Dns is for the egress network only` : null;
     },
   );
   return object(

@@ -3,7 +3,7 @@ import { pipeline, type Duplex } from 'node:stream';
 import type { Logger } from '../logger.js';
 import { hostAllowed } from '../host-origin.js';
 import { LABEL } from '../sandbox/container-spec.js';
-import { checkContainerCreate, checkVolumeCreate, routeRequest, type Admitted, type ProxyPolicy } from './policy.js';
+import { checkContainerCreate, checkNetworkCreate, checkVolumeCreate, routeRequest, type Admitted, type ProxyPolicy } from './policy.js';
 
 export interface DockerProxyOptions {
   /** The engine's socket, the only way to it. */
@@ -54,6 +54,7 @@ export function createDockerProxy(options: DockerProxyOptions): http.Server {
         await sandboxes.mustBeSandbox(route.id);
         return EMPTY;
       case 'create-container':
+      case 'create-network':
       case 'create-volume': {
         let parsed: unknown;
         try {
@@ -61,7 +62,8 @@ export function createDockerProxy(options: DockerProxyOptions): http.Server {
         } catch {
           throw new Refused(400, 'the body must be JSON');
         }
-        const problem = route.kind === 'create-container' ? checkContainerCreate(parsed, policy) : checkVolumeCreate(parsed, policy);
+        const check = { 'create-container': checkContainerCreate, 'create-network': checkNetworkCreate, 'create-volume': checkVolumeCreate }[route.kind];
+        const problem = check(parsed, policy);
         if (problem) throw new Refused(403, problem);
         // Written anew: Go's decoder reads duplicate keys differently from JSON.parse (a second
         // "HostConfig" would be merged into the first, not replace it).

@@ -47,7 +47,9 @@ export const proxySettings = {
   },
   sandboxImage: settings.sandboxImage,
   sandboxRuntime: settings.sandboxRuntime,
+  sandboxRuntimes: settings.sandboxRuntimes,
   packagesVolumePrefix: settings.packagesVolumePrefix,
   installNetwork: settings.installNetwork,
+  egressNetwork: settings.egressNetwork,
   logLevel: settings.logLevel,
 } satisfies Record<string, Setting<unknown>>;

@@ -15,6 +15,8 @@ import type { ExecutionContext, RunDeps } from './run-deps.js';
 export interface Budget {
   limits: SandboxLimits;
   maxConcurrent: number;
+  /** The tenant has an egress list: its container joins the egress network. */
+  egress: boolean;
 }
 
 
@@ -88,7 +90,11 @@ export class ExecutionService {
       throw badRequest('memory_mb cannot be given with context_id: a context keeps the memory cap it was created with (POST /contexts)');
     }
     const tenant = this.deps.registry.get(ctx.tenant);
-    return { limits: limitsFor(this.deps.config, tenant.limits, requested), maxConcurrent: tenant.limits.max_concurrent };
+    return {
+      limits: limitsFor(this.deps.config, tenant.limits, requested),
+      maxConcurrent: tenant.limits.max_concurrent,
+      egress: tenant.limits.egress.length > 0,
+    };
   }
 
   execute(req: ExecuteRequest, ctx: ExecutionContext): Promise<ExecutionResponse> {
@@ -138,21 +144,23 @@ export class ExecutionService {
 
   private async run(
     what: Work,
-    { limits, maxConcurrent }: Budget,
+    { limits, maxConcurrent, egress }: Budget,
     ctx: ExecutionContext,
     context?: { box: SandboxContext; endedWhy: () => string | null },
     depsVolume?: string,
   ): Promise<{ response: ExecutionResponse; outcome: SandboxOutcome }> {
     const box = context?.box;
-    const { sandbox, admission, recorder, logger, volumes } = this.deps;
+    const { sandbox, admission, recorder, logger, volumes, egressGateway } = this.deps;
     const workspace = await this.workspaces.for(ctx.tenant);
     const caps = workspaceCaps(limits);
     const { outcome, refused } = await admission.run(ctx.tenant, maxConcurrent, async () => {
       logger.debug('execution starting', { execution_id: ctx.executionId, endpoint: ctx.endpoint, tenant: ctx.tenant, ...what });
+      const door = egress ? await egressGateway.forExecution(ctx.tenant, ctx.executionId, limits.timeoutS) : undefined;
       const staged = await workspace.stage();
       try {
         const job = {
           ...what,
+          egress: door,
           executionId: ctx.executionId,
           workspace: await workspace.snapshot(caps),
           changes: staged,

@@ -25,6 +25,7 @@ export function limitsFor(config: Config, tenant: TenantLimits, requested: Reque
     throw tooLarge(`code is ${Buffer.byteLength(code)} bytes, above this tenant's limit of ${tenant.max_code_bytes} (max_code_bytes)`);
   }
   return {
+    runtime: tenant.runtime,
     timeoutS: timeout ?? Math.min(config.defaultTimeoutS, tenant.max_timeout_s),
     memoryMb: memoryMb ?? tenant.memory_mb,
     cpus: tenant.cpus,

@@ -1,5 +1,6 @@
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
+import type { EgressDoors } from '../egress/egress-gateway.js';
 import type { PackagesVolumes } from '../packages/volume.js';
 import type { OutputSink, Sandbox } from '../sandbox/sandbox.js';
 import type { Admission } from '../tenancy/admission.js';
@@ -28,4 +29,6 @@ export interface RunDeps {
   logger: Logger;
   /** The names of this deployment's packages volumes. */
   volumes: PackagesVolumes;
+  /** The egress network and proxy, for tenants with an egress list. */
+  egressGateway: EgressDoors;
 }

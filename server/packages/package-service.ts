@@ -6,6 +6,7 @@ import { forbidden, unavailable } from '../errors.js';
 import { toEnvelope } from '../execution/envelope.js';
 import { limitsFor } from '../execution/limits.js';
 import type { ExecutionContext, RunDeps } from '../execution/run-deps.js';
+import type { Runtime } from '../sandbox/oci-runtime.js';
 import type { ChangesSink, SandboxFile, SandboxJob, SandboxLimits, SandboxOutcome } from '../sandbox/sandbox.js';
 import { parseRequirement, type Requirement } from './requirement.js';
 import { listRefusal, pinsOf, resolutionRefusal, type PackageLists } from './resolution.js';
@@ -45,6 +46,27 @@ const SCRATCH_SLACK = { mb: 64, inodes: 1000 };
  *   installed into the volume only when they fit PACKAGES_MAX_MB and PACKAGES_MAX_FILES.
  * With a wheelhouse neither container gets a network.
  */
+/**
+ * The runtime of a tenant's install containers. gVisor is registered with --network=none (its
+ * network stack off), so an install that downloads from an index runs under runc, the tenant's
+ * executions staying under gVisor; with a wheelhouse (no network) installs run under gVisor too.
+ */
+/** Installs from a wheelhouse need no network; from an index they get INSTALL_NETWORK. */
+function installNetwork(config: Config): string {
+  return config.wheelhouseDir ? 'none' : config.installNetwork;
+}
+
+function installRuntime(config: Config, runtime: Runtime, network: string): Runtime {
+  if (runtime !== 'runsc' || network === 'none') return runtime;
+  if (!config.sandboxRuntimes.includes('runc')) {
+    throw unavailable(
+      'Installs from a package index need a network, which gVisor sandboxes (runsc, registered with --network=none) do not have, ' +
+        'and SANDBOX_RUNTIMES does not allow runc for them: set WHEELHOUSE_DIR (installs without a network run under gVisor) or add runc to SANDBOX_RUNTIMES',
+    );
+  }
+  return 'runc';
+}
+
 export class PackageService {
   private readonly queues = new Map<string, Promise<unknown>>();
 
@@ -98,7 +120,9 @@ export class PackageService {
 
   /** The caps of an install container: the tenant's, with the install timeout. */
   installLimits(tenant: string): SandboxLimits {
-    return { ...limitsFor(this.deps.config, this.deps.registry.get(tenant).limits), timeoutS: this.deps.config.installTimeoutS };
+    const { config: c, registry } = this.deps;
+    const limits = registry.get(tenant).limits;
+    return { ...limitsFor(c, limits), timeoutS: c.installTimeoutS, runtime: installRuntime(c, limits.runtime, installNetwork(c)) };
   }
 
   private async runInstall(
@@ -138,6 +162,7 @@ export class PackageService {
     const { config: c, registry, admission, sandbox } = this.deps;
     const tenant = registry.get(ctx.tenant).limits;
     const wheelhouse = c.wheelhouseDir ? await readWheelhouse(c.wheelhouseDir) : [];
+    const network = installNetwork(c);
     const limits = this.installLimits(ctx.tenant);
     const install = {
       upgrade: what.upgrade,
@@ -150,7 +175,7 @@ export class PackageService {
       workspace: { files: [], dirs: [] },
       wheelhouse,
       packagesVolume: volume,
-      network: c.wheelhouseDir ? 'none' : c.installNetwork,
+      network,
       limits,
       ...over,
     });

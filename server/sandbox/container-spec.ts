@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type Docker from 'dockerode';
 import { projectRoot } from '../project.js';
+import type { Runtime } from './oci-runtime.js';
 import type { SandboxLimits, Scratch } from './sandbox.js';
 
 /** uid:gid of the `sandbox` user baked into the image (sandbox-image/Dockerfile). */
@@ -16,7 +17,25 @@ export const EXECUTION_LABEL = 'run-python-code.execution';
  * first), and namespaces, mounts, tracing and the kernel's own controls. Sent inline, like the CLI does.
  */
 export const SECCOMP_PROFILE = JSON.stringify(JSON.parse(readFileSync(path.join(projectRoot, 'sandbox-image', 'seccomp.json'), 'utf8')));
-const SECURITY_OPT = ['no-new-privileges', `seccomp=${SECCOMP_PROFILE}`];
+/**
+ * Under gVisor the code's system calls never reach the host kernel: the Sentry implements them,
+ * and runs itself under gVisor's own seccomp filter. runsc applies an OCI seccomp profile only with
+ * --oci-seccomp, which in Debian's build breaks threads; so a gVisor sandbox is sent none.
+ */
+export function securityOpt(runtime: Runtime): string[] {
+  return runtime === 'runsc' ? ['no-new-privileges'] : ['no-new-privileges', `seccomp=${SECCOMP_PROFILE}`];
+}
+
+/**
+ * The host's pids cap of a sandbox. Under gVisor the code's processes are tasks of the Sentry, not
+ * host processes, while the Sentry's own threads count: measured here, ~40 idle and ~530 with 127
+ * processes; at the cap the Sentry dies without a word. So the host cap gets headroom, and the
+ * code's cap is RLIMIT_NPROC, which gVisor holds per sandbox (under runc it would count the uid's
+ * processes across all containers, so runc keeps the cgroup cap alone).
+ */
+export function hostPidsLimit(runtime: Runtime, pids: number): number {
+  return runtime === 'runsc' ? 6 * pids + 256 : pids;
+}
 
 /**
  * The one variable a sandbox's environment may gain (the image sets the rest): the modules its
@@ -24,6 +43,8 @@ const SECURITY_OPT = ['no-new-privileges', `seccomp=${SECCOMP_PROFILE}`];
  * as the settings and the Docker proxy check them.
  */
 export const PRELOAD_ENV = 'RUNNER_PRELOAD';
+/** The one DNS server an egress sandbox is given: its own loopback, where nothing answers. */
+export const NO_DNS = '127.0.0.1';
 export const MODULE_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,99}(\.[A-Za-z_][A-Za-z0-9_]{0,99}){0,9}$/;
 export const MAX_PRELOAD = 32;
 /** Where an execution's declared dependencies are mounted (sandbox-image/runner.py, DEPENDENCIES). */
@@ -31,7 +52,6 @@ export const DEPS_TARGET = '/opt/deps';
 
 export interface SpecInput {
   image: string;
-  runtime: string;
   instanceId: string;
   executionId: string;
   limits: SandboxLimits;
@@ -39,8 +59,10 @@ export interface SpecInput {
   packagesWritable?: boolean;
   /** A set of declared dependencies, read-only at /opt/deps (executions that declare them). */
   depsVolume?: string;
-  /** Only install containers get a network other than `none`. */
+  /** Only install containers and egress executions get a network other than `none`. */
   network?: string;
+  /** On the egress network: no DNS (the embedded resolver's only upstream is the container's own loopback); the proxy resolves. */
+  egress?: boolean;
   /** Size of a /wheelhouse tmpfs, for installs from an operator's wheels. */
   wheelhouseMb?: number;
   /** A size- and inode-capped /scratch tmpfs, for installs. */
@@ -81,17 +103,19 @@ export function containerSpec(input: SpecInput): Docker.ContainerCreateOptions {
     ...(preload.length > 0 ? { Env: [`${PRELOAD_ENV}=${preload.join(',')}`] } : {}),
     HostConfig: {
       NetworkMode: network,
+      ...(input.egress ? { Dns: [NO_DNS] } : {}),
       ReadonlyRootfs: true,
       CapDrop: ['ALL'],
-      SecurityOpt: [...SECURITY_OPT],
+      SecurityOpt: securityOpt(limits.runtime),
       Privileged: false,
       Memory: memory,
       MemorySwap: memory,
       NanoCpus: Math.round(limits.cpus * 1e9),
-      PidsLimit: limits.pids,
+      PidsLimit: hostPidsLimit(limits.runtime, limits.pids),
       Ulimits: [
         { Name: 'nofile', Soft: limits.nofile, Hard: limits.nofile },
         { Name: 'core', Soft: 0, Hard: 0 },
+        ...(limits.runtime === 'runsc' ? [{ Name: 'nproc', Soft: limits.pids, Hard: limits.pids }] : []),
       ],
       Tmpfs: {
         // nr_inodes (one is the root): the kernel holds the workspace to its file count, not only its size.
@@ -110,7 +134,7 @@ export function containerSpec(input: SpecInput): Docker.ContainerCreateOptions {
       IpcMode: 'private',
       LogConfig: { Type: 'none', Config: {} },
       AutoRemove: false,
-      ...(input.runtime ? { Runtime: input.runtime } : {}),
+      Runtime: limits.runtime,
     },
   };
 }

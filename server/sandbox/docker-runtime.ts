@@ -112,6 +112,42 @@ export class DockerRuntime implements ContainerRuntime {
     });
   }
 
+  ensureInternalNetwork(name: string, labels: Record<string, string>): Promise<{ gateway: string; created: boolean }> {
+    return this.call(async () => {
+      const network = this.docker.getNetwork(name);
+      let created = false;
+      let info = (await network.inspect().catch((err: { statusCode?: number }) => {
+        if (err.statusCode !== 404) throw err;
+        return null;
+      })) as Docker.NetworkInspectInfo | null;
+      if (!info) {
+        await this.docker.createNetwork({
+          Name: name,
+          CheckDuplicate: true,
+          Internal: true,
+          Labels: labels,
+          // No container of it may reach another (each tenant's executions share it).
+          Options: { 'com.docker.network.bridge.enable_icc': 'false' },
+        });
+        created = true;
+        info = (await network.inspect()) as Docker.NetworkInspectInfo;
+      }
+      const gateway = info.IPAM?.Config?.find((c) => c.Gateway && !c.Gateway.includes(':'))?.Gateway;
+      if (!info.Internal || !gateway) {
+        throw new EngineError('refused', `Docker network ${name} exists but is not an internal network with an IPv4 gateway: remove it or name another in EGRESS_NETWORK`);
+      }
+      return { gateway, created };
+    });
+  }
+
+  removeNetwork(name: string): Promise<void> {
+    return this.call(async () => {
+      await this.docker.getNetwork(name).remove().catch((err: { statusCode?: number }) => {
+        if (err.statusCode !== 404) throw err;
+      });
+    });
+  }
+
   version(): Promise<string> {
     return this.call(async () => (await this.docker.version()).Version);
   }
@@ -125,6 +161,7 @@ export class DockerRuntime implements ContainerRuntime {
     try {
       return await work();
     } catch (err) {
+      if (err instanceof EngineError) throw err;
       throw this.explain(err, image);
     }
   }

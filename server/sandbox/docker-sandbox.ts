@@ -10,8 +10,6 @@ import { WarmPool } from './warm-pool.js';
 
 export interface DockerSandboxOptions {
   image: string;
-  /** OCI runtime of the sandboxes (runsc for gVisor); empty is the engine's default. */
-  runtime: string;
   instanceId: string;
   /**
    * Labels that say a volume is this server's: volumes it makes get them, and one that already
@@ -159,8 +157,10 @@ export class DockerSandbox implements Sandbox {
    */
   openContext(spec: ContextSpec): Promise<SandboxContext> {
     return this.track(async () => {
-      const { contextId, limits, packagesVolume } = spec;
-      const prepared = await this.prepare({ ...this.options, executionId: contextId, limits, packagesVolume, preload: [] });
+      const { contextId, limits, packagesVolume, egressNetwork } = spec;
+      const prepared = await this.prepare({
+        ...this.options, executionId: contextId, limits, packagesVolume, preload: [], network: egressNetwork, egress: egressNetwork !== undefined,
+      });
       const call = (job: SandboxJob) =>
         this.track(async () => {
           this.running.set(job.executionId, prepared.id);
@@ -196,7 +196,8 @@ export class DockerSandbox implements Sandbox {
       packagesVolume: job.packagesVolume,
       packagesWritable: job.packagesWritable,
       depsVolume: job.depsVolume,
-      network: job.network,
+      network: job.egress?.network ?? job.network,
+      egress: job.egress !== undefined,
       scratch: job.scratch,
       wheelhouseMb: job.wheelhouse?.length
         ? Math.ceil(job.wheelhouse.reduce((n, f) => n + f.data.length, 0) / 1024 / 1024) + 1

@@ -63,6 +63,7 @@ export function runnerJob(job: SandboxJob): RunnerJob {
     max_outputs: limits.maxOutputs,
     outputs_limit: limits.outputsBytes,
     interrupt_grace_s: job.interruptGraceS,
+    proxy: job.egress?.proxy,
   };
 }
 

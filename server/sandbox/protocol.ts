@@ -89,6 +89,8 @@ export interface RunnerJob {
   outputs_limit: number;
   /** Context calls: how long the kernel has, once interrupted at the timeout, to come back with its report. */
   interrupt_grace_s?: number;
+  /** The egress proxy's URL with this execution's credential, set as HTTP(S)_PROXY for the code; absent: no network at all. */
+  proxy?: string;
 }
 
 /** One thing the code showed: data is base64 for images, text otherwise. */

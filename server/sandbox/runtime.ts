@@ -49,6 +49,13 @@ export interface ContainerRuntime {
   createVolume(name: string, labels: Record<string, string>): Promise<Record<string, string>>;
   /** Removes a named volume; one that is gone already is not an error (one in use is). */
   removeVolume(name: string): Promise<void>;
+  /**
+   * Makes (or finds) the internal network egress sandboxes join: no route out, no traffic between
+   * its containers. Resolves to its gateway address, the host's end, where the egress proxy listens.
+   */
+  ensureInternalNetwork(name: string, labels: Record<string, string>): Promise<{ gateway: string; created: boolean }>;
+  /** Removes a network; one that is gone is not an error. */
+  removeNetwork(name: string): Promise<void>;
   /** The engine's version; the cheapest call that proves it answers. */
   version(): Promise<string>;
   /** The labels of an image. */

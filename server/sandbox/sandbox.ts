@@ -1,3 +1,4 @@
+import type { Runtime } from './oci-runtime.js';
 import type { JobMode, RunnerReport } from './protocol.js';
 
 /** A file crossing the sandbox boundary (as tar), by its workspace-relative path, held in memory (small files only). */
@@ -51,6 +52,8 @@ export interface FileChanges {
 
 /** The caps one execution runs under. */
 export interface SandboxLimits {
+  /** The OCI runtime: runc, or runsc (gVisor). */
+  runtime: Runtime;
   timeoutS: number;
   memoryMb: number;
   cpus: number;
@@ -95,8 +98,10 @@ export interface SandboxJob {
   packagesWritable?: boolean;
   /** The volume of the execution's declared dependencies (a set installed for it), mounted read-only at /opt/deps. */
   depsVolume?: string;
-  /** Docker network for the container; executions always get `none`. */
+  /** Docker network for the container; executions get `none` unless they have `egress`. */
   network?: string;
+  /** An execution of a tenant with an egress list: its container joins the internal egress network, the proxy URL is its only way out. */
+  egress?: { network: string; proxy: string };
   /** A tmpfs at /scratch of this size and inode count, added on top of the memory cap. */
   scratch?: Scratch;
   limits: SandboxLimits;
@@ -155,6 +160,8 @@ export interface ContextSpec {
   contextId: string;
   limits: SandboxLimits;
   packagesVolume: string;
+  /** The egress network, for a tenant with an egress list: each call then gets its own proxy credential. */
+  egressNetwork?: string;
 }
 
 /** A context's container, its kernel started: calls run in it one at a time (the caller sees to that). */

@@ -12,15 +12,15 @@ export interface Prepared {
 
 /** What makes two containers interchangeable: everything fixed at creation. Per-job values are not. */
 export type Profile = Omit<SpecInput, 'executionId' | 'limits'> & {
-  limits: Pick<SpecInput['limits'], 'memoryMb' | 'cpus' | 'pids' | 'workspaceMb' | 'tmpMb' | 'nofile'>;
+  limits: Pick<SpecInput['limits'], 'runtime' | 'memoryMb' | 'cpus' | 'pids' | 'workspaceMb' | 'tmpMb' | 'nofile'>;
 };
 
 export function profileOf(spec: SpecInput): Profile {
-  const { memoryMb, cpus, pids, workspaceMb, tmpMb, nofile } = spec.limits;
-  const { image, runtime, instanceId, packagesVolume, packagesWritable, network, wheelhouseMb, scratch, preload } = spec;
+  const { runtime, memoryMb, cpus, pids, workspaceMb, tmpMb, nofile } = spec.limits;
+  const { image, instanceId, packagesVolume, packagesWritable, network, egress, wheelhouseMb, scratch, preload } = spec;
   return {
-    image, runtime, instanceId, packagesVolume, packagesWritable, network, wheelhouseMb, scratch, preload,
-    limits: { memoryMb, cpus, pids, workspaceMb, tmpMb, nofile },
+    image, instanceId, packagesVolume, packagesWritable, network, egress: egress ?? false, wheelhouseMb, scratch, preload,
+    limits: { runtime, memoryMb, cpus, pids, workspaceMb, tmpMb, nofile },
   };
 }
 

@@ -105,12 +105,25 @@ export function loadTenants(config: Config): Map<string, Tenant> {
   for (const [id, entry] of Object.entries(tenantsFile.tenants ?? {})) {
     add(id, entry.keys.map((k) => Buffer.from(k.replace(/^sha256:/, ''), 'hex')), entry.limits);
   }
+  for (const tenant of tenants.values()) checkRuntime(config, tenant);
   if (tenants.size === 0) {
     // A tenants file that names nobody (emptied, or caught half-saved) must never open the server.
     if (config.tenantsFile) throw new RegistryError(`${config.tenantsFile}: no tenants with keys`);
     add(DEFAULT_TENANT, []);
   }
   return tenants;
+}
+
+/** A tenant's runtime must be one the settings name (the Docker proxy creates no other), and gVisor has no network. */
+function checkRuntime(config: Config, { id, limits }: Tenant): void {
+  if (!config.sandboxRuntimes.includes(limits.runtime)) {
+    throw new RegistryError(`tenant ${id}: runtime ${limits.runtime} is not one of SANDBOX_RUNTIMES (${config.sandboxRuntimes.join(',')})`);
+  }
+  if (limits.runtime === 'runsc' && limits.egress.length > 0) {
+    throw new RegistryError(
+      `tenant ${id}: egress needs runtime runc: runsc is registered with --network=none, so a gVisor sandbox has no network to reach the egress proxy`,
+    );
+  }
 }
 
 function needsKeys(tenants: Map<string, Tenant>): boolean {
@@ -151,6 +164,11 @@ export class TenantRegistry {
 
   all(): Tenant[] {
     return [...this.tenants.values()];
+  }
+
+  /** The tenant as configured now, or undefined when it is not (any more). */
+  find(id: string): Tenant | undefined {
+    return this.tenants.get(id);
   }
 
   get(id: string): Tenant {

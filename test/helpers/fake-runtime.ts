@@ -197,6 +197,15 @@ export class FakeRuntime implements ContainerRuntime {
     this.volumes.delete(name);
   }
 
+  async ensureInternalNetwork(name: string): Promise<{ gateway: string; created: boolean }> {
+    this.record(`network ${name}`);
+    return { gateway: '127.0.0.1', created: true };
+  }
+
+  async removeNetwork(name: string): Promise<void> {
+    this.record(`remove-network ${name}`);
+  }
+
   async version(): Promise<string> {
     return '20.10.24-fake';
   }

@@ -48,6 +48,7 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
     BASE_DIR: mkdtempSync(path.join(os.tmpdir(), 'rpc-test-')),
     INSTANCE_ID: instanceId,
     PACKAGES_VOLUME_PREFIX: `rpc-${instanceId}-`,
+    EGRESS_NETWORK: `rpc-egress-${instanceId}`,
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'error',
     PORT: '0',
     POOL_SIZE: '0',

@@ -22,7 +22,7 @@ const SANDBOX_IMAGE = loadConfig({ ...process.env, BASE_DIR: os.tmpdir() }).sand
 /** The packages volumes of every server and call here (the proxy allows this prefix only). */
 const PREFIX = `rpc-test-proxy-${process.pid}-`;
 const volume = new PackagesVolumes(PREFIX, `proxy-${process.pid}`);
-const POLICY = { sandboxImage: SANDBOX_IMAGE, sandboxRuntime: '', packagesVolumePrefix: PREFIX, installNetwork: 'bridge', maxMemoryMb: 16384, maxPids: 4096 };
+const POLICY = { sandboxImage: SANDBOX_IMAGE, sandboxRuntime: 'runc' as const, sandboxRuntimes: [], packagesVolumePrefix: PREFIX, installNetwork: 'bridge', egressNetwork: 'run-python-code-egress', maxMemoryMb: 16384, maxPids: 4096 };
 
 describe('the Docker API proxy, in front of the real engine', () => {
   let proxy: http.Server;
@@ -257,10 +257,9 @@ describe('the Docker API proxy, in front of the real engine', () => {
 function sandboxSpec(executionId: string, packagesVolume: string) {
   return containerSpec({
     image: SANDBOX_IMAGE,
-    runtime: '',
     instanceId: `test-proxy-${process.pid}`,
     executionId,
-    limits: { timeoutS: 5, memoryMb: 64, cpus: 0.5, pids: 16, outputBytes: 1000, workspaceMb: 1, tmpMb: 1, nofile: 64, maxFiles: 10, maxOutputs: 16, outputsBytes: 1 << 20 },
+    limits: { runtime: 'runc' as const, timeoutS: 5, memoryMb: 64, cpus: 0.5, pids: 16, outputBytes: 1000, workspaceMb: 1, tmpMb: 1, nofile: 64, maxFiles: 10, maxOutputs: 16, outputsBytes: 1 << 20 },
     packagesVolume,
   });
 }

@@ -222,12 +222,12 @@ describe('the sandbox cannot run: HTTP 503 telling the operator what to do', () 
 });
 
 describe('an engine that refuses the sandbox', () => {
-  it('an unknown runtime is a 503 that quotes Docker, with nothing left behind', async () => {
-    const server = await startServer({ SANDBOX_RUNTIME: 'no-such-runtime' });
+  it('caps the engine cannot give (more CPUs than the host has) are a 503 that quotes Docker, with nothing left behind', async () => {
+    const server = await startServer({ SANDBOX_CPUS: '1024' });
     try {
       const run = await server.post('/execute', { code: 'print(1)' });
       assert.equal(run.status, 503);
-      assertFailure(run.body, /^Docker could not run the sandbox: .*no-such-runtime/);
+      assertFailure(run.body, /^Docker could not run the sandbox: .*CPUs/);
     } finally {
       await server.close();
     }

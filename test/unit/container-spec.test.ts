@@ -2,12 +2,11 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { containerSpec, SECCOMP_PROFILE } from '../../server/sandbox/container-spec.js';
 
-const limits = { timeoutS: 5, memoryMb: 256, cpus: 0.5, pids: 64, outputBytes: 1000, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10, maxOutputs: 16, outputsBytes: 1 << 20 };
+const limits = { runtime: 'runc' as const, timeoutS: 5, memoryMb: 256, cpus: 0.5, pids: 64, outputBytes: 1000, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10, maxOutputs: 16, outputsBytes: 1 << 20 };
 
 describe('containerSpec: the caps of every sandbox container', () => {
   const spec = containerSpec({
     image: 'img:1',
-    runtime: '',
     instanceId: 'host-8083',
     executionId: 'e1',
     limits,
@@ -45,7 +44,7 @@ describe('containerSpec: the caps of every sandbox container', () => {
     assert.match(host.Tmpfs?.['/workspace'] ?? '', /nosuid,nodev/);
   });
 
-  it('labelled for clean-up, input on stdin, no runtime override by default', () => {
+  it('labelled for clean-up, input on stdin, the runtime named (runc by default)', () => {
     assert.deepEqual(spec.Labels, {
       'run-python-code': '1',
       'run-python-code.instance': 'host-8083',
@@ -54,24 +53,30 @@ describe('containerSpec: the caps of every sandbox container', () => {
     assert.equal(spec.OpenStdin, true);
     assert.equal(spec.StdinOnce, true);
     assert.equal(spec.Tty, false);
-    assert.equal(host.Runtime, undefined);
+    assert.equal(host.Runtime, 'runc');
   });
 
   it('no environment of its own, unless it is a warm container that preloads', () => {
     assert.equal(spec.Env, undefined);
-    const warm = containerSpec({ image: 'i', runtime: '', instanceId: 'x', executionId: 'e', limits, packagesVolume: 'v', preload: ['numpy', 'matplotlib.pyplot'] });
+    const warm = containerSpec({ image: 'i', instanceId: 'x', executionId: 'e', limits, packagesVolume: 'v', preload: ['numpy', 'matplotlib.pyplot'] });
     assert.deepEqual(warm.Env, ['RUNNER_PRELOAD=numpy,matplotlib.pyplot']);
-    assert.equal(containerSpec({ image: 'i', runtime: '', instanceId: 'x', executionId: 'e', limits, packagesVolume: 'v', preload: [] }).Env, undefined);
+    assert.equal(containerSpec({ image: 'i', instanceId: 'x', executionId: 'e', limits, packagesVolume: 'v', preload: [] }).Env, undefined);
   });
 
-  it('uses the configured runtime (e.g. gVisor)', () => {
-    const gvisor = containerSpec({ image: 'i', runtime: 'runsc', instanceId: 'x', executionId: 'e', limits, packagesVolume: 'v' });
+  it("under gVisor: runsc, gVisor's own syscall filter, host pids headroom, the code's cap as RLIMIT_NPROC", () => {
+    const gvisor = containerSpec({ image: 'i', instanceId: 'x', executionId: 'e', limits: { ...limits, runtime: 'runsc' }, packagesVolume: 'v' });
     assert.equal(gvisor.HostConfig?.Runtime, 'runsc');
+    assert.deepEqual(gvisor.HostConfig?.SecurityOpt, ['no-new-privileges']);
+    assert.equal(gvisor.HostConfig?.PidsLimit, 6 * 64 + 256);
+    assert.deepEqual(gvisor.HostConfig?.Ulimits?.find((u) => u.Name === 'nproc'), { Name: 'nproc', Soft: 64, Hard: 64 });
+    assert.equal(host.PidsLimit, 64);
+    assert.equal(host.Ulimits?.find((u) => u.Name === 'nproc'), undefined, 'under runc RLIMIT_NPROC would count the uid across containers');
+    assert.match(host.SecurityOpt?.[1] ?? '', /^seccomp=/);
   });
 
   it('an install container: packages writable, the given network, a wheelhouse within the memory cap', () => {
     const install = containerSpec({
-      image: 'i', runtime: '', instanceId: 'x', executionId: 'e', limits,
+      image: 'i', instanceId: 'x', executionId: 'e', limits,
       packagesVolume: 'v', packagesWritable: true, network: 'none', wheelhouseMb: 3,
     });
     assert.equal(install.HostConfig?.Mounts?.[0]?.ReadOnly, false);
@@ -81,12 +86,12 @@ describe('containerSpec: the caps of every sandbox container', () => {
     assert.equal(install.HostConfig?.CapDrop?.[0], 'ALL');
     assert.equal(install.HostConfig?.ReadonlyRootfs, true);
     const scratch = containerSpec({
-      image: 'i', runtime: '', instanceId: 'x', executionId: 'e', limits,
+      image: 'i', instanceId: 'x', executionId: 'e', limits,
       packagesVolume: 'v', packagesWritable: true, wheelhouseMb: 3, scratch: { mb: 40, inodes: 500 },
     });
     assert.match(scratch.HostConfig?.Tmpfs?.['/scratch'] ?? '', /size=40m,.*nr_inodes=500/);
     assert.equal(scratch.HostConfig?.Memory, (256 + 3 + 40) * 1024 * 1024, 'tmpfs pages count against the memory cap');
-    const online = containerSpec({ image: 'i', runtime: '', instanceId: 'x', executionId: 'e', limits, packagesVolume: 'v', packagesWritable: true, network: 'bridge' });
+    const online = containerSpec({ image: 'i', instanceId: 'x', executionId: 'e', limits, packagesVolume: 'v', packagesWritable: true, network: 'bridge' });
     assert.equal(online.HostConfig?.NetworkMode, 'bridge');
     assert.equal(online.NetworkDisabled, false);
   });

@@ -16,7 +16,7 @@ type Schema = Record<string, unknown> & { properties?: Record<string, Schema>; r
 const contract = loadContract() as { components: { schemas: Record<string, Schema> } };
 const schemas = contract.components.schemas;
 const resolve = (s: Schema): Schema => (s.$ref ? resolve(schemas[s.$ref.split('/').pop()!]!) : s);
-const CONSTRAINTS = ['type', 'minimum', 'maximum', 'minLength', 'maxLength', 'pattern'];
+const CONSTRAINTS = ['type', 'minimum', 'maximum', 'minLength', 'maxLength', 'pattern', 'enum', 'maxItems', 'items'];
 const constraints = (s: Schema) => Object.fromEntries(CONSTRAINTS.filter((k) => s[k] !== undefined).map((k) => [k, s[k]]));
 
 describe('declared once, said the same everywhere', () => {

@@ -1,22 +1,23 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { checkContainerCreate, checkVolumeCreate, routeRequest, type ProxyPolicy } from '../../server/docker-proxy/policy.js';
+import { checkContainerCreate, checkNetworkCreate, checkVolumeCreate, routeRequest, type ProxyPolicy } from '../../server/docker-proxy/policy.js';
 import { PackagesVolumes } from '../../server/packages/volume.js';
 import { containerSpec, type SpecInput } from '../../server/sandbox/container-spec.js';
 
 const policy: ProxyPolicy = {
   sandboxImage: 'run-python-code-sandbox:latest',
-  sandboxRuntime: '',
+  sandboxRuntime: 'runc',
+  sandboxRuntimes: [],
   packagesVolumePrefix: 'run-python-code-packages-',
   installNetwork: 'bridge',
+  egressNetwork: 'run-python-code-egress',
   maxMemoryMb: 16384,
   maxPids: 4096,
 };
 const volumes = new PackagesVolumes(policy.packagesVolumePrefix, 'host-8083');
-const limits = { timeoutS: 5, memoryMb: 256, cpus: 0.5, pids: 64, outputBytes: 1000, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10, maxOutputs: 16, outputsBytes: 1 << 20 };
+const limits = { runtime: 'runc' as const, timeoutS: 5, memoryMb: 256, cpus: 0.5, pids: 64, outputBytes: 1000, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10, maxOutputs: 16, outputsBytes: 1 << 20 };
 const input: SpecInput = {
   image: policy.sandboxImage,
-  runtime: '',
   instanceId: 'host-8083',
   executionId: '5f0c3a52-8f3e-4c57-9d0b-1b2c3d4e5f60',
   limits,
@@ -42,8 +43,8 @@ describe('docker proxy policy: container bodies', () => {
     assert.equal(checkContainerCreate(body(containerSpec({ ...input, packagesWritable: true, wheelhouseMb: 64 })), policy), null);
     const scratch = { mb: 4160, inodes: 210_000 };
     assert.equal(checkContainerCreate(body(containerSpec({ ...input, packagesWritable: true, wheelhouseMb: 64, scratch })), policy), null);
-    const gvisor = { ...policy, sandboxRuntime: 'runsc' };
-    assert.equal(checkContainerCreate(body(containerSpec({ ...input, runtime: 'runsc' })), gvisor), null);
+    const gvisor: ProxyPolicy = { ...policy, sandboxRuntimes: ['runc', 'runsc'] };
+    assert.equal(checkContainerCreate(body(containerSpec({ ...input, limits: { ...limits, runtime: 'runsc' } })), gvisor), null);
   });
 
   it('allows a run with a set of dependencies read-only at /opt/deps, and nothing else there', () => {
@@ -82,14 +83,17 @@ describe('docker proxy policy: container bodies', () => {
     ['the host ipc namespace', (_b, h) => (h.IpcMode = 'host'), /IpcMode must be "private"/],
     ['a device', (_b, h) => (h.Devices = [{ PathOnHost: '/dev/sda', PathInContainer: '/dev/sda', CgroupPermissions: 'rwm' }]), /Devices is not allowed/],
     ['seccomp off', (_b, h) => (h.SecurityOpt = ['no-new-privileges', 'seccomp=unconfined']), /SecurityOpt must be/],
+    ['another security option', (_b, h) => (h.SecurityOpt = ['apparmor=unconfined']), /SecurityOpt\[0\] must be no-new-privileges or seccomp/],
     ['a writable root', (_b, h) => (h.ReadonlyRootfs = false), /ReadonlyRootfs must be true/],
     ['no memory cap', (_b, h) => delete h.Memory, /HostConfig\.Memory is required/],
     ['swap', (_b, h) => (h.MemorySwap = -1), /MemorySwap must be a whole number/],
     ['swap above memory', (_b, h) => (h.MemorySwap = (h.Memory as number) * 2), /MemorySwap must equal Memory/],
-    ['no pids cap', (_b, h) => (h.PidsLimit = 0), /PidsLimit must be a whole number from 1 to 4096/],
+    ['no pids cap', (_b, h) => (h.PidsLimit = 0), /PidsLimit must be a whole number from 1/],
     ['a tmpfs over /etc', (_b, h) => ((h.Tmpfs as Record<string, string>)['/etc'] = 'size=1m'), /Tmpfs key "\/etc"/],
     ['a tmpfs without a size', (_b, h) => ((h.Tmpfs as Record<string, string>)['/tmp'] = 'rw,nosuid'), /with a size/],
-    ['another runtime', (_b, h) => (h.Runtime = 'runc-debug'), /Runtime is not allowed/],
+    ['another runtime', (_b, h) => (h.Runtime = 'runc-debug'), /Runtime must be one of "runc"/],
+    ['no runtime', (_b, h) => delete h.Runtime, /HostConfig\.Runtime is required/],
+    ['an RLIMIT_NPROC under runc (it counts the uid across containers)', (_b, h) => (h.Ulimits as unknown[]).push({ Name: 'nproc', Soft: 10, Hard: 10 }), /nproc is for runsc only/],
     ['another image', (b) => (b.Image = 'alpine:latest'), /Image must be "run-python-code-sandbox:latest"/],
     ['root', (b) => (b.User = '0:0'), /User must be "10001:10001"/],
     ['no user', (b) => delete b.User, /body\.User is required/],
@@ -119,7 +123,7 @@ describe('docker proxy policy: container bodies', () => {
   it('bounds the caps: memory, swap, shm and pids above the proxy maximum are refused', () => {
     const small = { ...policy, maxMemoryMb: 128, maxPids: 32 };
     assert.match(checkContainerCreate(body(), small) ?? '', /Memory must be a whole number from 1 to 134217728 \(DOCKER_PROXY_MAX_MEMORY_MB\)/);
-    assert.match(checkContainerCreate(body(), { ...policy, maxPids: 32 }) ?? '', /PidsLimit must be a whole number from 1 to 32 \(DOCKER_PROXY_MAX_PIDS\)/);
+    assert.match(checkContainerCreate(body(), { ...policy, maxPids: 32 }) ?? '', /PidsLimit must be a whole number from 1 to 32 under runtime runc \(DOCKER_PROXY_MAX_PIDS\)/);
     assert.match(checkContainerCreate(changed((_b, h) => (h.ShmSize = 2 ** 40)), policy) ?? '', /ShmSize must be a whole number/);
   });
 
@@ -130,8 +134,51 @@ describe('docker proxy policy: container bodies', () => {
     assert.match(checkContainerCreate(changed((_b, h) => (h.LogConfig = { Type: 'json-file' })), policy) ?? '', /LogConfig\.Type must be "none"/);
   });
 
-  it('holds gVisor: with SANDBOX_RUNTIME=runsc a container without it is refused', () => {
-    assert.match(checkContainerCreate(body(), { ...policy, sandboxRuntime: 'runsc' }) ?? '', /HostConfig\.Runtime is required/);
+  it('holds gVisor: with SANDBOX_RUNTIME=runsc alone a runc container is refused', () => {
+    assert.match(checkContainerCreate(body(), { ...policy, sandboxRuntime: 'runsc' }) ?? '', /HostConfig\.Runtime must be one of "runsc"/);
+  });
+
+  it('under runsc: no seccomp profile of ours, host pids within the headroom of the maximum, nproc required', () => {
+    const gvisor: ProxyPolicy = { ...policy, sandboxRuntime: 'runsc', maxPids: 64 };
+    const spec = body(containerSpec({ ...input, limits: { ...limits, runtime: 'runsc' } }));
+    assert.equal(checkContainerCreate(spec, gvisor), null);
+    const host = spec.HostConfig as Record<string, unknown>;
+    const withOurs = { ...spec, HostConfig: { ...host, SecurityOpt: body().HostConfig && (body().HostConfig as Record<string, unknown>).SecurityOpt } };
+    assert.match(checkContainerCreate(withOurs, gvisor) ?? '', /SecurityOpt must be \["no-new-privileges"\] under runtime runsc/);
+    const noNproc = { ...spec, HostConfig: { ...host, Ulimits: (host.Ulimits as { Name: string }[]).filter((u) => u.Name !== 'nproc') } };
+    assert.match(checkContainerCreate(noNproc, gvisor) ?? '', /must hold nproc/);
+    const tooMany = { ...spec, HostConfig: { ...host, PidsLimit: 6 * 64 + 257 } };
+    assert.match(checkContainerCreate(tooMany, gvisor) ?? '', /PidsLimit must be a whole number from 1 to 640 under runtime runsc/);
+    const runcSeccomp = changed((_b, h) => (h.SecurityOpt = ['no-new-privileges']));
+    assert.match(checkContainerCreate(runcSeccomp, policy) ?? '', /SecurityOpt must be .*seccomp.* under runtime runc/);
+  });
+
+  it('an egress sandbox: the egress network, with no DNS; Dns nowhere else, no other network', () => {
+    const egress = body(containerSpec({ ...input, network: policy.egressNetwork, egress: true }));
+    assert.deepEqual((egress.HostConfig as Record<string, unknown>).Dns, ['127.0.0.1']);
+    assert.equal(checkContainerCreate(egress, policy), null);
+    const host = egress.HostConfig as Record<string, unknown>;
+    const withoutDns = { ...host };
+    delete withoutDns.Dns;
+    assert.match(checkContainerCreate({ ...egress, HostConfig: withoutDns }, policy) ?? '', /Dns is required on the egress network/);
+    assert.match(checkContainerCreate({ ...egress, HostConfig: { ...host, Dns: ['10.0.0.53'] } }, policy) ?? '', /Dns must be \["127\.0\.0\.1"\]/);
+    assert.match(checkContainerCreate(changed((_b, h) => (h.Dns = ['127.0.0.1'])), policy) ?? '', /Dns is for the egress network only/);
+    assert.match(checkContainerCreate(changed((_b, h) => (h.NetworkMode = 'other-internal')), policy) ?? '', /NetworkMode must be one of "none", "bridge", "run-python-code-egress"/);
+  });
+
+  it('the egress network alone may be made (internal, no traffic between containers, ours), inspected and removed', () => {
+    const network = { Name: policy.egressNetwork, CheckDuplicate: true, Internal: true, Labels: { 'run-python-code': '1' }, Options: { 'com.docker.network.bridge.enable_icc': 'false' } };
+    assert.equal(checkNetworkCreate(network, policy), null);
+    assert.match(checkNetworkCreate({ ...network, Internal: false }, policy) ?? '', /Internal must be true/);
+    assert.match(checkNetworkCreate({ ...network, Name: 'bridge2' }, policy) ?? '', /Name must be "run-python-code-egress"/);
+    assert.match(checkNetworkCreate({ ...network, Options: { 'com.docker.network.bridge.enable_icc': 'true' } }, policy) ?? '', /enable_icc must be "false"/);
+    assert.match(checkNetworkCreate({ ...network, Driver: 'macvlan' }, policy) ?? '', /Driver is not allowed/);
+    assert.match(checkNetworkCreate({ ...network, Labels: {} }, policy) ?? '', /Labels must carry run-python-code=1/);
+    assert.equal(routeRequest('GET', `/networks/${policy.egressNetwork}`, policy).kind, 'forward');
+    assert.equal(routeRequest('DELETE', `/networks/${policy.egressNetwork}`, policy).kind, 'forward');
+    assert.equal(routeRequest('POST', '/networks/create', policy).kind, 'create-network');
+    assert.match(JSON.stringify(routeRequest('DELETE', '/networks/bridge', policy)), /only the egress network/);
+    assert.match(JSON.stringify(routeRequest('POST', `/networks/${policy.egressNetwork}/connect`, policy)), /not one the server makes/);
   });
 
   it('refuses bodies that are not objects', () => {

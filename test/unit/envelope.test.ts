@@ -6,7 +6,7 @@ import { EngineError } from '../../server/sandbox/runtime.js';
 import { PROTOCOL_VERSION, type RunnerReport } from '../../server/sandbox/protocol.js';
 import type { SandboxOutcome } from '../../server/sandbox/sandbox.js';
 
-const limits = { timeoutS: 5, memoryMb: 256, cpus: 1, pids: 64, outputBytes: 10, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10, maxOutputs: 16, outputsBytes: 1 << 20 };
+const limits = { runtime: 'runc' as const, timeoutS: 5, memoryMb: 256, cpus: 1, pids: 64, outputBytes: 10, workspaceMb: 10, tmpMb: 8, nofile: 100, maxFiles: 10, maxOutputs: 16, outputsBytes: 1 << 20 };
 const report = (over: Partial<RunnerReport> = {}): RunnerReport => ({
   protocol: PROTOCOL_VERSION, exit_code: 0, timed_out: false, truncated: false, oom_killed: false, status: 'ok',
   error: null, traceback: null, result: null, result_truncated: false,

@@ -16,9 +16,9 @@ import { until } from '../helpers/until.js';
  * without an engine. Each case plays a scripted container and asserts the outcome and the exact calls.
  */
 const limits: SandboxLimits = {
-  timeoutS: 5, memoryMb: 64, cpus: 1, pids: 64, outputBytes: 1024, workspaceMb: 1, tmpMb: 1, nofile: 64, maxFiles: 10, maxOutputs: 16, outputsBytes: 1 << 20,
+  runtime: 'runc', timeoutS: 5, memoryMb: 64, cpus: 1, pids: 64, outputBytes: 1024, workspaceMb: 1, tmpMb: 1, nofile: 64, maxFiles: 10, maxOutputs: 16, outputsBytes: 1 << 20,
 };
-const OPTIONS = { image: 'sandbox:test', runtime: '', instanceId: 'unit', preload: [] as string[] };
+const OPTIONS = { image: 'sandbox:test', instanceId: 'unit', preload: [] as string[] };
 const TIMINGS = { backstopGraceMs: 20, finalWaitMs: 50, removeBackoffMs: 1 };
 
 function job(over: Partial<SandboxJob> = {}): SandboxJob {

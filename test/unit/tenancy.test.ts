@@ -53,6 +53,9 @@ describe('tenants and limits files', () => {
       `tenants:\n  '${name}':\n    keys: ["${'a'.repeat(64)}"]\n`, undefined, new RegExp(`tenants\\.yaml: tenants: tenant name "${name.replace(/\./g, '\\.')}" is not allowed: it must start with a letter or a digit`),
     ]),
     ['the same in the limits file', 'tenants: {}\n', "tenants:\n  '..':\n    cpus: 1\n", /limits\.yaml: tenants: tenant name "\.\." is not allowed/],
+    ['a runtime the settings do not allow (SANDBOX_RUNTIMES is runc alone)', `tenants:\n  a:\n    keys: ["${'a'.repeat(64)}"]\n    limits:\n      runtime: runsc\n`, undefined, /tenant a: runtime runsc is not one of SANDBOX_RUNTIMES \(runc\)/],
+    ['a runtime that does not exist', 'tenants: {}\n', 'tenants:\n  a:\n    runtime: crun\n', /limits\.yaml: tenants\.a\.runtime: must be equal to one of the allowed values/],
+    ['an egress list entry that is an IP literal', 'tenants: {}\n', 'tenants:\n  a:\n    egress: ["10.0.0.1"]\n', /limits\.yaml: tenants\.a\.egress\.0: must match pattern/],
   ];
   for (const [name, tenants, limits, message] of bad) {
     it(`refuses ${name}, naming the field`, () => {
@@ -132,5 +135,33 @@ describe('Admission', () => {
       throw new Error('boom');
     }), /boom/);
     assert.equal(await admission.run('a', 1, async () => 'again'), 'again');
+  });
+});
+
+describe('runtimes of tenants', () => {
+  const dir = () => mkdtempSync(path.join(os.tmpdir(), 'rpc-runtimes-'));
+  const tenant = (limits: string) => `tenants:\n  a:\n    keys: ["${'a'.repeat(64)}"]\n    limits:\n${limits}`;
+  const load = (yaml: string, env: Record<string, string>) => {
+    const d = dir();
+    writeFileSync(path.join(d, 'tenants.yaml'), yaml);
+    return loadTenants(loadConfig({ BASE_DIR: d, TENANTS_FILE: path.join(d, 'tenants.yaml'), ...env }));
+  };
+
+  it('a tenant may take any runtime SANDBOX_RUNTIMES names; the default is SANDBOX_RUNTIME', () => {
+    const env = { SANDBOX_RUNTIMES: 'runc,runsc', SANDBOX_RUNTIME: 'runsc' };
+    assert.equal(load(tenant('      runtime: runc\n'), env).get('a')!.limits.runtime, 'runc');
+    assert.equal(load(tenant('      memory_mb: 64\n'), env).get('a')!.limits.runtime, 'runsc');
+  });
+
+  it('refuses gVisor with an egress list: runsc is registered without a network', () => {
+    assert.throws(
+      () => load(tenant('      runtime: runsc\n      egress: [pypi.org]\n'), { SANDBOX_RUNTIMES: 'runc,runsc' }),
+      /tenant a: egress needs runtime runc/,
+    );
+  });
+
+  it('refuses settings whose default runtime they do not allow', () => {
+    assert.throws(() => loadConfig({ BASE_DIR: dir(), SANDBOX_RUNTIME: 'runsc', SANDBOX_RUNTIMES: 'runc' }), /SANDBOX_RUNTIME \(runsc\) is not one of SANDBOX_RUNTIMES \(runc\)/);
+    assert.throws(() => loadConfig({ BASE_DIR: dir(), SANDBOX_RUNTIME: 'crun' }), /SANDBOX_RUNTIME="crun": expected one of runc, runsc/);
   });
 });

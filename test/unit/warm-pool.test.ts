@@ -16,8 +16,8 @@ logger.silent = true;
 
 function spec(memoryMb = 64): SpecInput {
   return {
-    image: 'img', runtime: '', instanceId: 'unit', executionId: 'x', packagesVolume: 'vol',
-    limits: { timeoutS: 5, memoryMb, cpus: 1, pids: 64, outputBytes: 1024, workspaceMb: 1, tmpMb: 1, nofile: 64, maxFiles: 10, maxOutputs: 16, outputsBytes: 1 << 20 },
+    image: 'img', instanceId: 'unit', executionId: 'x', packagesVolume: 'vol',
+    limits: { runtime: 'runc' as const, timeoutS: 5, memoryMb, cpus: 1, pids: 64, outputBytes: 1024, workspaceMb: 1, tmpMb: 1, nofile: 64, maxFiles: 10, maxOutputs: 16, outputsBytes: 1 << 20 },
   };
 }
 
