@@ -7,6 +7,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, it, type TestContext } from 'node:test';
 import { createHash } from 'node:crypto';
+import type Docker from 'dockerode';
 import { loadConfig } from '../../server/config.js';
 import { projectRoot } from '../../server/project.js';
 import { containersOf, docker, removeVolumes } from '../helpers/server.js';
@@ -128,10 +129,14 @@ describe('docker-compose: the API, its Docker proxy and the sandbox image, built
       assert.equal(((await cap.json()) as Record<string, unknown>).result, '160');
 
       // ...and on the sandbox containers the API started (the warm one waiting for the next call).
-      let sandboxes: Awaited<ReturnType<typeof containersOf>> = [];
-      await until(async () => (sandboxes = await containersOf(instance)).length > 0, 'a sandbox container of the compose API', 30_000, 250);
-      for (const info of sandboxes) {
-        const c = await docker.getContainer(info.Id).inspect();
+      // A run's own container may be removed between the list and its inspection: only those still there count.
+      let inspected: Docker.ContainerInspectInfo[] = [];
+      await until(async () => {
+        const found = await Promise.all((await containersOf(instance)).map((info) => docker.getContainer(info.Id).inspect().catch(() => null)));
+        inspected = found.filter((c): c is Docker.ContainerInspectInfo => c !== null);
+        return inspected.length > 0;
+      }, 'a sandbox container of the compose API', 30_000, 250);
+      for (const c of inspected) {
         assert.equal(c.Config.Image, 'rpc-test-compose-sandbox:latest');
         assert.equal(c.Config.User, '10001:10001');
         assert.equal(c.HostConfig.Memory, 160 * MiB);
