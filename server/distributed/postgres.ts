@@ -15,6 +15,8 @@ export async function openDatabase(url: string, logger: Logger): Promise<pg.Pool
     dir,
     direction: 'up',
     migrationsTable: 'rpc_migrations',
+    // Its default ('fail') makes a node that starts while another migrates exit; waiting is what nodes starting together need.
+    advisoryLockMode: 'wait',
     ignorePattern: '.*\\.(d\\.ts|map)$',
     log: () => undefined,
     logger: { debug: () => undefined, info: () => undefined, warn: (m: string) => logger.warn(m), error: (m: string) => logger.error(m) },

@@ -53,7 +53,9 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     // The first node migrates alone; the others start together on the migrated schema.
     api.push(await startApiNode({ ...common, INSTANCE_ID: `rpc-dist-api1-${tag}` }));
     [workers.w1, workers.w2, api[1]] = await Promise.all([worker('w1'), worker('w2'), startApiNode({ ...common, INSTANCE_ID: `rpc-dist-api2-${tag}` })]);
-    await until(async () => (await workersSeen()).length === 2, 'both workers in GET /health');
+    await until(async () => (await workersSeen()).length === 2, 'both workers in GET /health').catch((err: Error) => {
+      throw new Error(`${err.message}\n--- worker logs ---\n${[workers.w1, workers.w2].map((w) => w?.logs().slice(-3000)).join('\n---\n')}`);
+    });
   });
 
   after(async () => {
