@@ -1,26 +1,17 @@
 import { createApp, createMetricsApp } from './app.js';
 import { buildService } from './build-service.js';
-import { ConfigError, loadConfig, type Config } from './config.js';
+import { loadConfig, type Config } from './config.js';
 import { apiBackend } from './distributed/backend.js';
 import { LOOPBACK_HOSTS, originsInForce } from './host-origin.js';
 import { createHttpServer } from './http/http-server.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { serviceVersion } from './project.js';
-import { RegistryError } from './tenancy/tenant-registry.js';
+import { startProcess } from './start-up.js';
 
 /** Start-up only: settings, Docker check, stale-container reaping, listen, graceful shutdown. */
 async function main(): Promise<void> {
-  let config;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`run-python-code: bad setting: ${err.message}`);
-      process.exit(2);
-    }
-    throw err;
-  }
+  const config = loadConfig();
   const logger = createLogger(config.logLevel);
   const metrics = new Metrics();
   // With REDIS_URL and DATABASE_URL this is an API node: runs go to the workers through the queue.
@@ -91,7 +82,4 @@ function logAcceptedHosts(config: Config, keysRequired: boolean, logger: Logger)
   }
 }
 
-main().catch((err) => {
-  console.error('run-python-code: failed to start:', err instanceof RegistryError ? err.message : err);
-  process.exit(1);
-});
+startProcess('run-python-code', main);

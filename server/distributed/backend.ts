@@ -1,9 +1,9 @@
-import { once } from 'node:events';
 import type pg from 'pg';
 import type { Config } from '../config.js';
 import type { HealthResponse } from '../contract/contract.js';
 import type { Logger } from '../logger.js';
 import { PgHistory } from './pg-history.js';
+import { untilReachable } from './reachable.js';
 import { openDatabase } from './postgres.js';
 import { notDistributed, QueueSandbox } from './queue-sandbox.js';
 import type { EgressDoors } from '../egress/egress-gateway.js';
@@ -50,7 +50,7 @@ export async function apiBackend(config: Config, logger: Logger): Promise<Backen
   );
   const history = new PgHistory(pool, config.executionRetentionS, logger);
   // Its connection refuses commands until it is up, and the rate limit loads its script at once.
-  if (sandbox.redis.status !== 'ready') await once(sandbox.redis, 'ready');
+  await untilReachable('Redis', () => sandbox.redis.ping(), logger);
   return {
     deployment: await deploymentOf(pool),
     sandbox,

@@ -1,9 +1,10 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Queue, QueueEvents, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { ServiceError, unavailable } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Sandbox, SandboxContext, SandboxHealth, SandboxJob, SandboxOutcome } from '../sandbox/sandbox.js';
-import { QUEUE_NAME, redisConnection } from './redis.js';
+import { CLOSE_WAIT_MS, QUEUE_NAME, redisConnection } from './redis.js';
 import { bytesOf, cancelChannel, outputChannel, readSource, wireFiles, type WireJob, type WireResult } from './wire.js';
 
 export interface QueueSandboxOptions {
@@ -35,6 +36,7 @@ export class QueueSandbox implements Sandbox {
   /** Commands of requests in flight; refused at once while Redis is away. */
   private readonly commands: Redis;
   private readonly subscriber: Redis;
+  private readonly eventsConnection: Redis;
   private readonly waiting = new Set<(err: Error) => void>();
   private readonly sinks = new Map<string, (piece: string) => void>();
 
@@ -44,7 +46,8 @@ export class QueueSandbox implements Sandbox {
   ) {
     this.commands = redisConnection(options.redisUrl, { failFast: true });
     this.queue = new Queue(QUEUE_NAME, { connection: this.commands });
-    this.events = new QueueEvents(QUEUE_NAME, { connection: redisConnection(options.redisUrl) });
+    this.eventsConnection = redisConnection(options.redisUrl);
+    this.events = new QueueEvents(QUEUE_NAME, { connection: this.eventsConnection });
     this.subscriber = redisConnection(options.redisUrl);
     this.subscriber.on('message', (channel: string, message: string) => this.sinks.get(channel)?.(message));
     // A request waiting for a result learns of a lost connection now, not at its deadline: events sent while
@@ -54,7 +57,7 @@ export class QueueSandbox implements Sandbox {
     };
     this.commands.on('close', dropAll);
     this.events.on('error', dropAll);
-    for (const c of [this.commands, this.subscriber]) c.on('error', (err: Error) => logger.debug('redis', { error: err.message }));
+    for (const c of [this.commands, this.subscriber, this.eventsConnection]) c.on('error', (err: Error) => logger.debug('redis', { error: err.message }));
   }
 
   async run(job: SandboxJob): Promise<SandboxOutcome> {
@@ -178,9 +181,9 @@ export class QueueSandbox implements Sandbox {
 
   async shutdown(): Promise<void> {
     for (const reject of this.waiting) reject(unavailable('The server is shutting down'));
-    await Promise.allSettled([this.events.close(), this.queue.close()]);
-    this.subscriber.disconnect();
-    this.commands.disconnect();
+    // BullMQ's close waits for Redis, which may be away: a stopping node does not wait for it past a few seconds.
+    await Promise.race([Promise.allSettled([this.events.close(), this.queue.close()]), sleep(CLOSE_WAIT_MS)]);
+    for (const c of [this.subscriber, this.commands, this.eventsConnection]) c.disconnect();
   }
 
   warm(): void {} // the workers keep the warm pools

@@ -4,6 +4,8 @@ import { Redis } from 'ioredis';
 export const QUEUE_NAME = 'rpc-executions';
 /** The hash where each worker says, every few seconds, that it is alive and how many slots it has free. */
 export const WORKERS_KEY = 'rpc:workers';
+/** How long a stopping node waits for BullMQ to close its connections (forever while Redis is away). */
+export const CLOSE_WAIT_MS = 5_000;
 /** A worker not seen for this long is not counted by GET /health. */
 export const WORKER_SEEN_MS = 30_000;
 

@@ -1,11 +1,13 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import express from 'express';
 import { Worker, type Job } from 'bullmq';
 import { buildService } from '../build-service.js';
 import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../logger.js';
+import { startProcess } from '../start-up.js';
 import { Metrics } from '../metrics.js';
 import { workerBackend } from './backend.js';
-import { QUEUE_NAME, redisConnection, WORKERS_KEY, type WorkerPresence } from './redis.js';
+import { CLOSE_WAIT_MS, QUEUE_NAME, redisConnection, WORKERS_KEY, type WorkerPresence } from './redis.js';
 import { cancelChannel, ChangesCollector, outputChannel, sandboxFiles, sourceOf, type WireJob, type WireResult } from './wire.js';
 
 const PRESENCE_EVERY_MS = 5_000;
@@ -17,20 +19,8 @@ const PRESENCE_EVERY_MS = 5_000;
  * a killed predecessor of the same id left. GET /health on PORT reports its engine and pool.
  */
 async function main(): Promise<void> {
-  let config;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`run-python-code worker: bad setting: ${err.message}`);
-      process.exit(2);
-    }
-    throw err;
-  }
-  if (!config.redisUrl) {
-    console.error('run-python-code worker: bad setting: a worker needs REDIS_URL and DATABASE_URL');
-    process.exit(2);
-  }
+  const config = loadConfig();
+  if (!config.redisUrl) throw new ConfigError('a worker needs REDIS_URL and DATABASE_URL');
   const logger = createLogger(config.logLevel);
   const backend = await workerBackend(config, logger);
   const service = buildService(config, { logger, metrics: new Metrics(), backend });
@@ -43,6 +33,8 @@ async function main(): Promise<void> {
   cancels.on('message', (channel: string) => running.get(channel)?.abort());
   for (const c of [publisher, cancels]) c.on('error', (err: Error) => logger.debug('redis', { error: err.message }));
 
+  const ended: (() => void)[] = [];
+  const jobsEnded = () => new Promise<void>((resolve) => (running.size === 0 ? resolve() : ended.push(resolve)));
   const run = async (job: Job<WireJob, WireResult>): Promise<WireResult> => {
     const data = job.data;
     const channel = cancelChannel(data.executionId);
@@ -76,6 +68,7 @@ async function main(): Promise<void> {
       return { outcome: { ...outcome, worker: config.instanceId }, files: changes?.wire(outcome.changes) ?? [] };
     } finally {
       running.delete(channel);
+      if (running.size === 0) for (const resolve of ended.splice(0)) resolve();
       void cancels.unsubscribe(channel).catch(() => undefined);
     }
   };
@@ -113,8 +106,11 @@ async function main(): Promise<void> {
     logger.info('worker shutting down: finishing jobs in flight', { signal });
     clearInterval(presence);
     server.close();
-    await worker.close(); // waits for the jobs it holds
-    await publisher.hdel(WORKERS_KEY, config.instanceId).catch(() => undefined);
+    // BullMQ's close waits for the jobs it holds, and for Redis, forever while it is away: the jobs are what count.
+    const closing = worker.close();
+    await Promise.race([closing, jobsEnded().then(() => sleep(CLOSE_WAIT_MS))]);
+    // Its presence goes at once; with Redis away it expires from GET /health by itself.
+    if (publisher.status === 'ready') await publisher.hdel(WORKERS_KEY, config.instanceId).catch(() => undefined);
     publisher.disconnect();
     cancels.disconnect();
     await service.stop(false);
@@ -125,7 +121,4 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void stop('SIGINT'));
 }
 
-main().catch((err) => {
-  console.error('run-python-code worker: failed to start:', err);
-  process.exit(1);
-});
+startProcess('run-python-code worker', main);

@@ -1,22 +1,14 @@
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import type http from 'node:http';
-import { ConfigError, readSettings } from '../config.js';
+import { readSettings } from '../config.js';
 import { createLogger } from '../logger.js';
+import { startProcess } from '../start-up.js';
 import { createDockerProxy } from './proxy.js';
 import { proxySettings } from './settings.js';
 
 /** `node dist/server/docker-proxy/main.js`: the Docker API proxy docker-compose.yml runs beside the API. */
 function main(): void {
-  let config;
-  try {
-    config = readSettings(proxySettings);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`run-python-code docker proxy: bad setting: ${err.message}`);
-      process.exit(2);
-    }
-    throw err;
-  }
+  const config = readSettings(proxySettings);
   const logger = createLogger(config.logLevel);
   const server = createDockerProxy({ upstream: config.socket, policy: config, allowedHosts: config.allowedHosts, logger });
   const where = config.listenSocket ? `unix://${config.listenSocket}` : `tcp://${config.host}:${config.port}`;
@@ -60,4 +52,4 @@ function listenOnSocket(server: http.Server, socketPath: string): void {
   }
 }
 
-main();
+startProcess('run-python-code docker proxy', main);

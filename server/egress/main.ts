@@ -1,6 +1,7 @@
-import { ConfigError, loadConfig, type Config } from '../config.js';
+import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../logger.js';
-import { RegistryError, TenantRegistry } from '../tenancy/tenant-registry.js';
+import { startProcess } from '../start-up.js';
+import { TenantRegistry } from '../tenancy/tenant-registry.js';
 import { Credentials } from './credential.js';
 import { listen } from './egress-gateway.js';
 import { createEgressProxy } from './egress-proxy.js';
@@ -12,20 +13,10 @@ import { createEgressProxy } from './egress-proxy.js';
  * change), and checks the credentials the server signs with EGRESS_SECRET.
  */
 async function main(): Promise<void> {
-  let config: Config;
-  let registry: TenantRegistry;
-  const logger = createLogger((process.env.LOG_LEVEL as 'info' | undefined) ?? 'info');
-  try {
-    config = loadConfig();
-    if (!config.egressProxyAddress) throw new ConfigError('EGRESS_PROXY_ADDRESS: the address to listen on, on the egress network, is required');
-    registry = new TenantRegistry(config, logger);
-  } catch (err) {
-    if (err instanceof ConfigError || err instanceof RegistryError) {
-      console.error(`run-python-code egress proxy: ${err.message}`);
-      process.exit(2);
-    }
-    throw err;
-  }
+  const config = loadConfig();
+  if (!config.egressProxyAddress) throw new ConfigError('EGRESS_PROXY_ADDRESS: the address to listen on, on the egress network, is required');
+  const logger = createLogger(config.logLevel);
+  const registry = new TenantRegistry(config, logger);
   registry.watch();
   const server = createEgressProxy({
     credentials: new Credentials(Buffer.from(config.egressSecret)),
@@ -62,4 +53,4 @@ async function main(): Promise<void> {
   }
 }
 
-void main();
+startProcess('run-python-code egress proxy', main);

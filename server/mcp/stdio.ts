@@ -4,14 +4,10 @@ import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js'
 import { buildService } from '../build-service.js';
 import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../logger.js';
+import { startProcess } from '../start-up.js';
 import { DEFAULT_TENANT } from '../tenancy/tenant-id.js';
-import { RegistryError } from '../tenancy/tenant-registry.js';
 import { createMcpServer } from './mcp-server.js';
 
-/**
- * `mcp-run-python-code`: the MCP tools over stdio, for a local client (Claude Desktop, Cursor).
- * stdout is the protocol, so logs go to stderr. Same settings and sandboxes as the HTTP server.
- */
 /** The instance id of the stdio bin with process id `pid` on this host. */
 const stdioInstance = (pid: number) => `${os.hostname()}-stdio-${pid}`.slice(0, 64);
 
@@ -27,6 +23,10 @@ function deadStdio(instance: string): boolean {
   }
 }
 
+/**
+ * `mcp-run-python-code`: the MCP tools over stdio, for a local client (Claude Desktop, Cursor).
+ * stdout is the protocol, so logs go to stderr. Same settings and sandboxes as the HTTP server.
+ */
 async function main(): Promise<void> {
   // Its own instance id, so an HTTP server on this host never reaps this process's containers.
   const config = loadConfig({ INSTANCE_ID: stdioInstance(process.pid), ...process.env });
@@ -55,8 +55,4 @@ async function main(): Promise<void> {
   await server.connect(new StdioServerTransport());
 }
 
-main().catch((err) => {
-  const known = err instanceof ConfigError || err instanceof RegistryError;
-  console.error(known ? `mcp-run-python-code: ${(err as Error).message}` : err);
-  process.exit(1);
-});
+startProcess('mcp-run-python-code', main);

@@ -3,7 +3,7 @@ import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import { Ajv } from 'ajv';
 import { parse } from 'yaml';
-import type { Config } from '../config.js';
+import { ConfigError, type Config } from '../config.js';
 import { ServiceError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { DEFAULT_TENANT, TENANT_ID_PATTERN } from './tenant-id.js';
@@ -63,7 +63,8 @@ interface LimitsFile {
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest();
 
-export class RegistryError extends Error {}
+/** A tenants or limits file that cannot be used: a bad setting, like a bad environment variable. */
+export class RegistryError extends ConfigError {}
 
 /** Reads and validates one YAML/JSON file; the error names the file and the field. */
 function readFile<T>(file: string, validate: typeof validateTenantsFile): T {
