@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -41,6 +41,8 @@ async function canBuild(): Promise<string | null> {
     return null;
   } catch (err) {
     return (err as { stderr?: string }).stderr?.trim() || String(err);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -53,10 +55,43 @@ async function freePort(): Promise<number> {
 }
 
 const KEY = 'compose-test-key';
+/** The seed's /execute example; its answer is '30'. */
+const SEED = JSON.stringify({ code: 'x = 10\ny = 20\nz = x + y\nprint(z)' });
 const MiB = 1024 * 1024;
 
+/** The sandbox containers of an instance, once there is one; a run's own container may be removed between the list and its inspection: only those still there count. */
+async function sandboxesOf(instance: string): Promise<Docker.ContainerInspectInfo[]> {
+  let inspected: Docker.ContainerInspectInfo[] = [];
+  await until(async () => {
+    const found = await Promise.all((await containersOf(instance)).map((info) => docker.getContainer(info.Id).inspect().catch(() => null)));
+    inspected = found.filter((c): c is Docker.ContainerInspectInfo => c !== null);
+    return inspected.length > 0;
+  }, `a sandbox container of ${instance}`, 30_000, 250);
+  return inspected;
+}
+
+/** What the Docker proxy makes of every sandbox, whoever asked for it. */
+function assertSandboxCaps(c: Docker.ContainerInspectInfo, image: string): void {
+  assert.equal(c.Config.Image, image);
+  assert.equal(c.Config.User, '10001:10001');
+  assert.equal(c.HostConfig.NetworkMode, 'none');
+  assert.equal(c.HostConfig.ReadonlyRootfs, true);
+  assert.deepEqual(c.HostConfig.CapDrop, ['ALL']);
+  assert.equal(c.HostConfig.Privileged, false);
+}
+
+/** A compose service's container (API, worker): locked down, no Docker socket, Docker only through the proxy. */
+function assertServiceLockedDown(c: Docker.ContainerInspectInfo): void {
+  assert.equal(c.Config.User, '10002:10002');
+  assert.equal(c.HostConfig.ReadonlyRootfs, true);
+  assert.deepEqual(c.HostConfig.CapDrop, ['ALL']);
+  assert.deepEqual(c.HostConfig.SecurityOpt, ['no-new-privileges:true']);
+  assert.deepEqual(c.Mounts.filter((m) => m.Destination.includes('docker.sock')), []);
+  assert.ok(c.Config.Env.includes('DOCKER_HOST=tcp://docker-proxy:2375'), c.Config.Env.join(' '));
+}
+
 describe('docker-compose: the API, its Docker proxy and the sandbox image, built here from local bases', () => {
-  it('builds, comes up healthy, runs the seed example in capped sandboxes, and goes away without a trace', { timeout: 20 * 60_000 }, async (t: TestContext) => {
+  it('builds, comes up healthy, runs the seed example in capped sandboxes, does it again as an API node with two workers (the scale overlay), and goes away without a trace', { timeout: 20 * 60_000 }, async (t: TestContext) => {
     const cannotBuild = await canBuild();
     if (cannotBuild) {
       t.skip(`this Docker engine cannot build images, so the compose images cannot be made here: ${cannotBuild}`);
@@ -66,7 +101,11 @@ describe('docker-compose: the API, its Docker proxy and the sandbox image, built
     assert.ok(compose, 'neither `docker compose` nor `docker-compose` is installed: apt-get install docker-compose (npm test does it as root)');
 
     // Local bases: a Node.js image from Debian's packages (or the public one when it can be pulled),
-    // and the sandbox base the host's own sandbox image was built from.
+    // and the sandbox base the host's own sandbox image was built from. Redis and PostgreSQL for the
+    // scale overlay (stand-ins from Debian's packages too, where needed) are built meanwhile: the
+    // embedded phase does not need them.
+    const servicesBuild = run('bash', ['test/helpers/local-bases.sh', 'redis', 'postgres']);
+    servicesBuild.catch(() => undefined); // awaited below; a failure is reported there
     const nodeImage = (await run('bash', ['test/helpers/local-bases.sh'])).stdout.trim();
     const hostSandbox = await docker.getImage(loadConfig({ ...process.env, BASE_DIR: os.tmpdir() }).sandboxImage).inspect();
     const labels = hostSandbox.Config?.Labels ?? {};
@@ -74,13 +113,14 @@ describe('docker-compose: the API, its Docker proxy and the sandbox image, built
 
     const project = `rpctestcompose${process.pid}`;
     const instance = `test-compose-${process.pid}`;
+    const workers = [`${instance}-worker-1`, `${instance}-worker-2`];
     const volumePrefix = `rpc-test-compose-${process.pid}-`;
     const configDir = mkdtempSync(path.join(os.tmpdir(), 'rpc-compose-config-'));
     chmodSync(configDir, 0o755); // read by the API's own user
     writeFileSync(path.join(configDir, 'tenants.yaml'), `tenants:\n  acme:\n    keys: ["${createHash('sha256').update(KEY).digest('hex')}"]\n`, { mode: 0o644 });
     writeFileSync(path.join(configDir, 'limits.yaml'), 'tenants:\n  acme:\n    memory_mb: 160\n    cpus: 0.5\n    pids: 48\n', { mode: 0o644 });
     const port = await freePort();
-    const env = {
+    const env: NodeJS.ProcessEnv = {
       ...process.env,
       COMPOSE_PROJECT_NAME: project,
       NODE_IMAGE: nodeImage,
@@ -96,8 +136,11 @@ describe('docker-compose: the API, its Docker proxy and the sandbox image, built
       POOL_SIZE: '1',
       PUBLISH_ADDRESS: '127.0.0.1',
       PUBLISH_PORT: String(port),
+      WORKER_ID_PREFIX: `${instance}-worker`,
     };
     const composeRun = (...args: string[]) => run(compose[0]!, [...compose.slice(1), '-f', 'docker-compose.yml', ...args], env);
+    // The whole project, scale overlay included: down -v needs it for the postgres volume.
+    const scaleRun = (...args: string[]) => run(compose[0]!, [...compose.slice(1), '-f', 'docker-compose.yml', '-f', 'docker-compose.scale.yml', ...args], env);
     const url = `http://127.0.0.1:${port}`;
     const auth = { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' };
 
@@ -118,7 +161,7 @@ describe('docker-compose: the API, its Docker proxy and the sandbox image, built
       assert.equal((await fetch(`${url}/execute`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"code":"print(1)"}' })).status, 401);
 
       // The seed's /execute example, with its exact answer.
-      const seed = await fetch(`${url}/execute`, { method: 'POST', headers: auth, body: JSON.stringify({ code: 'x = 10\ny = 20\nz = x + y\nprint(z)' }) });
+      const seed = await fetch(`${url}/execute`, { method: 'POST', headers: auth, body: SEED });
       const body = (await seed.json()) as Record<string, unknown>;
       assert.equal(seed.status, 200);
       assert.equal(body.success, true, JSON.stringify(body));
@@ -129,24 +172,12 @@ describe('docker-compose: the API, its Docker proxy and the sandbox image, built
       assert.equal(((await cap.json()) as Record<string, unknown>).result, '160');
 
       // ...and on the sandbox containers the API started (the warm one waiting for the next call).
-      // A run's own container may be removed between the list and its inspection: only those still there count.
-      let inspected: Docker.ContainerInspectInfo[] = [];
-      await until(async () => {
-        const found = await Promise.all((await containersOf(instance)).map((info) => docker.getContainer(info.Id).inspect().catch(() => null)));
-        inspected = found.filter((c): c is Docker.ContainerInspectInfo => c !== null);
-        return inspected.length > 0;
-      }, 'a sandbox container of the compose API', 30_000, 250);
-      for (const c of inspected) {
-        assert.equal(c.Config.Image, 'rpc-test-compose-sandbox:latest');
-        assert.equal(c.Config.User, '10001:10001');
+      for (const c of await sandboxesOf(instance)) {
+        assertSandboxCaps(c, 'rpc-test-compose-sandbox:latest');
         assert.equal(c.HostConfig.Memory, 160 * MiB);
         assert.equal(c.HostConfig.MemorySwap, 160 * MiB);
         assert.equal(c.HostConfig.NanoCpus, 500_000_000);
         assert.equal(c.HostConfig.PidsLimit, 48);
-        assert.equal(c.HostConfig.NetworkMode, 'none');
-        assert.equal(c.HostConfig.ReadonlyRootfs, true);
-        assert.deepEqual(c.HostConfig.CapDrop, ['ALL']);
-        assert.equal(c.HostConfig.Privileged, false);
       }
 
       // MCP through the same service.
@@ -164,22 +195,49 @@ describe('docker-compose: the API, its Docker proxy and the sandbox image, built
       assert.ok((await redoc.text()).length > 100_000, 'the whole of ReDoc');
 
       // The API holds no socket and has no way to one but the proxy.
-      const api = (await composeRun('ps', '-q', 'fastapi-server')).stdout.trim();
-      const apiInfo = await docker.getContainer(api).inspect();
-      assert.deepEqual(apiInfo.Mounts.filter((m) => m.Destination.includes('docker.sock')), []);
-      assert.equal(apiInfo.Config.User, '10002:10002');
+      const containerOf = async (service: string) => docker.getContainer((await scaleRun('ps', '-q', service)).stdout.trim()).inspect();
+      assertServiceLockedDown(await containerOf('fastapi-server'));
+
+      // The scale overlay on the same project, with the images built above: Redis, PostgreSQL, two
+      // workers, and fastapi-server recreated as an API node that queues every run.
+      const services = (await servicesBuild).stdout.trim().split('\n');
+      env.REDIS_IMAGE = services[0]!;
+      env.POSTGRES_IMAGE = services[1]!;
+      await scaleRun('up', '-d');
+      await until(async () => (await healthy()) && Array.isArray(health.workers) && health.workers.length === 2, 'the API node to be healthy with 2 workers', 120_000, 500);
+      assert.equal(health.role, 'api', JSON.stringify(health));
+      assert.deepEqual((health.workers as { id: string }[]).map((w) => w.id).sort(), workers);
+
+      const queued = await fetch(`${url}/execute`, { method: 'POST', headers: auth, body: SEED });
+      const answer = (await queued.json()) as Record<string, unknown>;
+      assert.equal(queued.status, 200);
+      assert.equal(answer.result, '30', JSON.stringify(answer));
+      // The history is PostgreSQL's, and names the worker that ran it.
+      const recorded = await fetch(`${url}/executions/${String(answer.execution_id)}`, { headers: auth });
+      const record = (await recorded.json()) as Record<string, unknown>;
+      assert.equal(recorded.status, 200);
+      assert.equal(record.result, '30');
+      assert.ok(workers.includes(record.worker as string), JSON.stringify(record));
+
+      // The API node kept its caps through the overlay; the workers have theirs, and reach Docker
+      // only through the proxy, which capped the sandboxes they started.
+      assertServiceLockedDown(await containerOf('fastapi-server'));
+      for (const worker of ['worker-1', 'worker-2']) assertServiceLockedDown(await containerOf(worker));
+      for (const c of await sandboxesOf(record.worker as string)) assertSandboxCaps(c, 'rpc-test-compose-sandbox:latest');
     } catch (err) {
-      const logs = await composeRun('logs', '--no-color', '--tail', '60').then((r) => r.stdout, (e: Error) => e.message);
+      const logs = await scaleRun('logs', '--no-color', '--tail', '60').then((r) => r.stdout, (e: Error) => e.message);
       throw new Error(`${(err as Error).message}\n--- compose logs ---\n${logs}`, { cause: err });
     } finally {
-      await composeRun('down', '-v', '--remove-orphans');
+      await servicesBuild.catch(() => undefined);
+      await scaleRun('down', '-v', '--remove-orphans');
       await removeVolumes(volumePrefix);
+      rmSync(configDir, { recursive: true, force: true });
     }
 
     // Nothing of the project is left: containers (its own and the sandboxes), networks, volumes.
     const ofProject = { label: [`com.docker.compose.project=${project}`] };
     assert.deepEqual(await docker.listContainers({ all: true, filters: ofProject }), []);
-    assert.deepEqual(await containersOf(instance), []);
+    for (const id of [instance, ...workers]) assert.deepEqual(await containersOf(id), []);
     assert.deepEqual(await docker.listNetworks({ filters: ofProject }), []);
     const volumes = (await docker.listVolumes()).Volumes ?? [];
     assert.deepEqual(volumes.filter((v) => v.Name.startsWith(project) || v.Name.startsWith(volumePrefix)).map((v) => v.Name), []);
