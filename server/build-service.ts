@@ -21,7 +21,7 @@ import type { SandboxHealth } from './sandbox/sandbox.js';
 import { Admission } from './tenancy/admission.js';
 import { TenantRegistry } from './tenancy/tenant-registry.js';
 import { FileService } from './workspace/file-service.js';
-import { WorkspaceStore } from './workspace/workspace-store.js';
+import { DiskWorkspaceStore } from './workspace/disk-workspace-store.js';
 import { workspaceCaps } from './workspace/tree.js';
 
 export interface BuildOptions {
@@ -78,7 +78,7 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
     },
   });
   const deps: RunDeps = { config, sandbox, registry, admission, recorder: new Recorder(logger, history, metrics), logger, volumes, egressGateway };
-  const workspaces = new WorkspaceStore(config.baseDir);
+  const workspaces = new DiskWorkspaceStore(config.baseDir);
   const contexts = new ContextService(deps, volumes.deployment);
   const packages = new PackageService(deps);
   return {
