@@ -31,8 +31,9 @@ export interface BuildOptions {
   engine?: ContainerRuntime;
   /**
    * A distributed node's parts (REDIS_URL and DATABASE_URL): on an API node, the queue to the
-   * workers in place of the sandbox driver and PostgreSQL in place of the in-memory history; on
-   * both, the deployment id kept in PostgreSQL. Absent: the embedded server, exactly as it was.
+   * workers in place of the sandbox driver, PostgreSQL in place of the in-memory history and of
+   * the workspaces on disk; on both, the deployment id kept in PostgreSQL. Absent: the embedded
+   * server, exactly as it was.
    */
   backend?: Backend;
 }
@@ -78,7 +79,7 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
     },
   });
   const deps: RunDeps = { config, sandbox, registry, admission, recorder: new Recorder(logger, history, metrics), logger, volumes, egressGateway };
-  const workspaces = new DiskWorkspaceStore(config.baseDir);
+  const workspaces = backend?.workspaces ?? new DiskWorkspaceStore(config.baseDir);
   const contexts = new ContextService(deps, volumes.deployment);
   const packages = new PackageService(deps);
   return {
