@@ -99,7 +99,7 @@ export class PgWorkspace implements Workspace {
     return rows.map((r) => ({ path: r.path, size: Number(r.size), modified: r.modified })).sort(byPath);
   }
 
-  read(rel: string): Promise<OpenedFile | null> {
+  async read(rel: string): Promise<OpenedFile | null> {
     return this.openFile(cleanWorkspacePath(rel));
   }
 
@@ -145,7 +145,7 @@ export class PgWorkspace implements Workspace {
     }
   }
 
-  remove(rel: string): Promise<boolean> {
+  async remove(rel: string): Promise<boolean> {
     const clean = cleanWorkspacePath(rel);
     return this.change(async (db) => {
       const { rowCount } = await db.query("DELETE FROM workspace_files WHERE tenant = $1 AND (path = $2 OR starts_with(path, $2 || '/'))", [this.tenant, clean]);
