@@ -13,6 +13,9 @@ import { byPath, overCapsConflict, refuseSave, type Found, type MergeChanges, ty
 /** The class of the advisory locks that serialize one tenant's workspace changes across all API nodes. */
 const LOCK_CLASS = 0x72706377; // 'rpcw'
 
+/** About how many bytes of files one statement of a merge writes (a larger file goes alone). */
+const BATCH_BYTES = 1 << 20;
+
 type Kind = 'file' | 'dir';
 
 interface Listing {
@@ -188,14 +191,26 @@ export class PgWorkspace implements Workspace {
       await db.query("INSERT INTO workspace_files (tenant, path, kind) SELECT $1, unnest($2::text[]), 'dir'", [this.tenant, rows.dirs]);
     }
     const temps = new Map(files.map(([rel, file]) => [rel, file.temp]));
-    for (const rel of rows.files) {
-      const bytes = await fs.readFile(temps.get(rel)!); // one file at a time: at most workspace_mb in memory
+    // Files go in batches of about BATCH_BYTES, one statement each: for many small files the round trips, not the bytes, take the time.
+    let batch: { paths: string[]; bytes: Buffer[]; size: number } = { paths: [], bytes: [], size: 0 };
+    const flush = async () => {
+      if (batch.paths.length === 0) return;
       await db.query(
-        `INSERT INTO workspace_files (tenant, path, kind, bytes, size) VALUES ($1, $2, 'file', $3, $4)
+        `INSERT INTO workspace_files (tenant, path, kind, bytes, size)
+         SELECT $1, p, 'file', b, octet_length(b) FROM unnest($2::text[], $3::bytea[]) AS u(p, b)
          ON CONFLICT (tenant, path) DO UPDATE SET bytes = EXCLUDED.bytes, size = EXCLUDED.size, modified = now()`,
-        [this.tenant, rel, bytes, bytes.length],
+        [this.tenant, batch.paths, batch.bytes],
       );
+      batch = { paths: [], bytes: [], size: 0 };
+    };
+    for (const rel of rows.files) {
+      const bytes = await fs.readFile(temps.get(rel)!); // a batch and one file at most in memory
+      if (batch.size + bytes.length > BATCH_BYTES) await flush();
+      batch.paths.push(rel);
+      batch.bytes.push(bytes);
+      batch.size += bytes.length;
     }
+    await flush();
     return null;
   }
 }

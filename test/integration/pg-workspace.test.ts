@@ -153,6 +153,26 @@ describe('PgWorkspace: the workspaces of API nodes in PostgreSQL', () => {
     assert.deepEqual(await contents(ws), before);
   });
 
+  it('a merge writes each file byte for byte, small ones together and large ones alone', async () => {
+    const t = fresh();
+    const ws = await nodes[0]!.for(t);
+    const files: [string, Buffer][] = [700, 1, 2048, 0, 1500, 3].map((kib, i) => [`f${i}`, Buffer.alloc(kib * 1024, i + 1)]);
+    const staged = await ws.stage();
+    try {
+      for (const [rel, bytes] of files) await staged.file(rel, [bytes]);
+      assert.equal(await ws.merge(staged, { dirs: [], deleted: [] }, { maxBytes: 8 << 20, maxEntries: 10 }), null);
+    } finally {
+      await staged.discard();
+    }
+    for (const [rel, bytes] of files) {
+      const opened = (await (await nodes[1]!.for(t)).read(rel))!;
+      const chunks: Buffer[] = [];
+      for await (const chunk of opened.chunks) chunks.push(chunk);
+      assert.ok(Buffer.concat(chunks).equals(bytes), rel);
+    }
+    assert.deepEqual((await ws.files()).map((f) => f.size), files.map(([, b]) => b.length));
+  });
+
   it('a merge that fails half-way is rolled back: nothing of it is kept', async () => {
     const t = fresh();
     const ws = await nodes[0]!.for(t);
