@@ -21,7 +21,7 @@ import type { SandboxHealth } from './sandbox/sandbox.js';
 import { Admission } from './tenancy/admission.js';
 import { TenantRegistry } from './tenancy/tenant-registry.js';
 import { FileService } from './workspace/file-service.js';
-import { WorkspaceStore } from './workspace/workspace-store.js';
+import { DiskWorkspaceStore } from './workspace/disk-workspace-store.js';
 import { workspaceCaps } from './workspace/tree.js';
 
 export interface BuildOptions {
@@ -31,8 +31,9 @@ export interface BuildOptions {
   engine?: ContainerRuntime;
   /**
    * A distributed node's parts (REDIS_URL and DATABASE_URL): on an API node, the queue to the
-   * workers in place of the sandbox driver and PostgreSQL in place of the in-memory history; on
-   * both, the deployment id kept in PostgreSQL. Absent: the embedded server, exactly as it was.
+   * workers in place of the sandbox driver, PostgreSQL in place of the in-memory history and of
+   * the workspaces on disk; on both, the deployment id kept in PostgreSQL. Absent: the embedded
+   * server, exactly as it was.
    */
   backend?: Backend;
 }
@@ -78,7 +79,7 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
     },
   });
   const deps: RunDeps = { config, sandbox, registry, admission, recorder: new Recorder(logger, history, metrics), logger, volumes, egressGateway };
-  const workspaces = new WorkspaceStore(config.baseDir);
+  const workspaces = backend?.workspaces ?? new DiskWorkspaceStore(config.baseDir);
   const contexts = new ContextService(deps, volumes.deployment);
   const packages = new PackageService(deps);
   return {

@@ -3,6 +3,7 @@ import type { Config } from '../config.js';
 import type { HealthResponse } from '../contract/contract.js';
 import type { Logger } from '../logger.js';
 import { PgHistory } from './pg-history.js';
+import { PgWorkspaceStore } from './pg-workspace.js';
 import { untilReachable } from './reachable.js';
 import { openDatabase } from './postgres.js';
 import { notDistributed, QueueSandbox } from './queue-sandbox.js';
@@ -10,6 +11,7 @@ import type { EgressDoors } from '../egress/egress-gateway.js';
 import { RedisLimits } from './shared-limits.js';
 import type { SharedLimits } from '../tenancy/admission.js';
 import { WORKER_SEEN_MS, WORKERS_KEY, type WorkerPresence } from './redis.js';
+import type { WorkspaceStore } from '../workspace/workspace-store.js';
 
 /** What a distributed node plugs into buildService's seams. */
 export interface Backend {
@@ -20,6 +22,8 @@ export interface Backend {
   /** API node: requests_per_minute and max_concurrent counted in Redis, for all API nodes together. */
   limits?: SharedLimits;
   history?: PgHistory;
+  /** API node: the tenants' workspaces in PostgreSQL, so that every API node serves the same files. */
+  workspaces?: WorkspaceStore;
   /** API node: Redis, PostgreSQL and the workers, for GET /health. */
   health?(): Promise<Pick<HealthResponse, 'status' | 'redis' | 'postgres' | 'workers' | 'error'>>;
   /** API node: egress lists refused (the network and proxy would belong with a worker's engine). */
@@ -55,6 +59,7 @@ export async function apiBackend(config: Config, logger: Logger): Promise<Backen
     deployment: await deploymentOf(pool),
     sandbox,
     history,
+    workspaces: new PgWorkspaceStore(pool, config.baseDir),
     egress: {
       forExecution: () => Promise.reject(notDistributed('Egress allowlists')),
       network: () => Promise.reject(notDistributed('Egress allowlists')),

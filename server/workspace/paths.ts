@@ -1,5 +1,5 @@
 import { badRequest } from '../errors.js';
-import { checkRelativePath } from '../relative-path.js';
+import { checkRelativePath, cleanRelativePath } from '../relative-path.js';
 
 /** checkRelativePath for a client's path (`file_name`, or a /files path): a 400 that names the field and says why. */
 export function requireWorkspacePath(name: string, field = 'file_name'): string {
@@ -11,4 +11,11 @@ export function requireWorkspacePath(name: string, field = 'file_name'): string 
     );
   }
   return checked.path;
+}
+
+/** The clean form of a workspace path the services pass on (already checked, or a 400 here). */
+export function cleanWorkspacePath(rel: string): string {
+  const clean = cleanRelativePath(rel);
+  if (clean === null) throw badRequest(`Invalid workspace path ${JSON.stringify(rel.slice(0, 200))}`);
+  return clean;
 }

@@ -3,6 +3,15 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { ChangesSink } from '../sandbox/sandbox.js';
 
+/**
+ * Empties a server's staging area (BASE_DIR/staging), at start: what a crashed or killed server
+ * left there was never merged, and no cap counts it. A BASE_DIR belongs to one server process.
+ */
+export async function clearStaging(root: string): Promise<void> {
+  await fs.rm(root, { recursive: true, force: true });
+  await fs.mkdir(root, { recursive: true, mode: 0o700 });
+}
+
 export interface StagedFile {
   /** Where its bytes wait, in this staging directory. */
   temp: string;

@@ -1,3 +1,5 @@
+import { cleanRelativePath } from '../relative-path.js';
+
 /**
  * The workspace caps, counted the way a container's /workspace (a tmpfs) counts them: every file
  * and every directory takes an inode (`nr_inodes`, SANDBOX_MAX_FILES), and a file's bytes take whole
@@ -71,6 +73,19 @@ export class Tree {
     this.dirOf(parts.slice(0, -1)).set(parts.at(-1)!, { kind: 'file', size });
   }
 
+  /** Every directory and file, each parent before what is in it. */
+  entries(): { path: string; kind: 'dir' | 'file' }[] {
+    const out: { path: string; kind: 'dir' | 'file' }[] = [];
+    const walk = (children: Map<string, Node>, prefix: string) => {
+      for (const [name, node] of children) {
+        out.push({ path: prefix + name, kind: node.kind });
+        if (node.kind === 'dir') walk(node.children, `${prefix}${name}/`);
+      }
+    };
+    walk(this.root, '');
+    return out;
+  }
+
   usage(): Usage {
     const usage: Usage = { entries: 0, bytes: 0 };
     const walk = (children: Map<string, Node>) => {
@@ -108,4 +123,27 @@ export class Tree {
     }
     return children;
   }
+}
+
+/** A run's merge as planned before anything changes: the workspace's tree after it, and its deletions (clean, sorted). */
+export type MergePlan = { over: string; tree?: undefined; deleted?: undefined } | { over: null; tree: Tree; deleted: string[] };
+
+/**
+ * Applies a merge (its deletions, then its directories, then its files) to the tree of `listing`
+ * and checks the result against the caps. Names from a container were checked by the tar filter;
+ * the report's deletions are checked here (one that is no clean path is left out).
+ */
+export function planMerge(
+  listing: { files: { path: string; size: number }[]; dirs: string[] },
+  changes: { dirs: string[]; deleted: string[] },
+  files: [string, { size: number }][],
+  caps: WorkspaceCaps,
+): MergePlan {
+  const deleted = changes.deleted.map((d) => cleanRelativePath(d, true)).filter((d): d is string => d !== null).sort();
+  const tree = Tree.of(listing);
+  for (const rel of deleted) tree.remove(rel);
+  for (const dir of changes.dirs) tree.makeDir(dir);
+  for (const [rel, file] of files) tree.putFile(rel, file.size);
+  const over = overCaps(tree.usage(), caps);
+  return over ? { over } : { over: null, tree, deleted };
 }

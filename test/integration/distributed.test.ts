@@ -49,7 +49,7 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     [redis, postgres, engine2] = await Promise.all([startRedis(), startPostgres(), startSecondEngine(process.env.SANDBOX_IMAGE ?? 'run-python-code-sandbox:latest')]);
     wheelhouse = mkdtempSync(path.join(os.tmpdir(), 'rpc-dist-wheels-'));
     makeWheel(wheelhouse, 'rpc-dist-tiny', '1.0');
-    common = { WHEELHOUSE_DIR: wheelhouse, REDIS_URL: redis.url, DATABASE_URL: postgres.url, WORKER_STALLED_S: '3', EXECUTION_RETENTION_S: '600', PACKAGES_VOLUME_PREFIX: `rpc-dist-${tag}-`, TENANT_MAX_CONCURRENT: '3' };
+    common = { WHEELHOUSE_DIR: wheelhouse, REDIS_URL: redis.url, DATABASE_URL: postgres.url, WORKER_STALLED_S: '3', EXECUTION_RETENTION_S: '600', PACKAGES_VOLUME_PREFIX: `rpc-dist-${tag}-`, TENANT_MAX_CONCURRENT: '3', SANDBOX_WORKSPACE_MB: '4' };
     // The first node migrates alone; the others start together on the migrated schema.
     api.push(await startApiNode({ ...common, INSTANCE_ID: `rpc-dist-api1-${tag}` }));
     [workers.w1, workers.w2, api[1]] = await Promise.all([worker('w1'), worker('w2'), startApiNode({ ...common, INSTANCE_ID: `rpc-dist-api2-${tag}` })]);
@@ -110,6 +110,45 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     assert.equal(wrote.body.success, true, String(wrote.body.error));
     const read = await post(api[0]!, '/execute', { code: 'print(open("made-on-a-worker.txt").read())' });
     assert.equal(read.body.result, 'kept', 'the API node merged the files the worker sent back');
+  });
+
+  it("keeps the workspace in PostgreSQL: a file written through one API node is read, run and changed through the other, within the caps", async () => {
+    const put = (node: ClusterNode, rel: string, body: Buffer) => fetch(`${node.url}/files/${rel}`, { method: 'PUT', headers: { 'content-type': 'application/octet-stream' }, body });
+    const download = async (node: ClusterNode, rel: string) => {
+      const res = await fetch(`${node.url}/files/${rel}`);
+      return { status: res.status, bytes: Buffer.from(await res.arrayBuffer()) };
+    };
+    const listed = async (node: ClusterNode) => ((await get(node, '/files')).body.files as { path: string; size: number }[]).map((f) => [f.path, f.size]);
+    const bytes = Buffer.from([0, 1, 2, 0xfe, 0xff, ...Buffer.from('\nnot UTF-8 \u00e9')]);
+
+    const written = await put(api[0]!, 'shared/data.bin', bytes);
+    assert.equal(written.status, 201, await written.clone().text());
+    assert.deepEqual(await written.json(), { path: 'shared/data.bin', size: bytes.length });
+    assert.ok((await listed(api[1]!)).some(([p, size]) => p === 'shared/data.bin' && size === bytes.length), 'listed through the other API node');
+    assert.deepEqual((await download(api[1]!, 'shared/data.bin')).bytes, bytes);
+
+    // A run through node 2 reads it; what the run writes is read through node 1.
+    const ran = await post(api[1]!, '/execute', {
+      code: 'data = open("shared/data.bin", "rb").read()\nopen("shared/out.bin", "wb").write(data[::-1])\nprint(data.hex())',
+    });
+    assert.equal(ran.body.success, true, String(ran.body.error));
+    assert.equal(ran.body.result, bytes.toString('hex'));
+    assert.deepEqual((await download(api[0]!, 'shared/out.bin')).bytes, Buffer.from(bytes).reverse());
+
+    // workspace_mb (4 MiB here) counts what both nodes wrote: the second upload is refused whole.
+    assert.equal((await put(api[0]!, 'shared/big-1', Buffer.alloc(3 << 20, 1))).status, 201);
+    const refused = await put(api[1]!, 'shared/big-2', Buffer.alloc(2 << 20, 2));
+    assert.equal(refused.status, 413);
+    assert.match(String(((await refused.json()) as { error: string }).error), /workspace is full.*workspace_mb \(4 MiB\)/);
+    assert.equal((await download(api[0]!, 'shared/big-2')).status, 404);
+
+    // Deleted through one node, gone on the other (for runs too).
+    assert.equal((await fetch(`${api[1]!.url}/files/shared/big-1`, { method: 'DELETE' })).status, 204);
+    assert.equal((await download(api[0]!, 'shared/big-1')).status, 404);
+    assert.equal((await fetch(`${api[0]!.url}/files/shared`, { method: 'DELETE' })).status, 204);
+    assert.deepEqual((await listed(api[1]!)).filter(([p]) => String(p).startsWith('shared/')), []);
+    const after = await post(api[0]!, '/execute', { code: 'import os\nprint(os.path.exists("shared"))' });
+    assert.equal(after.body.result, 'False', String(after.body.error));
   });
 
   it("installs through the queue (the API node's wheelhouse, offline) into the packages volume of the worker's engine", async () => {

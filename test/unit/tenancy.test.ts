@@ -8,7 +8,7 @@ import { ServiceError } from '../../server/errors.js';
 import { projectRoot } from '../../server/project.js';
 import { Admission } from '../../server/tenancy/admission.js';
 import { loadTenants, RegistryError } from '../../server/tenancy/tenant-registry.js';
-import { WorkspaceStore } from '../../server/workspace/workspace-store.js';
+import { DiskWorkspaceStore } from '../../server/workspace/disk-workspace-store.js';
 
 const readme = readFileSync(path.join(projectRoot, 'README.md'), 'utf8');
 const block = (name: string) => {
@@ -64,10 +64,10 @@ describe('tenants and limits files', () => {
   }
 });
 
-describe('WorkspaceStore', () => {
+describe('DiskWorkspaceStore', () => {
   it('opens only direct children of the workspaces folder, and retries an open that failed', async () => {
     const base = mkdtempSync(path.join(os.tmpdir(), 'rpc-ws-'));
-    const store = new WorkspaceStore(base);
+    const store = new DiskWorkspaceStore(base);
     for (const name of ['.', '..', 'a/b', '']) assert.throws(() => store.for(name), /unsafe tenant id/);
     writeFileSync(path.join(base, 'workspaces'), 'a file where the folder should be');
     await assert.rejects(store.for('t1'), /EEXIST|ENOTDIR/);

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { ServiceError } from '../../server/errors.js';
 import { Tree, type WorkspaceCaps } from '../../server/workspace/tree.js';
-import { Workspace } from '../../server/workspace/workspace.js';
+import { DiskWorkspace } from '../../server/workspace/disk-workspace.js';
 
 describe('Tree: the caps counted as the container counts them', () => {
   it('counts directories as entries and file bytes in whole 4 KiB pages', () => {
@@ -37,7 +37,7 @@ async function workspace(files: Record<string, string> = {}) {
     mkdirSync(path.dirname(path.join(root, rel)), { recursive: true });
     writeFileSync(path.join(root, rel), content);
   }
-  const ws = await Workspace.open(root, path.join(base, 'staging'));
+  const ws = await DiskWorkspace.open(root, path.join(base, 'staging'));
   return { ws, root, staging: path.join(base, 'staging') };
 }
 
@@ -59,7 +59,7 @@ function contents(root: string): Record<string, string> {
 
 const roomy: WorkspaceCaps = { maxBytes: 1 << 20, maxEntries: 100 };
 
-async function stagedRun(ws: Workspace, files: Record<string, string>) {
+async function stagedRun(ws: DiskWorkspace, files: Record<string, string>) {
   const staged = await ws.stage();
   for (const [rel, content] of Object.entries(files)) await staged.file(rel, [Buffer.from(content)]);
   return staged;
