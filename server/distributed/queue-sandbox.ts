@@ -63,6 +63,7 @@ export class QueueSandbox implements Sandbox {
     await this.refuseWhenFull();
     const data: WireJob = {
       executionId: job.executionId,
+      tenant: job.tenant,
       mode: job.mode,
       code: job.code,
       file: job.file,
