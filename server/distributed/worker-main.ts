@@ -102,8 +102,9 @@ async function main(): Promise<void> {
   });
   worker.on('error', (err) => logger.warn('queue connection', { error: err.message }));
 
+  const python = await service.sandbox.pythonVersion().catch(() => null);
   const report = () => {
-    const presence: WorkerPresence = { slots: config.maxConcurrent, free: config.maxConcurrent - running.size, seen: Date.now() };
+    const presence: WorkerPresence = { slots: config.maxConcurrent, free: config.maxConcurrent - running.size, seen: Date.now(), python };
     void publisher.hset(WORKERS_KEY, config.instanceId, JSON.stringify(presence)).catch(() => undefined);
   };
   report();

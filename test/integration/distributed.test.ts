@@ -159,14 +159,30 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     }
   });
 
-  it('refuses contexts and declared dependencies, which need one worker\'s engine, with a clear 503 (nothing is installed)', async () => {
+  it('refuses contexts with a clear 503; runs declared dependencies on every worker, the engine without the set installing it once', async () => {
     const context = await post(api[0]!, '/contexts', {});
     assert.equal(context.status, 503, JSON.stringify(context.body));
     assert.match(String(context.body.error), /^Contexts are not offered by a distributed deployment/);
-    const declared = await post(api[0]!, '/execute', { code: 'import rpc_dist_tiny', dependencies: ['rpc-dist-tiny'] });
-    assert.equal(declared.status, 503, JSON.stringify(declared.body));
-    assert.equal(declared.body.success, false);
-    assert.match(String(declared.body.error), /^Dependencies declared in the code are not offered by a distributed deployment/);
+
+    makeWheel(wheelhouse, 'rpc-dist-dep', '2.0');
+    const block = (python: string) => `# /// script\n# dependencies = ["rpc-dist-dep==2.0"]\n# requires-python = "${python}"\n# ///\n`;
+    const older = await post(api[0]!, '/execute', { code: `${block('<3')}print(1)` });
+    assert.equal(older.status, 400, JSON.stringify(older.body));
+    assert.match(String(older.body.error), /the sandbox runs Python 3\./, 'the workers report their Python');
+    // One API node, so that the set is installed once (each API node keeps its own list of sets).
+    const code = `${block('>=3')}import rpc_dist_dep\nprint(rpc_dist_dep.__version__)`;
+    const answers: Record<string, unknown>[] = [];
+    const ran = (id: string) => answers.filter((a) => a.worker === id).length;
+    while (ran(ids.w1) < 2 || ran(ids.w2) < 2) {
+      assert.ok(answers.length < 40, 'both workers should have run it twice in 40 tries');
+      const { status, body } = await post(api[0]!, '/execute', { code });
+      assert.equal(status, 200, JSON.stringify(body));
+      assert.equal(body.result, '2.0', String(body.error));
+      answers.push(body);
+    }
+    assert.equal((answers[0]!.dependencies as { cached: boolean }).cached, false);
+    const caughtUp = answers.map((a) => (a.phases as { dependencies_catch_up?: { installed: unknown } } | undefined)?.dependencies_catch_up).filter((c) => c !== undefined);
+    assert.deepEqual(caughtUp.map((c) => c.installed), [[{ name: 'rpc-dist-dep', version: '2.0' }]], 'the engine that did not install the set caught it up, once');
   });
 
   it('reports Redis, PostgreSQL and the workers on an API node, the engine and pool on a worker', async () => {
