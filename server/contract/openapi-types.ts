@@ -397,6 +397,30 @@ export interface components {
             cached: boolean;
         };
         /**
+         * @description Distributed deployments only, and only when the worker did something before the run: what
+         *     it was. PostgreSQL records each tenant's installed packages (the exact pins of every install)
+         *     and each set of declared dependencies; a worker whose engine holds an older state of them
+         *     installs the recorded pins into its own engine's volume first (from its wheelhouse or the
+         *     index, with the install caps), once per engine. If that fails, the code does not run and
+         *     the answer is `success: false` saying why.
+         */
+        ExecutionPhases: {
+            packages_catch_up?: components["schemas"]["CatchUpPhase"];
+            dependencies_catch_up?: components["schemas"]["CatchUpPhase"];
+        };
+        /**
+         * @description One catch-up install on the worker's engine: the tenant's packages (`packages_catch_up`) or
+         *     the run's declared set (`dependencies_catch_up`)
+         */
+        CatchUpPhase: {
+            /** @description The recorded state the engine was brought to (one more for every install of the tenant) */
+            generation: number;
+            /** @description What the catch-up installed (empty when it failed, or when the volume held it all already) */
+            installed: components["schemas"]["Package"][];
+            /** @description Both of its phases (resolve, install) together */
+            duration_ms: number;
+        };
+        /**
          * @description A context from `POST /contexts`: the call runs in its live interpreter (its memory cap is
          *     the context's, so `memory_mb` may not be given with it; `timeout` is per call). Calls to
          *     one context run one at a time: a second waits for the first, up to its own timeout (then
@@ -532,6 +556,7 @@ export interface components {
              *     (also the label of its containers). Absent on the embedded server.
              */
             worker?: string;
+            phases?: components["schemas"]["ExecutionPhases"];
         };
         Output: {
             /**

@@ -28,6 +28,8 @@ export interface Backend {
   health?(): Promise<Pick<HealthResponse, 'status' | 'redis' | 'postgres' | 'workers' | 'error'>>;
   /** API node: egress lists refused (the network and proxy would belong with a worker's engine). */
   egress?: EgressDoors;
+  /** Worker node: PostgreSQL, where the tenants' installed packages are recorded (package-sync.ts). */
+  database?: pg.Pool;
   close(): Promise<void>;
 }
 
@@ -91,11 +93,12 @@ export async function apiBackend(config: Config, logger: Logger): Promise<Backen
   };
 }
 
-/** A worker node's backend: only the deployment id from PostgreSQL (it runs jobs, it keeps no answers). */
+/** A worker node's backend: the deployment id and the record of packages in PostgreSQL (it keeps no answers). */
 export async function workerBackend(config: Config, logger: Logger): Promise<Backend> {
   const pool = await openDatabase(config.databaseUrl, logger);
   return {
     deployment: await deploymentOf(pool),
+    database: pool,
     close: () => pool.end(),
   };
 }

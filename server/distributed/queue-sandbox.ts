@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import { ServiceError, unavailable } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Sandbox, SandboxContext, SandboxHealth, SandboxJob, SandboxOutcome } from '../sandbox/sandbox.js';
-import { CLOSE_WAIT_MS, QUEUE_NAME, redisConnection } from './redis.js';
+import { CLOSE_WAIT_MS, QUEUE_NAME, redisConnection, WORKER_SEEN_MS, WORKERS_KEY, type WorkerPresence } from './redis.js';
 import { bytesOf, cancelChannel, outputChannel, readSource, wireFiles, type WireJob, type WireResult } from './wire.js';
 
 export interface QueueSandboxOptions {
@@ -61,17 +61,17 @@ export class QueueSandbox implements Sandbox {
   }
 
   async run(job: SandboxJob): Promise<SandboxOutcome> {
-    // A set's volume would live on the engine of whichever worker installed it, and the run could land on another.
-    if (job.depsVolume !== undefined || job.install?.requirements !== undefined) throw notDistributed('Dependencies declared in the code');
     await this.refuseWhenFull();
     const data: WireJob = {
       executionId: job.executionId,
+      tenant: job.tenant,
       mode: job.mode,
       code: job.code,
       file: job.file,
       variable: job.variable,
       limits: job.limits,
       packagesVolume: job.packagesVolume,
+      depsVolume: job.depsVolume,
       install: job.install,
       packagesWritable: job.packagesWritable,
       network: job.network,
@@ -155,12 +155,17 @@ export class QueueSandbox implements Sandbox {
     return unavailable(`The worker failed to run this execution: ${message}`);
   }
 
+  /** The Python of the workers' sandbox image, as a live worker reports it; null when none says. */
   async pythonVersion(): Promise<string | null> {
-    throw notDistributed('Dependencies declared in the code');
+    const seen = await this.commands.hgetall(WORKERS_KEY).catch(() => ({}));
+    const now = Date.now();
+    const live = Object.values(seen).map((raw) => JSON.parse(raw as string) as WorkerPresence).filter((w) => now - w.seen < WORKER_SEEN_MS);
+    return live.find((w) => w.python)?.python ?? null;
   }
 
   async removeVolume(): Promise<void> {
-    throw notDistributed('Dependencies declared in the code');
+    // The set's copies are on the workers' engines, which an API node does not reach.
+    throw unavailable('Sets of declared dependencies are not removed on a distributed deployment: each worker\'s engine keeps its copy');
   }
 
   async openContext(): Promise<SandboxContext> {

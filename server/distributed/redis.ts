@@ -23,4 +23,6 @@ export interface WorkerPresence {
   slots: number;
   free: number;
   seen: number;
+  /** Its sandbox image's Python (the image's label), for requires-python on the API nodes. */
+  python?: string | null;
 }

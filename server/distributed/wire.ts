@@ -7,12 +7,15 @@ import type { FileChanges, FileSource, SandboxFile, SandboxJob, SandboxLimits, S
  */
 export interface WireJob {
   executionId: string;
+  /** Whose job: the worker brings the volumes it mounts to their recorded state first (package-sync.ts). */
+  tenant?: string;
   mode: SandboxJob['mode'];
   code?: string;
   file?: string;
   variable?: string;
   limits: SandboxLimits;
   packagesVolume: string;
+  depsVolume?: string;
   /** Installs: what to install, the volume writable, their network, /scratch, the wheelhouse. */
   install?: SandboxJob['install'];
   packagesWritable?: boolean;

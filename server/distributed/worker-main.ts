@@ -6,7 +6,9 @@ import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../logger.js';
 import { startProcess } from '../start-up.js';
 import { Metrics } from '../metrics.js';
+import { dockerClient } from '../sandbox/docker-client.js';
 import { workerBackend } from './backend.js';
+import { engineKey, PackageSync } from './package-sync.js';
 import { CLOSE_WAIT_MS, QUEUE_NAME, redisConnection, WORKERS_KEY, type WorkerPresence } from './redis.js';
 import { cancelChannel, ChangesCollector, outputChannel, sandboxFiles, sourceOf, type WireJob, type WireResult } from './wire.js';
 
@@ -26,6 +28,14 @@ async function main(): Promise<void> {
   const service = buildService(config, { logger, metrics: new Metrics(), backend });
   const engine = await service.start(); // reaps this instance's containers before taking any job
   if (engine.error) logger.warn('the engine is not ready; jobs taken now fail', { error: engine.error });
+  const sync = new PackageSync({
+    pool: backend.database!,
+    engine: () => engineKey(dockerClient(), config.instanceId),
+    packages: service.packages,
+    volumes: service.volumes,
+    worker: config.instanceId,
+    logger,
+  });
 
   const publisher = redisConnection(config.redisUrl);
   const cancels = redisConnection(config.redisUrl);
@@ -45,14 +55,16 @@ async function main(): Promise<void> {
     await cancels.subscribe(channel);
     try {
       const changes = data.wantsChanges ? new ChangesCollector() : undefined;
-      const outcome = await service.sandbox.run({
+      const outcome = await sync.around(data, controller.signal, () => service.sandbox.run({
         executionId: data.executionId,
+        tenant: data.tenant,
         mode: data.mode,
         code: data.code,
         file: data.file,
         variable: data.variable,
         limits: data.limits,
         packagesVolume: data.packagesVolume,
+        depsVolume: data.depsVolume,
         install: data.install,
         packagesWritable: data.packagesWritable,
         network: data.network,
@@ -64,7 +76,7 @@ async function main(): Promise<void> {
         onOutput: data.streams
           ? (stream, text) => void publisher.publish(outputChannel(data.executionId), JSON.stringify({ stream, text })).catch(() => undefined)
           : undefined,
-      });
+      }));
       return { outcome: { ...outcome, worker: config.instanceId }, files: changes?.wire(outcome.changes) ?? [] };
     } finally {
       running.delete(channel);
@@ -83,8 +95,9 @@ async function main(): Promise<void> {
   });
   worker.on('error', (err) => logger.warn('queue connection', { error: err.message }));
 
+  const python = await service.sandbox.pythonVersion().catch(() => null);
   const report = () => {
-    const presence: WorkerPresence = { slots: config.maxConcurrent, free: config.maxConcurrent - running.size, seen: Date.now() };
+    const presence: WorkerPresence = { slots: config.maxConcurrent, free: config.maxConcurrent - running.size, seen: Date.now(), python };
     void publisher.hset(WORKERS_KEY, config.instanceId, JSON.stringify(presence)).catch(() => undefined);
   };
   report();

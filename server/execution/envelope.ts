@@ -10,7 +10,8 @@ export function capString(value: string, max: number): { text: string; cut: bool
 
 /**
  * What the client gets for a finished execution. The decision is made here, once, in order of
- * precedence: the service refused the container's output; the deadline; memory; the output cap;
+ * precedence: a distributed worker could not install the tenant's packages first (nothing ran); the
+ * service refused the container's output; the deadline; memory; the output cap;
  * then the code's own outcome. Only a clean exit with every requested value is `success: true`.
  */
 export function toEnvelope(executionId: string, outcome: SandboxOutcome, limits: SandboxLimits): ExecutionResponse {
@@ -35,7 +36,11 @@ export function toEnvelope(executionId: string, outcome: SandboxOutcome, limits:
     outputs: report?.outputs ?? [],
     outputs_truncated: report?.outputs_truncated ?? false,
     ...(outcome.worker ? { worker: outcome.worker } : {}),
+    ...phasesOf(outcome),
   });
+
+  const caughtUp = outcome.catchUps?.find((c) => c.error !== undefined);
+  if (caughtUp) return failure(caughtUp.error!); // nothing ran
 
   if (outcome.violation) {
     return failure(`The sandbox broke the runner protocol (${outcome.violation}); its output was discarded`);
@@ -74,3 +79,13 @@ export function toEnvelope(executionId: string, outcome: SandboxOutcome, limits:
   };
 }
 
+
+/** The worker's catch-up installs before the run, as the answer's `phases` (only when there were any). */
+function phasesOf(outcome: SandboxOutcome): Pick<ExecutionResponse, 'phases'> {
+  if (!outcome.catchUps?.length) return {};
+  return {
+    phases: Object.fromEntries(
+      outcome.catchUps.map((c) => [`${c.target}_catch_up`, { generation: c.generation, installed: c.installed, duration_ms: c.durationMs }]),
+    ),
+  };
+}

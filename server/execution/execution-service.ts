@@ -170,7 +170,7 @@ export class ExecutionService {
         };
         const result = box
           ? await box.run({ ...job, interruptGraceS: INTERRUPT_GRACE_S })
-          : await sandbox.run({ ...job, packagesVolume: volumes.name(ctx.tenant), depsVolume });
+          : await sandbox.run({ ...job, tenant: ctx.tenant, packagesVolume: volumes.name(ctx.tenant), depsVolume });
         return { outcome: result, refused: result.changes ? await workspace.merge(staged, result.changes, caps) : null };
       } finally {
         await staged.discard();

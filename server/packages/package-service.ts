@@ -67,6 +67,13 @@ function installRuntime(config: Config, runtime: Runtime, network: string): Runt
   return 'runc';
 }
 
+/** What the two phases install: one requirement, or a set resolved together. */
+interface Installing {
+  requirement?: string;
+  requirements?: string[];
+  upgrade: boolean;
+}
+
 export class PackageService {
   private readonly queues = new Map<string, Promise<unknown>>();
 
@@ -93,6 +100,7 @@ export class PackageService {
     const outcome = await admission.run(ctx.tenant, tenant.max_concurrent, () =>
       sandbox.run({
         executionId: ctx.executionId,
+        tenant: ctx.tenant,
         mode: 'list-packages',
         workspace: { files: [], dirs: [] },
         packagesVolume: volumes.name(ctx.tenant),
@@ -116,6 +124,15 @@ export class PackageService {
     // Its containers are named apart from the run's own, which follows at once under the request's id.
     const install = { ...ctx, executionId: `${ctx.executionId}-deps` };
     return this.serialized(volume, () => this.twoPhases(volume, { requirements, upgrade: false }, install));
+  }
+
+  /**
+   * A distributed worker's catch-up: a volume's recorded pins installed into this engine's copy of
+   * it, through both phases and their caps. No admission: the job it comes before holds the
+   * tenant's slot already.
+   */
+  catchUp(volume: string, pins: string[], ctx: ExecutionContext): Promise<SandboxOutcome> {
+    return this.serialized(volume, () => this.phases(volume, { requirements: pins, upgrade: false }, ctx));
   }
 
   /** The caps of an install container: the tenant's, with the install timeout. */
@@ -154,13 +171,13 @@ export class PackageService {
    * The two phases into `volume`: resolve `what` (one requirement, or a set) with the volume
    * read-only, check every name pip would install, then install exactly those pins.
    */
-  private async twoPhases(
-    volume: string,
-    what: { requirement?: string; requirements?: string[]; upgrade: boolean },
-    ctx: ExecutionContext,
-  ): Promise<SandboxOutcome> {
-    const { config: c, registry, admission, sandbox } = this.deps;
-    const tenant = registry.get(ctx.tenant).limits;
+  private twoPhases(volume: string, what: Installing, ctx: ExecutionContext): Promise<SandboxOutcome> {
+    const tenant = this.deps.registry.get(ctx.tenant).limits;
+    return this.deps.admission.run(ctx.tenant, tenant.max_concurrent, () => this.phases(volume, what, ctx), ctx.signal);
+  }
+
+  private async phases(volume: string, what: Installing, ctx: ExecutionContext): Promise<SandboxOutcome> {
+    const { config: c, sandbox } = this.deps;
     const wheelhouse = c.wheelhouseDir ? await readWheelhouse(c.wheelhouseDir) : [];
     const network = installNetwork(c);
     const limits = this.installLimits(ctx.tenant);
@@ -172,6 +189,7 @@ export class PackageService {
     };
     const job = (executionId: string, over: Pick<SandboxJob, 'mode' | 'install' | 'scratch'> & Partial<SandboxJob>): SandboxJob => ({
       executionId,
+      tenant: ctx.tenant,
       workspace: { files: [], dirs: [] },
       wheelhouse,
       packagesVolume: volume,
@@ -179,33 +197,31 @@ export class PackageService {
       limits,
       ...over,
     });
-    return admission.run(ctx.tenant, tenant.max_concurrent, async () => {
-      const built = new WheelsBuilt();
-      const resolved = await sandbox.run(job(`${ctx.executionId}-resolve`, {
-        mode: 'resolve',
-        changes: built,
-        install: { ...install, requirement: what.requirement, requirements: what.requirements },
-        // Downloads and builds of the dry run: at most what the packages may take, in memory.
-        scratch: { mb: c.packagesMaxMb + SCRATCH_SLACK.mb, inodes: c.packagesMaxFiles + SCRATCH_SLACK.inodes },
-      }));
-      const { report } = resolved;
-      const plan = toEnvelope(ctx.executionId, resolved, limits).success ? (report?.resolved ?? []) : [];
-      if (plan.length === 0) return resolved; // it failed, or there is nothing to install
-      const refusal = resolutionRefusal(plan, this.lists);
-      if (refusal) throw forbidden(refusal);
-      const used = report!.usage ?? { bytes: 0, files: 0 };
-      const room = { mb: Math.max(0, Math.ceil((install.packagesMaxBytes - used.bytes) / MiB)), files: Math.max(0, c.packagesMaxFiles - used.files) };
-      const installed = await sandbox.run(job(ctx.executionId, {
-        mode: 'install',
-        install: { ...install, pins: pinsOf(plan) },
-        onOutput: ctx.onOutput, // pip's output as it goes (MCP progress)
-        wheelhouse: [...wheelhouse, ...built.wheels()],
-        packagesWritable: true,
-        // The downloaded wheels and their unpacked trees, each within the room left.
-        scratch: { mb: 2 * room.mb + SCRATCH_SLACK.mb, inodes: room.files + SCRATCH_SLACK.inodes },
-      }));
-      return bothPhases(resolved, installed);
-    }, ctx.signal);
+    const built = new WheelsBuilt();
+    const resolved = await sandbox.run(job(`${ctx.executionId}-resolve`, {
+      mode: 'resolve',
+      changes: built,
+      install: { ...install, requirement: what.requirement, requirements: what.requirements },
+      // Downloads and builds of the dry run: at most what the packages may take, in memory.
+      scratch: { mb: c.packagesMaxMb + SCRATCH_SLACK.mb, inodes: c.packagesMaxFiles + SCRATCH_SLACK.inodes },
+    }));
+    const { report } = resolved;
+    const plan = toEnvelope(ctx.executionId, resolved, limits).success ? (report?.resolved ?? []) : [];
+    if (plan.length === 0) return resolved; // it failed, or there is nothing to install
+    const refusal = resolutionRefusal(plan, this.lists);
+    if (refusal) throw forbidden(refusal);
+    const used = report!.usage ?? { bytes: 0, files: 0 };
+    const room = { mb: Math.max(0, Math.ceil((install.packagesMaxBytes - used.bytes) / MiB)), files: Math.max(0, c.packagesMaxFiles - used.files) };
+    const installed = await sandbox.run(job(ctx.executionId, {
+      mode: 'install',
+      install: { ...install, pins: pinsOf(plan) },
+      onOutput: ctx.onOutput, // pip's output as it goes (MCP progress)
+      wheelhouse: [...wheelhouse, ...built.wheels()],
+      packagesWritable: true,
+      // The downloaded wheels and their unpacked trees, each within the room left.
+      scratch: { mb: 2 * room.mb + SCRATCH_SLACK.mb, inodes: room.files + SCRATCH_SLACK.inodes },
+    }));
+    return bothPhases(resolved, installed);
   }
 
   /** Runs `task` after every earlier install into the same volume (a tenant's, or a set's) has finished. */
@@ -221,7 +237,6 @@ export class PackageService {
   }
 }
 
-/** One answer for both phases: the install's outcome, with what the resolve printed and took first. */
 /** The wheels a resolve built from source distributions, as its container sends them back (workspace `built/`). */
 class WheelsBuilt implements ChangesSink {
   private readonly files = new Map<string, SandboxFile>();
@@ -237,6 +252,7 @@ class WheelsBuilt implements ChangesSink {
   }
 }
 
+/** One answer for both phases: the install's outcome, with what the resolve printed and took first. */
 function bothPhases(resolve: SandboxOutcome, install: SandboxOutcome): SandboxOutcome {
   const phases = Object.fromEntries(Object.entries(resolve.phases).map(([k, v]) => [`resolve_${k}`, v]));
   return {
@@ -245,6 +261,8 @@ function bothPhases(resolve: SandboxOutcome, install: SandboxOutcome): SandboxOu
     stderr: resolve.stderr + install.stderr,
     durationMs: resolve.durationMs + install.durationMs,
     phases: { ...phases, ...install.phases },
+    // A worker may have caught the volume up before either phase (each is a job of its own).
+    catchUps: [...(resolve.catchUps ?? []), ...(install.catchUps ?? [])],
   };
 }
 

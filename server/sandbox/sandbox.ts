@@ -70,6 +70,8 @@ export interface SandboxLimits {
 
 export interface SandboxJob {
   executionId: string;
+  /** Whose job: a distributed worker first brings the tenant's recorded packages (and set) to its own engine. */
+  tenant?: string;
   /**
    * `code` runs the given source; `file` runs a workspace file; `resolve` asks pip what one
    * requirement would install; `install` installs exact pins; `list-packages` reports what is installed.
@@ -146,6 +148,22 @@ export interface SandboxOutcome {
   phases: Record<string, number>;
   /** The worker node that ran it (its INSTANCE_ID), on a distributed deployment. */
   worker?: string;
+  /** What the worker installed on its engine before the job (distributed): the answer's `phases`. */
+  catchUps?: CatchUp[];
+}
+
+/**
+ * A distributed worker's install of a volume's recorded pins into its own engine, before a job
+ * that mounts it: the tenant's packages or the job's declared set.
+ */
+export interface CatchUp {
+  target: 'packages' | 'dependencies';
+  /** The recorded state the engine was brought to. */
+  generation: number;
+  installed: { name: string; version: string }[];
+  durationMs: number;
+  /** Why it failed; the job then did not run. */
+  error?: string;
 }
 
 export interface SandboxHealth {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -151,30 +151,77 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     assert.equal(after.body.result, 'False', String(after.body.error));
   });
 
-  it("installs through the queue (the API node's wheelhouse, offline) into the packages volume of the worker's engine", async () => {
+  it("a package installed through one worker imports on the other, whose engine catches up once from its own wheelhouse (phases)", async () => {
     const installed = await post(api[1]!, '/install-package', { package_name: 'rpc-dist-tiny==1.0' });
     assert.equal(installed.status, 200, JSON.stringify(installed.body));
     assert.equal(installed.body.success, true, String(installed.body.error));
-    const where = String(installed.body.worker);
-    assert.ok([ids.w1, ids.w2].includes(where));
-    // Packages do not follow the tenant to the other worker yet (see the README): this checks the one that installed it.
-    for (let tries = 0; tries < 40; tries++) {
-      const { body } = await post(api[0]!, '/execute', { code: 'import rpc_dist_tiny\nprint(rpc_dist_tiny.__version__)' });
-      if (body.worker !== where) continue;
-      assert.equal(body.result, '1.0', String(body.error));
-      return;
+    assert.equal(installed.body.phases, undefined, 'nothing was recorded before the first install');
+    const [here, there] = installed.body.worker === ids.w1 ? (['w1', 'w2'] as const) : (['w2', 'w1'] as const);
+    assert.equal(installed.body.worker, ids[here]);
+    const importIt = { code: 'import rpc_dist_tiny\nprint(rpc_dist_tiny.__version__)' };
+
+    // While the worker that installed it is stopped, every job goes to the other one.
+    await workers[here]!.stop();
+    try {
+      const wheel = path.join(wheelhouse, 'rpc_dist_tiny-1.0-py3-none-any.whl');
+      renameSync(wheel, `${wheel}.away`);
+      try {
+        const failed = await post(api[0]!, '/execute', importIt);
+        assert.equal(failed.status, 200, JSON.stringify(failed.body));
+        assert.equal(failed.body.success, false);
+        assert.equal(failed.body.worker, ids[there]);
+        assert.match(String(failed.body.error), /did not hold the tenant's installed packages yet, and installing them there failed, so nothing ran: .*rpc-dist-tiny/s);
+        assert.deepEqual((failed.body.phases as { packages_catch_up: { installed: unknown[] } }).packages_catch_up.installed, []);
+      } finally {
+        renameSync(`${wheel}.away`, wheel);
+      }
+      const first = await post(api[0]!, '/execute', importIt);
+      assert.equal(first.body.result, '1.0', String(first.body.error));
+      assert.equal(first.body.worker, ids[there]);
+      const caughtUp = (first.body.phases as { packages_catch_up: Record<string, unknown> }).packages_catch_up;
+      assert.deepEqual({ ...caughtUp, duration_ms: undefined }, { generation: 1, installed: [{ name: 'rpc-dist-tiny', version: '1.0' }], duration_ms: undefined });
+      const next = await post(api[1]!, '/execute', importIt);
+      assert.equal(next.body.result, '1.0', String(next.body.error));
+      assert.equal(next.body.phases, undefined, 'the engine caught up once');
+    } finally {
+      workers[here] = await worker(here);
+      await until(async () => (await workersSeen()).length === 2, 'the restarted worker in GET /health');
     }
-    assert.fail(`no run went to ${where} in 40 tries`);
+    // The engine that installed it holds it already: no catch-up there either.
+    for (let tries = 0; ; tries++) {
+      assert.ok(tries < 40, `no run went to ${ids[here]} in 40 tries`);
+      const { body } = await post(api[0]!, '/execute', importIt);
+      if (body.worker !== ids[here]) continue;
+      assert.equal(body.result, '1.0', String(body.error));
+      assert.equal(body.phases, undefined);
+      break;
+    }
   });
 
-  it('refuses contexts and declared dependencies, which need one worker\'s engine, with a clear 503 (nothing is installed)', async () => {
+  it('refuses contexts with a clear 503; runs declared dependencies on every worker, the engine without the set installing it once', async () => {
     const context = await post(api[0]!, '/contexts', {});
     assert.equal(context.status, 503, JSON.stringify(context.body));
     assert.match(String(context.body.error), /^Contexts are not offered by a distributed deployment/);
-    const declared = await post(api[0]!, '/execute', { code: 'import rpc_dist_tiny', dependencies: ['rpc-dist-tiny'] });
-    assert.equal(declared.status, 503, JSON.stringify(declared.body));
-    assert.equal(declared.body.success, false);
-    assert.match(String(declared.body.error), /^Dependencies declared in the code are not offered by a distributed deployment/);
+
+    makeWheel(wheelhouse, 'rpc-dist-dep', '2.0');
+    const block = (python: string) => `# /// script\n# dependencies = ["rpc-dist-dep==2.0"]\n# requires-python = "${python}"\n# ///\n`;
+    const older = await post(api[0]!, '/execute', { code: `${block('<3')}print(1)` });
+    assert.equal(older.status, 400, JSON.stringify(older.body));
+    assert.match(String(older.body.error), /the sandbox runs Python 3\./, 'the workers report their Python');
+    // One API node, so that the set is installed once (each API node keeps its own list of sets).
+    const code = `${block('>=3')}import rpc_dist_dep\nprint(rpc_dist_dep.__version__)`;
+    const answers: Record<string, unknown>[] = [];
+    const ran = (id: string) => answers.filter((a) => a.worker === id).length;
+    while (ran(ids.w1) < 2 || ran(ids.w2) < 2) {
+      assert.ok(answers.length < 40, 'both workers should have run it twice in 40 tries');
+      const { status, body } = await post(api[0]!, '/execute', { code });
+      assert.equal(status, 200, JSON.stringify(body));
+      assert.equal(body.result, '2.0', String(body.error));
+      answers.push(body);
+    }
+    assert.equal((answers[0]!.dependencies as { cached: boolean }).cached, false);
+    const caughtUp = answers.map((a) => (a.phases as { dependencies_catch_up?: { installed: unknown } } | undefined)?.dependencies_catch_up).filter((c) => c !== undefined);
+    assert.deepEqual(caughtUp.map((c) => c.installed), [[{ name: 'rpc-dist-dep', version: '2.0' }]], 'the engine that did not install the set caught it up, once');
   });
 
   it('reports Redis, PostgreSQL and the workers on an API node, the engine and pool on a worker', async () => {
