@@ -590,6 +590,12 @@ export const settings = {
     default: 30,
     parse: integer(2, 600),
   },
+  workerLostS: {
+    env: 'WORKER_LOST_S',
+    description: 'Distributed: a worker not seen in Redis for this long is left out of GET /health, and the contexts it held answer 410 (lost)',
+    default: 30,
+    parse: integer(6, 3600),
+  },
   logLevel: {
     env: 'LOG_LEVEL',
     description: 'error, warn, info or debug (user code appears in logs only at debug)',

@@ -8,8 +8,11 @@ import { openDatabase } from './postgres.js';
 import { notDistributed, QueueSandbox } from './queue-sandbox.js';
 import type { EgressDoors } from '../egress/egress-gateway.js';
 import { RedisLimits } from './shared-limits.js';
+import { PgContexts } from './pg-contexts.js';
+import { RemoteContexts } from './remote-contexts.js';
+import type { ContextDeps, ContextObserver, Contexts } from '../contexts/context-service.js';
 import type { SharedLimits } from '../tenancy/admission.js';
-import { WORKER_SEEN_MS, WORKERS_KEY, type WorkerPresence } from './redis.js';
+import { WORKERS_KEY, type WorkerPresence } from './redis.js';
 
 /** What a distributed node plugs into buildService's seams. */
 export interface Backend {
@@ -24,6 +27,14 @@ export interface Backend {
   health?(): Promise<Pick<HealthResponse, 'status' | 'redis' | 'postgres' | 'workers' | 'error'>>;
   /** API node: egress lists refused (the network and proxy would belong with a worker's engine). */
   egress?: EgressDoors;
+  /** API node: the contexts the workers hold, in place of its own ContextService. */
+  contexts?(deps: ContextDeps): Contexts;
+  /** Worker: its contexts' changes, kept in PostgreSQL for the API nodes. */
+  contextObserver?: ContextObserver;
+  /** Worker: resolves once the changes told to contextObserver so far are in PostgreSQL. */
+  flushed?(): Promise<void>;
+  /** Worker: when this run of it started (its presence says it; its contexts' rows name it). */
+  epoch?: number;
   close(): Promise<void>;
 }
 
@@ -51,8 +62,9 @@ export async function apiBackend(config: Config, logger: Logger): Promise<Backen
   const history = new PgHistory(pool, config.executionRetentionS, logger);
   // Its connection refuses commands until it is up, and the rate limit loads its script at once.
   if (sandbox.redis.status !== 'ready') await once(sandbox.redis, 'ready');
+  const deployment = await deploymentOf(pool);
   return {
-    deployment: await deploymentOf(pool),
+    deployment,
     sandbox,
     history,
     egress: {
@@ -60,6 +72,8 @@ export async function apiBackend(config: Config, logger: Logger): Promise<Backen
       network: () => Promise.reject(notDistributed('Egress allowlists')),
       close: async () => undefined,
     },
+    contexts: (deps) =>
+      new RemoteContexts({ store: new PgContexts(pool, logger), sandbox, registry: deps.registry, logger, deployment, lostS: config.workerLostS }),
     // A lease outlives the longest run (its queue wait, its timeout, a stalled retry) and no more.
     limits: new RedisLimits(sandbox.redis, (config.queueTimeoutS + config.maxTimeoutS + 2 * config.stalledS + 10) * 1000),
     async health() {
@@ -69,12 +83,12 @@ export async function apiBackend(config: Config, logger: Logger): Promise<Backen
       const seen = redis.reachable ? await sandbox.redis.hgetall(WORKERS_KEY).catch(() => ({})) : {};
       const workers = Object.entries(seen)
         .map(([id, raw]) => ({ id, ...(JSON.parse(raw as string) as WorkerPresence) }))
-        .filter((w) => now - w.seen < WORKER_SEEN_MS)
+        .filter((w) => now - w.seen < config.workerLostS * 1000)
         .map((w) => ({ id: w.id, slots: w.slots, free: w.free, seen_s_ago: Math.round((now - w.seen) / 100) / 10 }));
       const problems = [
         redis.reachable ? null : `Redis does not answer (${redis.error})`,
         postgres.reachable ? null : `PostgreSQL does not answer (${postgres.error})`,
-        workers.length > 0 || !redis.reachable ? null : 'no worker has reported in the last 30 s: start one (npm run worker)',
+        workers.length > 0 || !redis.reachable ? null : `no worker has reported in the last ${config.workerLostS} s: start one (npm run worker)`,
       ].filter((p): p is string => p !== null);
       return { status: problems.length === 0 ? 'healthy' : 'unhealthy', redis, postgres, workers, ...(problems.length ? { error: problems.join('; ') } : {}) };
     },
@@ -86,11 +100,19 @@ export async function apiBackend(config: Config, logger: Logger): Promise<Backen
   };
 }
 
-/** A worker node's backend: only the deployment id from PostgreSQL (it runs jobs, it keeps no answers). */
+/** A worker node's backend: the deployment id from PostgreSQL, and its contexts' rows there (it keeps no answers). */
 export async function workerBackend(config: Config, logger: Logger): Promise<Backend> {
   const pool = await openDatabase(config.databaseUrl, logger);
+  const store = new PgContexts(pool, logger);
+  const epoch = Date.now();
   return {
     deployment: await deploymentOf(pool),
-    close: () => pool.end(),
+    contextObserver: (tenant, info, limits) => store.write(config.instanceId, epoch, tenant, info, limits),
+    flushed: () => store.flushed(),
+    epoch,
+    async close() {
+      await store.flushed(); // its contexts' ends (it is stopping) reach the API nodes
+      await pool.end();
+    },
   };
 }

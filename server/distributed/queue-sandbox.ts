@@ -2,9 +2,23 @@ import { Queue, QueueEvents, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { ServiceError, unavailable } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { Sandbox, SandboxContext, SandboxHealth, SandboxJob, SandboxOutcome } from '../sandbox/sandbox.js';
+import type { OutputSink, Sandbox, SandboxContext, SandboxHealth, SandboxJob, SandboxOutcome } from '../sandbox/sandbox.js';
 import { QUEUE_NAME, redisConnection } from './redis.js';
 import { bytesOf, cancelChannel, outputChannel, readSource, wireFiles, type WireJob, type WireResult } from './wire.js';
+
+/** What goes with a job: its id, how long its answer may take, and the execution it is (for its output and its cancellation). */
+export interface SendOptions {
+  jobId: string;
+  ttlMs: number;
+  executionId?: string;
+  onOutput?: OutputSink;
+  signal?: AbortSignal;
+}
+
+interface Lane {
+  queue: Queue;
+  events: QueueEvents;
+}
 
 export interface QueueSandboxOptions {
   redisUrl: string;
@@ -30,8 +44,8 @@ const lostRedis = () =>
  * job and its outcome, the output pieces as they come (Redis pub/sub), and a cancellation.
  */
 export class QueueSandbox implements Sandbox {
-  private readonly queue: Queue;
-  private readonly events: QueueEvents;
+  /** The shared queue, and the workers' own queues this node sent to, each with its events. */
+  private readonly lanes = new Map<string, Lane>();
   /** Commands of requests in flight; refused at once while Redis is away. */
   private readonly commands: Redis;
   private readonly subscriber: Redis;
@@ -43,24 +57,18 @@ export class QueueSandbox implements Sandbox {
     private readonly logger: Logger,
   ) {
     this.commands = redisConnection(options.redisUrl, { failFast: true });
-    this.queue = new Queue(QUEUE_NAME, { connection: this.commands });
-    this.events = new QueueEvents(QUEUE_NAME, { connection: redisConnection(options.redisUrl) });
     this.subscriber = redisConnection(options.redisUrl);
     this.subscriber.on('message', (channel: string, message: string) => this.sinks.get(channel)?.(message));
     // A request waiting for a result learns of a lost connection now, not at its deadline: events sent while
     // Redis was away (or lost with it) would never reach it.
-    const dropAll = () => {
-      for (const reject of this.waiting) reject(lostRedis());
-    };
-    this.commands.on('close', dropAll);
-    this.events.on('error', dropAll);
+    this.commands.on('close', () => this.dropAll());
+    this.lane(QUEUE_NAME);
     for (const c of [this.commands, this.subscriber]) c.on('error', (err: Error) => logger.debug('redis', { error: err.message }));
   }
 
   async run(job: SandboxJob): Promise<SandboxOutcome> {
     // A set's volume would live on the engine of whichever worker installed it, and the run could land on another.
     if (job.depsVolume !== undefined || job.install?.requirements !== undefined) throw notDistributed('Dependencies declared in the code');
-    await this.refuseWhenFull();
     const data: WireJob = {
       executionId: job.executionId,
       mode: job.mode,
@@ -79,32 +87,65 @@ export class QueueSandbox implements Sandbox {
       wantsChanges: job.changes !== undefined,
       streams: job.onOutput !== undefined,
     };
-    const channel = outputChannel(job.executionId);
-    if (job.onOutput) {
-      const sink = job.onOutput;
+    const result = await this.send<WireResult>(QUEUE_NAME, 'run', data, {
+      // The execution id is the job id: an id is queued once.
+      jobId: job.executionId,
+      ttlMs: this.ttlMs(job.limits.timeoutS),
+      executionId: job.executionId,
+      onOutput: job.onOutput,
+      signal: job.signal,
+    });
+    for (const file of result.files) await job.changes?.file(file.path, bytesOf(file));
+    return result.outcome;
+  }
+
+  /** How long a job of this timeout may wait for its answer: the queue wait, the run, a stalled retry. */
+  ttlMs(timeoutS: number): number {
+    return (timeoutS + this.options.queueTimeoutS + 2 * this.options.stalledS) * 1000;
+  }
+
+  /**
+   * Adds a job to `queueName` (the shared queue, bounded by QUEUE_MAX, or one worker's own) and
+   * waits for its answer; the execution's output pieces go to `onOutput`, an abort to the worker.
+   */
+  async send<T>(queueName: string, name: string, data: unknown, { jobId, ttlMs, executionId, onOutput, signal }: SendOptions): Promise<T> {
+    if (queueName === QUEUE_NAME) await this.refuseWhenFull();
+    const { queue, events } = this.lane(queueName);
+    const channel = executionId === undefined ? undefined : outputChannel(executionId);
+    if (onOutput && channel) {
       this.sinks.set(channel, (piece) => {
         const { stream, text } = JSON.parse(piece) as { stream: 'stdout' | 'stderr'; text: string };
-        sink(stream, text);
+        onOutput(stream, text);
       });
       await this.subscriber.subscribe(channel);
     }
-    const onAbort = () => void this.commands.publish(cancelChannel(job.executionId), 'cancel').catch(() => undefined);
+    const onAbort = () => void this.commands.publish(cancelChannel(executionId!), 'cancel').catch(() => undefined);
     try {
-      const added = await this.add(data);
-      job.signal?.addEventListener('abort', onAbort, { once: true });
-      const result = await this.result(added, (job.limits.timeoutS + this.options.queueTimeoutS + 2 * this.options.stalledS) * 1000);
-      for (const file of result.files) await job.changes?.file(file.path, bytesOf(file));
-      return result.outcome;
+      const added = await this.add(queue, name, data, jobId);
+      if (executionId !== undefined) signal?.addEventListener('abort', onAbort, { once: true });
+      return await this.result<T>(added, events, ttlMs);
     } finally {
-      job.signal?.removeEventListener('abort', onAbort);
-      if (this.sinks.delete(channel)) void this.subscriber.unsubscribe(channel).catch(() => undefined);
+      signal?.removeEventListener('abort', onAbort);
+      if (channel && this.sinks.delete(channel)) void this.subscriber.unsubscribe(channel).catch(() => undefined);
     }
+  }
+
+  /** A queue and its events, made on first use (a worker's own queue: when a context is first called there). */
+  private lane(name: string): Lane {
+    let lane = this.lanes.get(name);
+    if (!lane) {
+      const events = new QueueEvents(name, { connection: redisConnection(this.options.redisUrl) });
+      events.on('error', () => this.dropAll());
+      lane = { queue: new Queue(name, { connection: this.commands }), events };
+      this.lanes.set(name, lane);
+    }
+    return lane;
   }
 
   private async refuseWhenFull(): Promise<void> {
     let waiting: number;
     try {
-      waiting = await this.queue.getWaitingCount();
+      waiting = await this.lane(QUEUE_NAME).queue.getWaitingCount();
     } catch {
       throw unavailable('Redis does not answer, so no execution can be queued; retry once it is back');
     }
@@ -113,31 +154,35 @@ export class QueueSandbox implements Sandbox {
     }
   }
 
-  private async add(data: WireJob): Promise<Job<WireJob, WireResult>> {
+  private async add(queue: Queue, name: string, data: unknown, jobId: string): Promise<Job> {
     try {
-      // The execution id is the job id: an id is queued once. A stalled job goes back to the queue once
-      // (maxStalledCount on the workers) and is never retried for failing, since a failure is an answer.
-      return await this.queue.add('run', data, { jobId: data.executionId, attempts: 1, removeOnComplete: true, removeOnFail: true });
+      // A stalled job goes back to the queue once (maxStalledCount on the workers) and is never
+      // retried for failing, since a failure is an answer.
+      return await queue.add(name, data, { jobId, attempts: 1, removeOnComplete: true, removeOnFail: true });
     } catch {
       throw unavailable('Redis does not answer, so no execution can be queued; retry once it is back');
     }
   }
 
   /** The job's answer, or a clear error: its worker lost twice, Redis lost, or no answer within `ttlMs`. */
-  private result(job: Job<WireJob, WireResult>, ttlMs: number): Promise<WireResult> {
+  private result<T>(job: Job, events: QueueEvents, ttlMs: number): Promise<T> {
     return new Promise((resolve, reject) => {
-      const done = (err: Error | null, value?: WireResult) => {
+      const done = (err: Error | null, value?: T) => {
         this.waiting.delete(fail);
         if (err) reject(err);
         else resolve(value!);
       };
       const fail = (err: Error) => done(err);
       this.waiting.add(fail);
-      job.waitUntilFinished(this.events, ttlMs).then(
-        (value: WireResult) => done(null, value),
+      job.waitUntilFinished(events, ttlMs).then(
+        (value: T) => done(null, value),
         (err: Error) => done(this.failure(err)),
       );
     });
+  }
+
+  private dropAll(): void {
+    for (const reject of this.waiting) reject(lostRedis());
   }
 
   private failure(err: Error): Error {
@@ -161,7 +206,8 @@ export class QueueSandbox implements Sandbox {
   }
 
   async openContext(): Promise<SandboxContext> {
-    throw notDistributed('Contexts');
+    // An API node's contexts go through RemoteContexts to the worker that holds each one.
+    throw new Error('an API node opens no context container: its workers hold the contexts');
   }
 
   async health(): Promise<SandboxHealth> {
@@ -178,7 +224,7 @@ export class QueueSandbox implements Sandbox {
 
   async shutdown(): Promise<void> {
     for (const reject of this.waiting) reject(unavailable('The server is shutting down'));
-    await Promise.allSettled([this.events.close(), this.queue.close()]);
+    await Promise.allSettled([...this.lanes.values()].flatMap((lane) => [lane.events.close(), lane.queue.close()]));
     this.subscriber.disconnect();
     this.commands.disconnect();
   }

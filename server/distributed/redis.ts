@@ -4,8 +4,8 @@ import { Redis } from 'ioredis';
 export const QUEUE_NAME = 'rpc-executions';
 /** The hash where each worker says, every few seconds, that it is alive and how many slots it has free. */
 export const WORKERS_KEY = 'rpc:workers';
-/** A worker not seen for this long is not counted by GET /health. */
-export const WORKER_SEEN_MS = 30_000;
+/** A worker's own queue: the calls and deletions of the contexts it holds. */
+export const workerQueue = (instanceId: string) => `rpc-worker-${instanceId}`;
 
 /**
  * A connection to REDIS_URL. BullMQ's blocking connections need `maxRetriesPerRequest: null`;
@@ -21,4 +21,6 @@ export interface WorkerPresence {
   slots: number;
   free: number;
   seen: number;
+  /** When this run of the worker started: a restart (which removes its containers) shows as a new epoch. */
+  epoch: number;
 }
