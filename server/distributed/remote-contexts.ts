@@ -6,7 +6,7 @@ import type { Logger } from '../logger.js';
 import type { SandboxOutcome } from '../sandbox/sandbox.js';
 import type { TenantRegistry } from '../tenancy/tenant-registry.js';
 import type { ContextRow, PgContexts } from './pg-contexts.js';
-import type { QueueSandbox } from './queue-sandbox.js';
+import { notDistributed, type QueueSandbox } from './queue-sandbox.js';
 import { QUEUE_NAME, workerQueue, WORKERS_KEY, type WorkerPresence } from './redis.js';
 import { bytesOf, readSource, unwrap, type WireAnswer, type WireCallResult, type WireContextCall, type WireContextCreate, type WireContextDelete } from './wire.js';
 
@@ -41,6 +41,8 @@ export class RemoteContexts implements Contexts {
   async create(req: CreateContextRequest, ctx: Caller): Promise<ContextInfo> {
     const { store, sandbox, registry, logger } = this.deps;
     const { limits } = registry.get(ctx.tenant);
+    // Its calls would need the egress doors an API node does not open (backend.ts): refused now, not at its first call.
+    if (limits.egress.length > 0) throw notDistributed('Egress allowlists');
     // A reservation counts against max_contexts on every API node until the worker has written the context's row.
     const ttlMs = sandbox.ttlMs(0);
     const reserved = await store.reserve(ctx.tenant, limits.max_contexts, ttlMs, (row) => this.lostWhy(row));
