@@ -1,5 +1,6 @@
 import type { ContextInfo } from '../contract/contract.js';
 import type { Contexts } from '../contexts/context-service.js';
+import type { Logger } from '../logger.js';
 import type { OutputSink } from '../sandbox/sandbox.js';
 import { answer, ChangesCollector, sourceOf, type WireAnswer, type WireCallResult, type WireContextCall, type WireContextCreate, type WireContextDelete } from './wire.js';
 
@@ -16,6 +17,7 @@ export class ContextHost {
     private readonly worker: string,
     /** The sink that sends an execution's output pieces to the API node that streams them. */
     private readonly outputOf: (executionId: string) => OutputSink,
+    private readonly logger: Logger,
   ) {}
 
   create(data: WireContextCreate): Promise<WireAnswer<ContextInfo>> {
@@ -25,6 +27,7 @@ export class ContextHost {
   call(data: WireContextCall): Promise<WireAnswer<WireCallResult>> {
     return this.answered(() =>
       this.contexts.call(data.contextId, data.tenant, data.waitS, async (box, limits, endedWhy) => {
+        this.logger.debug('context call started', { context_id: data.contextId, execution_id: data.executionId });
         const changes = data.wantsChanges ? new ChangesCollector() : undefined;
         const outcome = await box.run({
           executionId: data.executionId,

@@ -59,7 +59,7 @@ async function main(): Promise<void> {
   for (const c of [publisher, cancels]) c.on('error', (err: Error) => logger.debug('redis', { error: err.message }));
   const outputOf = (executionId: string) => (stream: 'stdout' | 'stderr', text: string) =>
     void publisher.publish(outputChannel(executionId), JSON.stringify({ stream, text })).catch(() => undefined);
-  const host = new ContextHost(service.contexts, backend.flushed!, config.instanceId, outputOf);
+  const host = new ContextHost(service.contexts, backend.flushed!, config.instanceId, outputOf, logger);
 
   const run = async (job: Job<WireJob, WireResult>): Promise<WireResult> => {
     const data = job.data;

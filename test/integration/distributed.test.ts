@@ -253,4 +253,21 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
       assert.equal(body.result, String(i));
     });
   });
+
+  it('a context whose worker restarted (within WORKER_LOST_S) is lost: 410 for the call that waited on it and for later ones', async () => {
+    const context = await contextOn('w1');
+    const started = nextLog(workers.w1!, /"message":"context call started"/);
+    const waiting = post(api[0]!, '/execute', { code: 'import time\ntime.sleep(60)', context_id: context, timeout: 90 });
+    await started;
+    workers.w1!.child.kill('SIGKILL');
+    await workers.w1!.stop();
+    workers.w1 = await worker('w1'); // its start removes its predecessor's containers, the context's with them
+    const lost = await waiting;
+    assert.equal(lost.status, 410, JSON.stringify(lost.body));
+    assert.match(String(lost.body.error), /was lost: its worker .* restarted/);
+    const later = await post(api[1]!, '/execute', { code: 'print(x)', context_id: context });
+    assert.equal(later.status, 410, JSON.stringify(later.body));
+    const listed = (await get(api[1]!, '/contexts')).body.contexts as { context_id: string; state: string }[];
+    assert.equal(listed.find((c) => c.context_id === context)?.state, 'lost');
+  });
 });
