@@ -594,7 +594,8 @@ export const settings = {
     env: 'WORKER_LOST_S',
     description: 'Distributed: a worker not seen in Redis for this long is left out of GET /health, and the contexts it held answer 410 (lost)',
     default: 30,
-    parse: integer(6, 3600),
+    // Workers report every 5 s: at least two reports fit in the window, so one late report loses nothing.
+    parse: integer(10, 3600),
   },
   logLevel: {
     env: 'LOG_LEVEL',
