@@ -80,7 +80,7 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
   });
   const deps: RunDeps = { config, sandbox, registry, admission, recorder: new Recorder(logger, history, metrics), logger, volumes, egressGateway };
   const workspaces = backend?.workspaces ?? new DiskWorkspaceStore(config.baseDir);
-  const contexts = new ContextService(deps, volumes.deployment);
+  const contexts = backend?.contexts?.(deps) ?? new ContextService(deps, volumes.deployment, backend?.contextObserver);
   const packages = new PackageService(deps);
   return {
     config,

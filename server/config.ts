@@ -590,6 +590,13 @@ export const settings = {
     default: 30,
     parse: integer(2, 600),
   },
+  workerLostS: {
+    env: 'WORKER_LOST_S',
+    description: 'Distributed: a worker not seen in Redis for this long is left out of GET /health, and the contexts it held answer 410 (lost)',
+    default: 30,
+    // Workers report every 5 s: at least two reports fit in the window, so one late report loses nothing.
+    parse: integer(10, 3600),
+  },
   logLevel: {
     env: 'LOG_LEVEL',
     description: 'error, warn, info or debug (user code appears in logs only at debug)',

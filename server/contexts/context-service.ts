@@ -29,11 +29,33 @@ export interface Caller {
 }
 
 /** How long an ended context's state (and why it ended) is shown. */
-const ENDED_KEPT_MS = 3600_000;
+export const ENDED_KEPT_MS = 3600_000;
 /** How long a kernel has, once a call's timeout interrupted it, to come back with its report. */
 export const INTERRUPT_GRACE_S = 3;
 
 export type EndedState = 'deleted' | 'expired' | 'lost';
+
+/** What a call in a context runs on: the context's kernel. */
+export type ContextBox = Pick<SandboxContext, 'run'>;
+
+/** A call's work, given the context's kernel, its caps, and why it ended if it ended while the call ran. */
+export type ContextCall<T> = (box: ContextBox, limits: SandboxLimits, endedWhy: () => string | null) => Promise<T>;
+
+/**
+ * What the routes, the MCP tools and the execution service ask of contexts: the embedded
+ * ContextService, or on an API node of a distributed deployment the contexts its workers hold.
+ */
+export interface Contexts {
+  create(req: CreateContextRequest, ctx: Caller): Promise<ContextInfo>;
+  list(tenant: string): ContextInfo[] | Promise<ContextInfo[]>;
+  get(id: string, tenant: string): ContextInfo | Promise<ContextInfo>;
+  delete(id: string, tenant: string): void | Promise<void>;
+  call<T extends { outcome: SandboxOutcome }>(id: string, tenant: string, waitS: number, call: ContextCall<T>): Promise<T>;
+  close(): void;
+}
+
+/** Told of every change of a context (created, a call begun or done, ended): a worker keeps them in PostgreSQL. */
+export type ContextObserver = (tenant: string, info: ContextInfo, limits: SandboxLimits) => void;
 /** Why a context was lost: its kernel's reasons, the runner protocol broken, or its container gone between calls. */
 type Loss = LostReason | 'violation' | 'stopped';
 
@@ -63,6 +85,16 @@ interface Ended {
 }
 
 const iso = (ms: number) => new Date(ms).toISOString();
+
+/** The 429 of a tenant at its max_contexts; `soonestMs`: when one of its contexts expires at the earliest. */
+export function tooManyContexts(count: number, max: number, soonestMs: number): ServiceError {
+  return new ServiceError(
+    'busy',
+    `This tenant has ${count} live context${count === 1 ? '' : 's'}, its limit (max_contexts ${max}): ` +
+      'delete one (DELETE /contexts/{context_id}) or wait until one expires',
+    Math.max(1, Math.ceil((soonestMs - Date.now()) / 1000)),
+  );
+}
 const unref = (timer: NodeJS.Timeout) => (timer.unref(), timer);
 
 /**
@@ -72,7 +104,7 @@ const unref = (timer: NodeJS.Timeout) => (timer.unref(), timer);
  * answers 410 with why (deleted, expired, OOM-killed, died, lost to a timeout or a restart), and
  * ids that were never the caller's answer 404.
  */
-export class ContextService {
+export class ContextService implements Contexts {
   private readonly live = new Map<string, Live>();
   private readonly ended = new Map<string, Ended>();
   /** Creations under way, per tenant: they count against max_contexts already. */
@@ -84,6 +116,7 @@ export class ContextService {
     private readonly deps: ContextDeps,
     /** The deployment's id: the key of the ids' MAC. */
     deployment: string,
+    private readonly observer?: ContextObserver,
   ) {
     this.ids = new ContextIds(deployment);
   }
@@ -104,13 +137,7 @@ export class ContextService {
     const mine = [...this.live.values()].filter((c) => c.tenant === ctx.tenant);
     const count = mine.length + (this.starting.get(ctx.tenant) ?? 0);
     if (count >= limits.max_contexts) {
-      const soonest = Math.min(...mine.map((c) => this.expiresAt(c)), Date.now() + limits.context_idle_s * 1000);
-      throw new ServiceError(
-        'busy',
-        `This tenant has ${count} live context${count === 1 ? '' : 's'}, its limit (max_contexts ${limits.max_contexts}): ` +
-          'delete one (DELETE /contexts/{context_id}) or wait until one expires',
-        Math.max(1, Math.ceil((soonest - Date.now()) / 1000)),
-      );
+      throw tooManyContexts(count, limits.max_contexts, Math.min(...mine.map((c) => this.expiresAt(c)), Date.now() + limits.context_idle_s * 1000));
     }
     this.starting.set(ctx.tenant, (this.starting.get(ctx.tenant) ?? 0) + 1);
     try {
@@ -134,6 +161,7 @@ export class ContextService {
       this.live.set(id, live);
       live.maxTimer = unref(setTimeout(() => this.lifetimeOver(live), live.maxS * 1000));
       this.armIdle(live);
+      this.changed(live);
       void box.ended.then(() => this.containerEnded(live));
       logger.info('context created', { context_id: id, tenant: ctx.tenant, idle_timeout_s: idleS, memory_mb: sandboxLimits.memoryMb });
       return this.info(live);
@@ -172,7 +200,7 @@ export class ContextService {
     id: string,
     tenant: string,
     waitS: number,
-    call: (box: SandboxContext, limits: SandboxLimits, endedWhy: () => string | null) => Promise<T>,
+    call: ContextCall<T>,
   ): Promise<T> {
     const live = this.lookup(id, tenant);
     await this.turn(live, waitS);
@@ -181,6 +209,7 @@ export class ContextService {
       throw this.lookupError(id, tenant);
     }
     clearTimeout(live.idleTimer);
+    this.changed(live);
     try {
       // A context deleted (or the server shut down) while the call ran: the call's answer says so.
       const endedWhy = () => (this.live.get(id) === live ? null : (this.ended.get(id)?.info.error ?? null));
@@ -196,6 +225,7 @@ export class ContextService {
         else this.armIdle(live);
       }
       this.pass(live);
+      if (this.live.get(id) === live) this.changed(live);
     }
   }
 
@@ -283,8 +313,13 @@ export class ContextService {
     live.box.close();
     const info: ContextInfo = { ...this.info(live), state, expires_at: null, busy: false, error };
     this.ended.set(live.id, { tenant: live.tenant, info, until: Date.now() + ENDED_KEPT_MS });
+    this.observer?.(live.tenant, info, live.limits);
     this.deps.logger.info('context ended', { context_id: live.id, tenant: live.tenant, state, error });
     for (const waiter of live.waiters.splice(0)) waiter(); // each finds it gone and says why
+  }
+
+  private changed(live: Live): void {
+    this.observer?.(live.tenant, this.info(live), live.limits);
   }
 
   private expiresAt(live: Live): number {

@@ -230,7 +230,9 @@ export interface paths {
          *     when a call's timeout interrupts it (KeyboardInterrupt) and it does not come back within a
          *     grace period. It is never silently recreated: a call to it answers 410 with `error` saying
          *     which, and `GET /contexts/{context_id}` shows its `state` for an hour. Contexts do not
-         *     survive a restart of the server (their ids then answer 410 too).
+         *     survive a restart of the server (their ids then answer 410 too). In a distributed
+         *     deployment a context lives on one worker: when that worker is lost (not seen for
+         *     WORKER_LOST_S, or restarted), the context is `lost` and its calls answer 410.
          */
         post: operations["createContext"];
         delete?: never;
@@ -712,7 +714,7 @@ export interface components {
         /**
          * @description The embedded server and a worker node report their Docker engine and sandbox image (a worker also
          *     its warm pool); an API node of a distributed deployment has no engine of its own and reports
-         *     Redis, PostgreSQL and the workers seen in the last 30 s instead.
+         *     Redis, PostgreSQL and the workers seen in the last WORKER_LOST_S (30 s by default) instead.
          */
         HealthResponse: {
             /** @enum {string} */
@@ -724,7 +726,7 @@ export interface components {
             role?: "embedded" | "api" | "worker";
             redis?: components["schemas"]["Reachability"];
             postgres?: components["schemas"]["Reachability"];
-            /** @description On an API node, the workers that reported in the last 30 s, each with its free slots */
+            /** @description On an API node, the workers that reported in the last WORKER_LOST_S (30 s by default), each with its free slots */
             workers?: {
                 /** @description The worker's INSTANCE_ID */
                 id: string;

@@ -3,9 +3,25 @@ import { Queue, QueueEvents, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { ServiceError, unavailable } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { Sandbox, SandboxContext, SandboxHealth, SandboxJob, SandboxOutcome } from '../sandbox/sandbox.js';
-import { CLOSE_WAIT_MS, QUEUE_NAME, redisConnection, WORKER_SEEN_MS, WORKERS_KEY, type WorkerPresence } from './redis.js';
+import type { OutputSink, Sandbox, SandboxContext, SandboxHealth, SandboxJob, SandboxOutcome } from '../sandbox/sandbox.js';
+import { CLOSE_WAIT_MS, QUEUE_NAME, redisConnection, WORKERS_KEY, type WorkerPresence } from './redis.js';
 import { bytesOf, cancelChannel, outputChannel, readSource, wireFiles, type WireJob, type WireResult } from './wire.js';
+
+/** What goes with a job: its id, how long its answer may take, and the execution it is (for its output and its cancellation). */
+export interface SendOptions {
+  jobId: string;
+  ttlMs: number;
+  executionId?: string;
+  onOutput?: OutputSink;
+  signal?: AbortSignal;
+}
+
+interface Lane {
+  queue: Queue;
+  events: QueueEvents;
+  /** The events' own connection (blocking reads), closed with them. */
+  connection: Redis;
+}
 
 export interface QueueSandboxOptions {
   redisUrl: string;
@@ -15,6 +31,8 @@ export interface QueueSandboxOptions {
   queueTimeoutS: number;
   /** BullMQ's stalled-job check: a dead worker's job is noticed within about twice this. */
   stalledS: number;
+  /** A worker not seen for this long is gone (WORKER_LOST_S). */
+  workerLostS: number;
 }
 
 /** What API and worker nodes do not do yet: each needs state on one worker's engine that the queue cannot route to. */
@@ -31,12 +49,11 @@ const lostRedis = () =>
  * job and its outcome, the output pieces as they come (Redis pub/sub), and a cancellation.
  */
 export class QueueSandbox implements Sandbox {
-  private readonly queue: Queue;
-  private readonly events: QueueEvents;
+  /** The shared queue, and the workers' own queues this node sent to, each with its events. */
+  private readonly lanes = new Map<string, Lane>();
   /** Commands of requests in flight; refused at once while Redis is away. */
   private readonly commands: Redis;
   private readonly subscriber: Redis;
-  private readonly eventsConnection: Redis;
   private readonly waiting = new Set<(err: Error) => void>();
   private readonly sinks = new Map<string, (piece: string) => void>();
 
@@ -45,23 +62,16 @@ export class QueueSandbox implements Sandbox {
     private readonly logger: Logger,
   ) {
     this.commands = redisConnection(options.redisUrl, { failFast: true });
-    this.queue = new Queue(QUEUE_NAME, { connection: this.commands });
-    this.eventsConnection = redisConnection(options.redisUrl);
-    this.events = new QueueEvents(QUEUE_NAME, { connection: this.eventsConnection });
     this.subscriber = redisConnection(options.redisUrl);
     this.subscriber.on('message', (channel: string, message: string) => this.sinks.get(channel)?.(message));
     // A request waiting for a result learns of a lost connection now, not at its deadline: events sent while
     // Redis was away (or lost with it) would never reach it.
-    const dropAll = () => {
-      for (const reject of this.waiting) reject(lostRedis());
-    };
-    this.commands.on('close', dropAll);
-    this.events.on('error', dropAll);
-    for (const c of [this.commands, this.subscriber, this.eventsConnection]) c.on('error', (err: Error) => logger.debug('redis', { error: err.message }));
+    this.commands.on('close', () => this.dropAll());
+    this.lane(QUEUE_NAME);
+    for (const c of [this.commands, this.subscriber]) c.on('error', (err: Error) => logger.debug('redis', { error: err.message }));
   }
 
   async run(job: SandboxJob): Promise<SandboxOutcome> {
-    await this.refuseWhenFull();
     const data: WireJob = {
       executionId: job.executionId,
       tenant: job.tenant,
@@ -82,32 +92,67 @@ export class QueueSandbox implements Sandbox {
       wantsChanges: job.changes !== undefined,
       streams: job.onOutput !== undefined,
     };
-    const channel = outputChannel(job.executionId);
-    if (job.onOutput) {
-      const sink = job.onOutput;
+    const result = await this.send<WireResult>(QUEUE_NAME, 'run', data, {
+      // The execution id is the job id: an id is queued once.
+      jobId: job.executionId,
+      ttlMs: this.ttlMs(job.limits.timeoutS),
+      executionId: job.executionId,
+      onOutput: job.onOutput,
+      signal: job.signal,
+    });
+    for (const file of result.files) await job.changes?.file(file.path, bytesOf(file));
+    return result.outcome;
+  }
+
+  /** How long a job of this timeout may wait for its answer: the queue wait, the run, a stalled retry. */
+  ttlMs(timeoutS: number): number {
+    return (timeoutS + this.options.queueTimeoutS + 2 * this.options.stalledS) * 1000;
+  }
+
+  /**
+   * Adds a job to `queueName` (the shared queue, bounded by QUEUE_MAX, or one worker's own) and
+   * waits for its answer; the execution's output pieces go to `onOutput`, an abort to the worker.
+   */
+  async send<T>(queueName: string, name: string, data: unknown, { jobId, ttlMs, executionId, onOutput, signal }: SendOptions): Promise<T> {
+    if (queueName === QUEUE_NAME) await this.refuseWhenFull();
+    const { queue, events } = this.lane(queueName);
+    const channel = executionId === undefined ? undefined : outputChannel(executionId);
+    if (onOutput && channel) {
       this.sinks.set(channel, (piece) => {
         const { stream, text } = JSON.parse(piece) as { stream: 'stdout' | 'stderr'; text: string };
-        sink(stream, text);
+        onOutput(stream, text);
       });
       await this.subscriber.subscribe(channel);
     }
-    const onAbort = () => void this.commands.publish(cancelChannel(job.executionId), 'cancel').catch(() => undefined);
+    const onAbort = () => void this.commands.publish(cancelChannel(executionId!), 'cancel').catch(() => undefined);
     try {
-      const added = await this.add(data);
-      job.signal?.addEventListener('abort', onAbort, { once: true });
-      const result = await this.result(added, (job.limits.timeoutS + this.options.queueTimeoutS + 2 * this.options.stalledS) * 1000);
-      for (const file of result.files) await job.changes?.file(file.path, bytesOf(file));
-      return result.outcome;
+      const added = await this.add(queue, name, data, jobId);
+      if (executionId !== undefined) signal?.addEventListener('abort', onAbort, { once: true });
+      return await this.result<T>(added, events, ttlMs);
     } finally {
-      job.signal?.removeEventListener('abort', onAbort);
-      if (this.sinks.delete(channel)) void this.subscriber.unsubscribe(channel).catch(() => undefined);
+      signal?.removeEventListener('abort', onAbort);
+      if (channel && this.sinks.delete(channel)) void this.subscriber.unsubscribe(channel).catch(() => undefined);
     }
+  }
+
+  /** A queue and its events, made on first use (a worker's own queue: when a context is first called there). */
+  private lane(name: string): Lane {
+    let lane = this.lanes.get(name);
+    if (!lane) {
+      const connection = redisConnection(this.options.redisUrl);
+      connection.on('error', (err: Error) => this.logger.debug('redis', { error: err.message }));
+      const events = new QueueEvents(name, { connection });
+      events.on('error', () => this.dropAll());
+      lane = { queue: new Queue(name, { connection: this.commands }), events, connection };
+      this.lanes.set(name, lane);
+    }
+    return lane;
   }
 
   private async refuseWhenFull(): Promise<void> {
     let waiting: number;
     try {
-      waiting = await this.queue.getWaitingCount();
+      waiting = await this.lane(QUEUE_NAME).queue.getWaitingCount();
     } catch {
       throw unavailable('Redis does not answer, so no execution can be queued; retry once it is back');
     }
@@ -116,31 +161,35 @@ export class QueueSandbox implements Sandbox {
     }
   }
 
-  private async add(data: WireJob): Promise<Job<WireJob, WireResult>> {
+  private async add(queue: Queue, name: string, data: unknown, jobId: string): Promise<Job> {
     try {
-      // The execution id is the job id: an id is queued once. A stalled job goes back to the queue once
-      // (maxStalledCount on the workers) and is never retried for failing, since a failure is an answer.
-      return await this.queue.add('run', data, { jobId: data.executionId, attempts: 1, removeOnComplete: true, removeOnFail: true });
+      // A stalled job goes back to the queue once (maxStalledCount on the workers) and is never
+      // retried for failing, since a failure is an answer.
+      return await queue.add(name, data, { jobId, attempts: 1, removeOnComplete: true, removeOnFail: true });
     } catch {
       throw unavailable('Redis does not answer, so no execution can be queued; retry once it is back');
     }
   }
 
   /** The job's answer, or a clear error: its worker lost twice, Redis lost, or no answer within `ttlMs`. */
-  private result(job: Job<WireJob, WireResult>, ttlMs: number): Promise<WireResult> {
+  private result<T>(job: Job, events: QueueEvents, ttlMs: number): Promise<T> {
     return new Promise((resolve, reject) => {
-      const done = (err: Error | null, value?: WireResult) => {
+      const done = (err: Error | null, value?: T) => {
         this.waiting.delete(fail);
         if (err) reject(err);
         else resolve(value!);
       };
       const fail = (err: Error) => done(err);
       this.waiting.add(fail);
-      job.waitUntilFinished(this.events, ttlMs).then(
-        (value: WireResult) => done(null, value),
+      job.waitUntilFinished(events, ttlMs).then(
+        (value: T) => done(null, value),
         (err: Error) => done(this.failure(err)),
       );
     });
+  }
+
+  private dropAll(): void {
+    for (const reject of this.waiting) reject(lostRedis());
   }
 
   private failure(err: Error): Error {
@@ -159,7 +208,7 @@ export class QueueSandbox implements Sandbox {
   async pythonVersion(): Promise<string | null> {
     const seen = await this.commands.hgetall(WORKERS_KEY).catch(() => ({}));
     const now = Date.now();
-    const live = Object.values(seen).map((raw) => JSON.parse(raw as string) as WorkerPresence).filter((w) => now - w.seen < WORKER_SEEN_MS);
+    const live = Object.values(seen).map((raw) => JSON.parse(raw as string) as WorkerPresence).filter((w) => now - w.seen < this.options.workerLostS * 1000);
     return live.find((w) => w.python)?.python ?? null;
   }
 
@@ -169,7 +218,8 @@ export class QueueSandbox implements Sandbox {
   }
 
   async openContext(): Promise<SandboxContext> {
-    throw notDistributed('Contexts');
+    // An API node's contexts go through RemoteContexts to the worker that holds each one.
+    throw new Error('an API node opens no context container: its workers hold the contexts');
   }
 
   async health(): Promise<SandboxHealth> {
@@ -187,8 +237,9 @@ export class QueueSandbox implements Sandbox {
   async shutdown(): Promise<void> {
     for (const reject of this.waiting) reject(unavailable('The server is shutting down'));
     // BullMQ's close waits for Redis, which may be away: a stopping node does not wait for it past a few seconds.
-    await Promise.race([Promise.allSettled([this.events.close(), this.queue.close()]), sleep(CLOSE_WAIT_MS)]);
-    for (const c of [this.subscriber, this.commands, this.eventsConnection]) c.disconnect();
+    const lanes = [...this.lanes.values()];
+    await Promise.race([Promise.allSettled(lanes.flatMap((lane) => [lane.events.close(), lane.queue.close()])), sleep(CLOSE_WAIT_MS)]);
+    for (const c of [this.subscriber, this.commands, ...lanes.map((lane) => lane.connection)]) c.disconnect();
   }
 
   warm(): void {} // the workers keep the warm pools

@@ -6,8 +6,8 @@ export const QUEUE_NAME = 'rpc-executions';
 export const WORKERS_KEY = 'rpc:workers';
 /** How long a stopping node waits for BullMQ to close its connections (forever while Redis is away). */
 export const CLOSE_WAIT_MS = 5_000;
-/** A worker not seen for this long is not counted by GET /health. */
-export const WORKER_SEEN_MS = 30_000;
+/** A worker's own queue: the calls and deletions of the contexts it holds. */
+export const workerQueue = (instanceId: string) => `rpc-worker-${instanceId}`;
 
 /**
  * A connection to REDIS_URL. BullMQ's blocking connections need `maxRetriesPerRequest: null`;
@@ -25,4 +25,6 @@ export interface WorkerPresence {
   seen: number;
   /** Its sandbox image's Python (the image's label), for requires-python on the API nodes. */
   python?: string | null;
+  /** When this run of the worker started: a restart (which removes its containers) shows as a new epoch. */
+  epoch: number;
 }

@@ -1,3 +1,5 @@
+import type { CreateContextRequest } from '../contract/contract.js';
+import { ServiceError, type ErrorKind } from '../errors.js';
 import type { FileChanges, FileSource, SandboxFile, SandboxJob, SandboxLimits, SandboxOutcome } from '../sandbox/sandbox.js';
 
 /**
@@ -98,4 +100,50 @@ export class ChangesCollector {
     if (!changes) return [];
     return changes.files.map((path) => ({ path, data: (this.files.get(path) ?? Buffer.alloc(0)).toString('base64'), mtime: Date.now() }));
   }
+}
+
+/** A context's creation, on the shared queue: whichever worker takes it holds the context. */
+export interface WireContextCreate {
+  /** Its reservation in PostgreSQL (it counted against max_contexts while the context started). */
+  reservation: string;
+  tenant: string;
+  request: CreateContextRequest;
+}
+
+/** A call in a context, on its home worker's own queue: the job and the turn's wait (the call's timeout). */
+export interface WireContextCall extends Omit<WireJob, 'packagesVolume' | 'install' | 'packagesWritable' | 'network' | 'scratch' | 'wheelhouse'> {
+  contextId: string;
+  tenant: string;
+  waitS: number;
+  interruptGraceS: number;
+}
+
+/** A context's deletion, on its home worker's own queue. */
+export interface WireContextDelete {
+  contextId: string;
+  tenant: string;
+}
+
+/** A call's answer: its outcome and files, and why the context ended if it ended while the call ran. */
+export interface WireCallResult extends WireResult {
+  endedWhy: string | null;
+}
+
+/** What a context job answers: its value, or the error the embedded server would have answered. */
+export type WireAnswer<T> = { value: T } | { error: { kind: ErrorKind; message: string; retryAfterS?: number } };
+
+/** The worker's side: a context operation's value, or its ServiceError as data (any other error fails the job). */
+export async function answer<T>(work: () => Promise<T>): Promise<WireAnswer<T>> {
+  try {
+    return { value: await work() };
+  } catch (err) {
+    if (err instanceof ServiceError) return { error: { kind: err.kind, message: err.message, retryAfterS: err.retryAfterS } };
+    throw err;
+  }
+}
+
+/** The API node's side: the value, or the worker's error thrown again as it was. */
+export function unwrap<T>(reply: WireAnswer<T>): T {
+  if ('error' in reply) throw new ServiceError(reply.error.kind, reply.error.message, reply.error.retryAfterS);
+  return reply.value;
 }

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import express from 'express';
-import { Worker, type Job } from 'bullmq';
+import { Queue, Worker, type Job } from 'bullmq';
 import { buildService } from '../build-service.js';
 import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../logger.js';
@@ -8,17 +8,32 @@ import { startProcess } from '../start-up.js';
 import { Metrics } from '../metrics.js';
 import { dockerClient } from '../sandbox/docker-client.js';
 import { workerBackend } from './backend.js';
+import { ContextHost } from './context-host.js';
 import { engineKey, PackageSync } from './package-sync.js';
-import { CLOSE_WAIT_MS, QUEUE_NAME, redisConnection, WORKERS_KEY, type WorkerPresence } from './redis.js';
-import { cancelChannel, ChangesCollector, outputChannel, sandboxFiles, sourceOf, type WireJob, type WireResult } from './wire.js';
+import { CLOSE_WAIT_MS, QUEUE_NAME, redisConnection, workerQueue, WORKERS_KEY, type WorkerPresence } from './redis.js';
+import {
+  cancelChannel,
+  ChangesCollector,
+  outputChannel,
+  sandboxFiles,
+  sourceOf,
+  type WireContextCall,
+  type WireContextCreate,
+  type WireContextDelete,
+  type WireJob,
+  type WireResult,
+} from './wire.js';
 
 const PRESENCE_EVERY_MS = 5_000;
+/** Calls in this worker's contexts at once (most wait for their context's turn; none starts a container). */
+const CONTEXT_JOBS = 64;
 
 /**
  * A worker node (`npm run worker`): owns the engine DOCKER_HOST names and its warm pool, takes up
  * to MAX_CONCURRENT jobs at once from the queue and runs each through the sandbox driver, exactly
  * as the embedded server would. Its INSTANCE_ID labels its containers, so its start removes what
- * a killed predecessor of the same id left. GET /health on PORT reports its engine and pool.
+ * a killed predecessor of the same id left. It holds the contexts whose creation it took, and takes
+ * their calls and deletions from a queue of its own. GET /health on PORT reports its engine and pool.
  */
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -42,6 +57,9 @@ async function main(): Promise<void> {
   const running = new Map<string, AbortController>();
   cancels.on('message', (channel: string) => running.get(channel)?.abort());
   for (const c of [publisher, cancels]) c.on('error', (err: Error) => logger.debug('redis', { error: err.message }));
+  const outputOf = (executionId: string) => (stream: 'stdout' | 'stderr', text: string) =>
+    void publisher.publish(outputChannel(executionId), JSON.stringify({ stream, text })).catch(() => undefined);
+  const host = new ContextHost(service.contexts, backend.flushed!, config.instanceId, outputOf, logger);
 
   const ended: (() => void)[] = [];
   const jobsEnded = () => new Promise<void>((resolve) => (running.size === 0 ? resolve() : ended.push(resolve)));
@@ -73,9 +91,7 @@ async function main(): Promise<void> {
         workspace: sourceOf(data),
         changes,
         signal: controller.signal,
-        onOutput: data.streams
-          ? (stream, text) => void publisher.publish(outputChannel(data.executionId), JSON.stringify({ stream, text })).catch(() => undefined)
-          : undefined,
+        onOutput: data.streams ? outputOf(data.executionId) : undefined,
       }));
       return { outcome: { ...outcome, worker: config.instanceId }, files: changes?.wire(outcome.changes) ?? [] };
     } finally {
@@ -85,7 +101,9 @@ async function main(): Promise<void> {
     }
   };
 
-  const worker = new Worker<WireJob, WireResult>(QUEUE_NAME, run, {
+  // The shared queue: runs, and the creation of contexts (whichever worker takes one holds it).
+  const take = (job: Job) => (job.name === 'context' ? host.create(job.data as WireContextCreate) : run(job as Job<WireJob, WireResult>));
+  const worker = new Worker(QUEUE_NAME, take, {
     connection: redisConnection(config.redisUrl),
     concurrency: config.maxConcurrent,
     // BullMQ's stalled-job detection: a killed worker's lock expires, its job goes back to the queue once, then fails.
@@ -94,10 +112,20 @@ async function main(): Promise<void> {
     maxStalledCount: 1,
   });
   worker.on('error', (err) => logger.warn('queue connection', { error: err.message }));
+  // Its own queue: what its predecessor of this id left there was for contexts that went with it.
+  const ownQueue = new Queue(workerQueue(config.instanceId), { connection: redisConnection(config.redisUrl) });
+  await ownQueue.obliterate({ force: true });
+  const own = new Worker(
+    workerQueue(config.instanceId),
+    (job: Job) => (job.name === 'call' ? host.call(job.data as WireContextCall) : host.delete(job.data as WireContextDelete)),
+    // A call is never run twice: the context it ran in went with a worker that stalled.
+    { connection: redisConnection(config.redisUrl), concurrency: CONTEXT_JOBS, lockDuration: config.stalledS * 1000, maxStalledCount: 0 },
+  );
+  own.on('error', (err) => logger.warn('queue connection', { error: err.message }));
 
   const python = await service.sandbox.pythonVersion().catch(() => null);
   const report = () => {
-    const presence: WorkerPresence = { slots: config.maxConcurrent, free: config.maxConcurrent - running.size, seen: Date.now(), python };
+    const presence: WorkerPresence = { slots: config.maxConcurrent, free: config.maxConcurrent - running.size, seen: Date.now(), python, epoch: backend.epoch! };
     void publisher.hset(WORKERS_KEY, config.instanceId, JSON.stringify(presence)).catch(() => undefined);
   };
   report();
@@ -120,8 +148,11 @@ async function main(): Promise<void> {
     clearInterval(presence);
     server.close();
     // BullMQ's close waits for the jobs it holds, and for Redis, forever while it is away: the jobs are what count.
-    const closing = worker.close();
+    const closing = Promise.all([worker.close(), own.close()]).then(() => ownQueue.close());
     await Promise.race([closing, jobsEnded().then(() => sleep(CLOSE_WAIT_MS))]);
+    // Its contexts end (and say so in PostgreSQL) before its presence goes: API nodes then answer 410 for them.
+    service.contexts.close();
+    await backend.flushed!();
     // Its presence goes at once; with Redis away it expires from GET /health by itself.
     if (publisher.status === 'ready') await publisher.hdel(WORKERS_KEY, config.instanceId).catch(() => undefined);
     publisher.disconnect();

@@ -1,8 +1,8 @@
 import type { ExecuteRequest, ExecutionResponse, RunPythonFileRequest, SaveAndExecuteRequest } from '../contract/contract.js';
-import { INTERRUPT_GRACE_S, type ContextService } from '../contexts/context-service.js';
+import { INTERRUPT_GRACE_S, type ContextBox, type Contexts } from '../contexts/context-service.js';
 import { badRequest, notFound } from '../errors.js';
 import type { DependencyService } from '../packages/dependency-service.js';
-import type { SandboxContext, SandboxJob, SandboxLimits, SandboxOutcome } from '../sandbox/sandbox.js';
+import type { SandboxJob, SandboxLimits, SandboxOutcome } from '../sandbox/sandbox.js';
 import { requireWorkspacePath } from '../workspace/paths.js';
 import type { Workspace } from '../workspace/workspace.js';
 import type { WorkspaceStore } from '../workspace/workspace-store.js';
@@ -80,7 +80,7 @@ export class ExecutionService {
   constructor(
     private readonly deps: RunDeps,
     private readonly workspaces: WorkspaceStore,
-    private readonly contexts: ContextService,
+    private readonly contexts: Contexts,
     private readonly dependencies: DependencyService,
   ) {}
 
@@ -146,7 +146,7 @@ export class ExecutionService {
     what: Work,
     { limits, maxConcurrent, egress }: Budget,
     ctx: ExecutionContext,
-    context?: { box: SandboxContext; endedWhy: () => string | null },
+    context?: { box: ContextBox; endedWhy: () => string | null },
     depsVolume?: string,
   ): Promise<{ response: ExecutionResponse; outcome: SandboxOutcome }> {
     const box = context?.box;

@@ -5,7 +5,7 @@ import { v4 as uuidv4 } from 'uuid';
 import { z } from 'zod';
 import { classify } from '../errors.js';
 import type { ExecutionResponse } from '../contract/contract.js';
-import type { ContextService } from '../contexts/context-service.js';
+import type { Contexts } from '../contexts/context-service.js';
 import type { ExecutionService } from '../execution/execution-service.js';
 import type { ExecutionContext } from '../execution/run-deps.js';
 import type { Logger } from '../logger.js';
@@ -15,7 +15,7 @@ import { registerWorkspaceResources, type ResourceServices } from './workspace-r
 
 export interface McpServices extends ResourceServices {
   executions: ExecutionService;
-  contexts: ContextService;
+  contexts: Contexts;
   packages: PackageService;
   logger: Logger;
 }
@@ -195,7 +195,7 @@ export function createMcpServer(services: McpServices, tenant: string): McpServe
     },
     ({ context_id }, extra) =>
       call('delete_context', extra, async () => {
-        services.contexts.delete(context_id, tenant);
+        await services.contexts.delete(context_id, tenant);
         return { content: [{ type: 'text', text: `Context ${context_id} was deleted.` }] };
       }),
   );

@@ -45,7 +45,8 @@ export async function startServer(env: Record<string, string> = {}, engine: Dock
   const instanceId = `test-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   const config = loadConfig({
     ...process.env,
-    BASE_DIR: mkdtempSync(path.join(os.tmpdir(), 'rpc-test-')),
+    // Made only when the test gives none: close() removes only the one made here.
+    BASE_DIR: env.BASE_DIR ?? mkdtempSync(path.join(os.tmpdir(), 'rpc-test-')),
     INSTANCE_ID: instanceId,
     PACKAGES_VOLUME_PREFIX: `rpc-${instanceId}-`,
     EGRESS_NETWORK: `rpc-egress-${instanceId}`,

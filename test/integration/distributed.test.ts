@@ -38,6 +38,19 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     const res = await fetch(`${node.url}${route}`);
     return { status: res.status, body: (await res.json()) as Record<string, unknown> };
   };
+  const remove = async (node: ClusterNode, route: string) => (await fetch(`${node.url}${route}`, { method: 'DELETE' })).status;
+  /** A context whose home is worker `w` (creations go to whichever worker takes them): its id. */
+  const contextOn = async (w: 'w1' | 'w2') => {
+    for (let tries = 0; tries < 10; tries++) {
+      const created = await post(api[tries % 2]!, '/contexts', {});
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const id = String(created.body.context_id);
+      const { body } = await post(api[0]!, '/execute', { code: 'x = 1', context_id: id });
+      if (body.worker === ids[w]) return id;
+      assert.equal(await remove(api[0]!, `/contexts/${id}`), 204);
+    }
+    return assert.fail(`no context went to ${w} in 10 tries`);
+  };
   /** Waits for a log line of `node` that comes after what it logged so far. */
   const nextLog = (node: ClusterNode, pattern: RegExp) => {
     const from = node.logs().length;
@@ -49,7 +62,7 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     [redis, postgres, engine2] = await Promise.all([startRedis(), startPostgres(), startSecondEngine(process.env.SANDBOX_IMAGE ?? 'run-python-code-sandbox:latest')]);
     wheelhouse = mkdtempSync(path.join(os.tmpdir(), 'rpc-dist-wheels-'));
     makeWheel(wheelhouse, 'rpc-dist-tiny', '1.0');
-    common = { WHEELHOUSE_DIR: wheelhouse, REDIS_URL: redis.url, DATABASE_URL: postgres.url, WORKER_STALLED_S: '3', EXECUTION_RETENTION_S: '600', PACKAGES_VOLUME_PREFIX: `rpc-dist-${tag}-`, TENANT_MAX_CONCURRENT: '3', SANDBOX_WORKSPACE_MB: '4' };
+    common = { WHEELHOUSE_DIR: wheelhouse, REDIS_URL: redis.url, DATABASE_URL: postgres.url, WORKER_STALLED_S: '3', EXECUTION_RETENTION_S: '600', PACKAGES_VOLUME_PREFIX: `rpc-dist-${tag}-`, TENANT_MAX_CONCURRENT: '3', SANDBOX_WORKSPACE_MB: '4', MAX_CONTEXTS: '2', WORKER_LOST_S: '10' };
     // The first node migrates alone; the others start together on the migrated schema.
     api.push(await startApiNode({ ...common, INSTANCE_ID: `rpc-dist-api1-${tag}` }));
     [workers.w1, workers.w2, api[1]] = await Promise.all([worker('w1'), worker('w2'), startApiNode({ ...common, INSTANCE_ID: `rpc-dist-api2-${tag}` })]);
@@ -198,11 +211,45 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     }
   });
 
-  it('refuses contexts with a clear 503; runs declared dependencies on every worker, the engine without the set installing it once', async () => {
-    const context = await post(api[0]!, '/contexts', {});
-    assert.equal(context.status, 503, JSON.stringify(context.body));
-    assert.match(String(context.body.error), /^Contexts are not offered by a distributed deployment/);
+  it("keeps a context on its worker: state across API nodes, max_contexts across them, get/list on both, streamed calls, a delete seen by the other", async () => {
+    // MAX_CONTEXTS is 2: three creations at once through both API nodes make two.
+    const created = await Promise.all([0, 1, 0].map((n) => post(api[n]!, '/contexts', {})));
+    assert.deepEqual(created.map((c) => c.status).sort(), [201, 201, 429], JSON.stringify(created.map((c) => c.body)));
+    const [id, other] = created.filter((c) => c.status === 201).map((c) => String(c.body.context_id)) as [string, string];
+    assert.equal(await remove(api[1]!, `/contexts/${other}`), 204);
 
+    const set = await post(api[0]!, '/execute', { code: 'x = 41', context_id: id });
+    assert.equal(set.body.success, true, String(set.body.error));
+    const read = await post(api[1]!, '/execute', { code: 'print(x + 1)', context_id: id });
+    assert.equal(read.body.result, '42', String(read.body.error));
+    assert.equal(read.body.worker, set.body.worker, 'both calls ran on the context\'s worker');
+    const streamed = await fetch(`${api[1]!.url}/execute`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+      body: JSON.stringify({ code: 'import time\nprint("in", flush=True)\ntime.sleep(0.5)\nprint(x)', context_id: id }),
+    });
+    const events = [...(await streamed.text()).matchAll(/^event: (\w+)$/gm)].map((m) => m[1]);
+    assert.deepEqual(events, ['stdout', 'stdout', 'result']);
+
+    for (const node of api) {
+      const one = await get(node, `/contexts/${id}`);
+      assert.equal(one.status, 200, JSON.stringify(one.body));
+      assert.equal(one.body.state, 'active');
+      assert.equal(one.body.calls, 3);
+      const listed = (await get(node, '/contexts')).body.contexts as { context_id: string; state: string }[];
+      assert.deepEqual(listed.filter((c) => c.state === 'active').map((c) => c.context_id), [id]);
+      assert.equal(listed.find((c) => c.context_id === other)?.state, 'deleted');
+    }
+    assert.equal((await get(api[0]!, `/contexts/ctx_${'0'.repeat(36)}`)).status, 404);
+
+    assert.equal(await remove(api[1]!, `/contexts/${id}`), 204);
+    const after = await post(api[0]!, '/execute', { code: 'print(x)', context_id: id });
+    assert.equal(after.status, 410, JSON.stringify(after.body));
+    assert.match(String(after.body.error), /was deleted/);
+    assert.equal((await get(api[0]!, `/contexts/${id}`)).body.state, 'deleted');
+  });
+
+  it('runs declared dependencies on every worker, the engine without the set installing it once', async () => {
     makeWheel(wheelhouse, 'rpc-dist-dep', '2.0');
     const block = (python: string) => `# /// script\n# dependencies = ["rpc-dist-dep==2.0"]\n# requires-python = "${python}"\n# ///\n`;
     const older = await post(api[0]!, '/execute', { code: `${block('<3')}print(1)` });
@@ -239,7 +286,8 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     assert.equal((own.body.sandbox_image as { present: boolean }).present, true);
   });
 
-  it('a worker SIGKILLed mid-run: its jobs are retried on the other, later jobs go there, its restart reaps its containers', async () => {
+  it('a worker SIGKILLed mid-run: its jobs are retried on the other, later jobs go there, its contexts are lost (410), its restart reaps its containers', async () => {
+    const context = await contextOn('w1');
     const code = 'import time\ntime.sleep(2)\nprint("slept")';
     const started = nextLog(workers.w1!, /"message":"job started"/);
     const inFlight = Array.from({ length: 4 }, (_, i) => post(api[i % 2]!, '/execute', { code, timeout: 20 }));
@@ -247,6 +295,8 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     workers.w1!.child.kill('SIGKILL');
     await workers.w1!.stop();
     const left = (await containersOf('w1')).map((c) => c.Id);
+    // Its context's call waits for the worker until Redis no longer sees it (WORKER_LOST_S), then answers 410.
+    const lostCall = post(api[1]!, '/execute', { code: 'print(x)', context_id: context });
 
     for (const { status, body } of await Promise.all(inFlight)) {
       assert.equal(status, 200, JSON.stringify(body));
@@ -256,6 +306,12 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     }
     const later = await Promise.all(Array.from({ length: 4 }, (_, i) => post(api[i % 2]!, '/execute', { code: 'print(1)' })));
     for (const { body } of later) assert.equal(body.worker, ids.w2);
+    const lost = await lostCall;
+    assert.equal(lost.status, 410, JSON.stringify(lost.body));
+    assert.match(String(lost.body.error), /was lost: its worker .* has not been seen/);
+    const shown = await get(api[0]!, `/contexts/${context}`);
+    assert.equal(shown.body.state, 'lost');
+    assert.match(String(shown.body.error), /was lost/);
 
     assert.ok(left.length > 0, 'the killed worker should have left containers behind');
     workers.w1 = await worker('w1');
@@ -281,5 +337,22 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
       assert.equal(status, 200, JSON.stringify(body));
       assert.equal(body.result, String(i));
     });
+  });
+
+  it('a context whose worker restarted (within WORKER_LOST_S) is lost: 410 for the call that waited on it and for later ones', async () => {
+    const context = await contextOn('w1');
+    const started = nextLog(workers.w1!, /"message":"context call started"/);
+    const waiting = post(api[0]!, '/execute', { code: 'import time\ntime.sleep(60)', context_id: context, timeout: 90 });
+    await started;
+    workers.w1!.child.kill('SIGKILL');
+    await workers.w1!.stop();
+    workers.w1 = await worker('w1'); // its start removes its predecessor's containers, the context's with them
+    const lost = await waiting;
+    assert.equal(lost.status, 410, JSON.stringify(lost.body));
+    assert.match(String(lost.body.error), /was lost: its worker .* restarted/);
+    const later = await post(api[1]!, '/execute', { code: 'print(x)', context_id: context });
+    assert.equal(later.status, 410, JSON.stringify(later.body));
+    const listed = (await get(api[1]!, '/contexts')).body.contexts as { context_id: string; state: string }[];
+    assert.equal(listed.find((c) => c.context_id === context)?.state, 'lost');
   });
 });
