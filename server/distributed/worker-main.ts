@@ -9,6 +9,7 @@ import { Metrics } from '../metrics.js';
 import { dockerClient } from '../sandbox/docker-client.js';
 import { workerBackend } from './backend.js';
 import { ContextHost } from './context-host.js';
+import { untilReachable } from './reachable.js';
 import { engineKey, PackageSync } from './package-sync.js';
 import { CLOSE_WAIT_MS, QUEUE_NAME, redisConnection, workerQueue, WORKERS_KEY, type WorkerPresence } from './redis.js';
 import {
@@ -113,7 +114,11 @@ async function main(): Promise<void> {
   });
   worker.on('error', (err) => logger.warn('queue connection', { error: err.message }));
   // Its own queue: what its predecessor of this id left there was for contexts that went with it.
-  const ownQueue = new Queue(workerQueue(config.instanceId), { connection: redisConnection(config.redisUrl) });
+  const ownConnection = redisConnection(config.redisUrl, { failFast: true });
+  ownConnection.on('error', (err: Error) => logger.debug('redis', { error: err.message }));
+  const ownQueue = new Queue(workerQueue(config.instanceId), { connection: ownConnection });
+  ownQueue.on('error', (err) => logger.debug('redis', { error: err.message }));
+  await untilReachable('Redis', () => ownConnection.ping(), logger);
   await ownQueue.obliterate({ force: true });
   const own = new Worker(
     workerQueue(config.instanceId),

@@ -25,12 +25,13 @@ describe('distributed: nodes started before Redis, and stopped while it is away'
     const api = await spawnNode('dist/server/index.js', { ...common, PORT: String(apiPort), INSTANCE_ID: `rpc-start-api-${tag}` }, /waiting for Redis|listening|failed to start/);
     started.push(api);
     assert.match(api.logs(), /waiting for Redis/, 'the API node says what it waits for, and does not listen yet');
-    const worker = await spawnNode('dist/server/distributed/worker-main.js', { ...common, PORT: String(apiPort + 1), INSTANCE_ID: `rpc-start-w-${tag}`, MAX_CONCURRENT: '1', POOL_SIZE: '0' }, /worker ready|failed to start/, 60_000);
+    const worker = await spawnNode('dist/server/distributed/worker-main.js', { ...common, PORT: String(apiPort + 1), INSTANCE_ID: `rpc-start-w-${tag}`, MAX_CONCURRENT: '1', POOL_SIZE: '0' }, /waiting for Redis|worker ready|failed to start/, 60_000);
     started.push(worker);
+    assert.match(worker.logs(), /waiting for Redis/);
 
     const redis = await startRedis(redisPort);
     started.push(redis);
-    await api.waitForLog(/"message":"listening"/, 30_000);
+    await Promise.all([api.waitForLog(/"message":"listening"/, 30_000), worker.waitForLog(/worker ready/, 60_000)]);
     const res = await fetch(`http://127.0.0.1:${apiPort}/execute`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code: 'print(6 * 7)' }) });
     const body = (await res.json()) as Record<string, unknown>;
     assert.equal(res.status, 200, JSON.stringify(body));
