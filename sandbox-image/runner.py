@@ -949,6 +949,21 @@ def relay(channel, kind, data, sent, limit):
     return len(data) > room
 
 
+def drain(fd, take, closed=None):
+    """Reads a non-blocking pipe until it is empty, handing each chunk to take(fd, data); at its end,
+    closed(fd) (a kernel's pipes outlive one call, so a context's caller passes none)."""
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        if not data:
+            if closed:
+                closed(fd)
+            return
+        take(fd, data)
+
+
 def supervise(job, channel, argv=None, deadline=None, sent=None):
     """Forks the user's code (or execs `argv`), relays its output as frames within the caps, enforces the deadline.
 
@@ -1007,24 +1022,18 @@ def supervise(job, channel, argv=None, deadline=None, sent=None):
     for fd in (out_r, err_r, rep_r, wake_r):
         poller.register(fd, select.POLLIN)
 
-    def drain(fd):
+    def take(fd, data):
         nonlocal truncated
-        while True:
-            try:
-                data = os.read(fd, 65536)
-            except BlockingIOError:
-                return
-            if not data:
-                poller.unregister(fd)
-                open_fds.discard(fd)
-                return
-            if fd == rep_r:
-                if len(report) < report_limit:
-                    report.extend(data[: report_limit - len(report)])
-                continue
-            if relay(channel, kinds[fd], data, sent, limit):
-                truncated = True
-                kill_all()
+        if fd == rep_r:
+            if len(report) < report_limit:
+                report.extend(data[: report_limit - len(report)])
+        elif relay(channel, kinds[fd], data, sent, limit):
+            truncated = True
+            kill_all()
+
+    def closed(fd):
+        poller.unregister(fd)
+        open_fds.discard(fd)
 
     while status is None or open_fds:
         if status is not None:
@@ -1038,7 +1047,7 @@ def supervise(job, channel, argv=None, deadline=None, sent=None):
                 except BlockingIOError:
                     pass
             else:
-                drain(fd)
+                drain(fd, take, closed)
         while status is None:
             try:
                 reaped, raw = os.waitpid(-1, os.WNOHANG)
@@ -1480,18 +1489,11 @@ class Kernel:
                 except OSError:
                     pass
 
-        def drain(fd):
+        def take(fd, data):
             nonlocal truncated
-            while True:
-                try:
-                    data = os.read(fd, 65536)
-                except BlockingIOError:
-                    return
-                if not data:
-                    return
-                if relay(channel, self.out[fd], data, sent, limit) and not truncated:
-                    truncated = True
-                    interrupt()
+            if relay(channel, self.out[fd], data, sent, limit) and not truncated:
+                truncated = True
+                interrupt()
 
         while child is None and lost is None:
             timeout_ms = max(0, int((deadline - time.monotonic()) * 1000))
@@ -1507,7 +1509,7 @@ class Kernel:
                     except BlockingIOError:
                         pass
                 else:
-                    drain(fd)
+                    drain(fd, take)
             if len(report) >= 4:
                 (length,) = struct.unpack(">I", bytes(report[:4]))
                 if length > report_limit:
@@ -1528,7 +1530,7 @@ class Kernel:
                     timed_out = True
                     interrupt()
         for fd in self.out:  # what it printed before its report is in the pipes already
-            drain(fd)
+            drain(fd, take)
         poller = None
         if lost:
             kill_all()
