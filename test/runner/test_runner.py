@@ -561,3 +561,27 @@ class Frames(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ForkedAhead(unittest.TestCase):
+    """A warm container's child is forked before its job exists, and gets the job through a pipe."""
+
+    def read_until_eof(self, fd):
+        os.set_blocking(fd, True)
+        return runner.read_all(fd)
+
+    def test_the_job_reaches_a_child_forked_before_it(self):
+        child = runner.spawn(argv=["/bin/sh", "-c", 'echo "proxy=$HTTP_PROXY"'])
+        try:
+            child.start({"proxy": "http://exec-1:secret@proxy:3128"})
+            self.assertEqual(self.read_until_eof(child.out_r), b"proxy=http://exec-1:secret@proxy:3128\n")
+            _, status = os.waitpid(child.pid, 0)
+            self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        finally:
+            child.close()
+
+    def test_a_child_forked_ahead_without_a_job_goes(self):
+        child = runner.spawn(argv=["/bin/sh", "-c", "echo never"])
+        child.discard()
+        with self.assertRaises(ChildProcessError):
+            os.waitpid(child.pid, os.WNOHANG)
