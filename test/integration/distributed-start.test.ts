@@ -12,8 +12,9 @@ describe('distributed: nodes started before Redis, and stopped while it is away'
 
   after(async () => {
     for (const p of started.reverse()) await p.stop();
-    assert.deepEqual(await containersOf(`rpc-start-w-${tag}`), []);
-    await removeVolumes(`rpc-start-${tag}-`);
+    const left = await containersOf(`rpc-test-start-w-${tag}`);
+    await removeVolumes(`rpc-test-start-${tag}-`);
+    assert.deepEqual(left, [], 'the stopped worker left no container');
   });
 
   it('an API node and a worker wait for Redis, answer an execution, and stop cleanly once it is gone', async () => {
@@ -21,11 +22,11 @@ describe('distributed: nodes started before Redis, and stopped while it is away'
     started.push(postgres);
     const redisPort = 20000 + Math.floor(Math.random() * 20000);
     const apiPort = redisPort + 1;
-    const common = { REDIS_URL: `redis://127.0.0.1:${redisPort}`, DATABASE_URL: postgres.url, HOST: '127.0.0.1', PACKAGES_VOLUME_PREFIX: `rpc-start-${tag}-` };
-    const api = await spawnNode('dist/server/index.js', { ...common, PORT: String(apiPort), INSTANCE_ID: `rpc-start-api-${tag}` }, /waiting for Redis|listening|failed to start/);
+    const common = { REDIS_URL: `redis://127.0.0.1:${redisPort}`, DATABASE_URL: postgres.url, HOST: '127.0.0.1', PACKAGES_VOLUME_PREFIX: `rpc-test-start-${tag}-` };
+    const api = await spawnNode('dist/server/index.js', { ...common, PORT: String(apiPort), INSTANCE_ID: `rpc-test-start-api-${tag}` }, /waiting for Redis|listening|failed to start/);
     started.push(api);
     assert.match(api.logs(), /waiting for Redis/, 'the API node says what it waits for, and does not listen yet');
-    const worker = await spawnNode('dist/server/distributed/worker-main.js', { ...common, PORT: String(apiPort + 1), INSTANCE_ID: `rpc-start-w-${tag}`, MAX_CONCURRENT: '1', POOL_SIZE: '0' }, /waiting for Redis|worker ready|failed to start/, 60_000);
+    const worker = await spawnNode('dist/server/distributed/worker-main.js', { ...common, PORT: String(apiPort + 1), INSTANCE_ID: `rpc-test-start-w-${tag}`, MAX_CONCURRENT: '1', POOL_SIZE: '0' }, /waiting for Redis|worker ready|failed to start/, 60_000);
     started.push(worker);
     assert.match(worker.logs(), /waiting for Redis/);
 
