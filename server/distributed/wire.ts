@@ -44,6 +44,16 @@ export interface WireResult {
   files: WireFile[];
 }
 
+/**
+ * Why a job that came back to the queue (its worker was lost mid-job: BullMQ's stalled-job check)
+ * must not run again, or null. A run changes nothing until its answer is applied on the API node,
+ * so it may run again; an install's second phase writes the packages volume, so it runs at most once.
+ */
+export function secondTryRefusal(job: Pick<WireJob, 'install' | 'packagesWritable'>, attempt: number): string | null {
+  if (attempt <= 1 || !(job.install && job.packagesWritable)) return null;
+  return 'the worker installing this stopped mid-install, and an install runs at most once: see GET /packages for what the volume holds, then install again';
+}
+
 /** The Redis channels of one job: its output pieces (worker to API node) and its cancellation (API node to worker). */
 export const outputChannel = (executionId: string) => `rpc:output:${executionId}`;
 export const cancelChannel = (executionId: string) => `rpc:cancel:${executionId}`;

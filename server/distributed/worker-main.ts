@@ -17,6 +17,7 @@ import {
   ChangesCollector,
   outputChannel,
   sandboxFiles,
+  secondTryRefusal,
   sourceOf,
   type WireContextCall,
   type WireContextCreate,
@@ -71,6 +72,8 @@ async function main(): Promise<void> {
     running.set(channel, controller);
     // BullMQ counts the tries: a second one means the first worker was lost (stalled) and the job came back.
     logger.debug('job started', { execution_id: data.executionId, attempt: job.attemptsStarted });
+    const refusal = secondTryRefusal(data, job.attemptsStarted);
+    if (refusal) throw new Error(refusal); // the job fails: the API node answers 503 with this
     await cancels.subscribe(channel);
     try {
       const changes = data.wantsChanges ? new ChangesCollector() : undefined;

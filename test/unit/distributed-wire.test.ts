@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ChangesCollector, readSource, sourceOf } from '../../server/distributed/wire.js';
+import { ChangesCollector, readSource, secondTryRefusal, sourceOf } from '../../server/distributed/wire.js';
 import type { FileSource } from '../../server/sandbox/sandbox.js';
 
 const bytes = (n: number) => Buffer.from(Array.from({ length: n }, (_, i) => i % 256));
@@ -40,5 +40,18 @@ describe('a job on the queue', () => {
     const wire = changes.wire({ files: ['out.txt'], dirs: [], deleted: [] });
     assert.deepEqual(wire.map((f) => [f.path, Buffer.from(f.data, 'base64').toString()]), [['out.txt', 'second']]);
     assert.deepEqual(changes.wire(null), []);
+  });
+});
+
+describe('a job that came back after its worker was lost', () => {
+  const phase = { requirement: 'tiny==1.0', upgrade: false, pipArgs: [], packagesMaxBytes: 1 << 20, packagesMaxFiles: 100 };
+  const install = { install: phase, packagesWritable: true };
+  it('runs again when it is a run, or an install\'s resolve phase (nothing written yet)', () => {
+    assert.equal(secondTryRefusal({}, 2), null);
+    assert.equal(secondTryRefusal({ install: phase, packagesWritable: false }, 2), null);
+  });
+  it('runs at most once when it is the install phase, which writes the packages volume', () => {
+    assert.equal(secondTryRefusal(install, 1), null);
+    assert.match(String(secondTryRefusal(install, 2)), /an install runs at most once: see GET \/packages/);
   });
 });
