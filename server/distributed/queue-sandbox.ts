@@ -39,6 +39,9 @@ export interface QueueSandboxOptions {
 export const notDistributed = (what: string) =>
   unavailable(`${what} are not offered by a distributed deployment (API and worker nodes) yet; use the embedded server (npm start without REDIS_URL) for them`);
 
+/** Finished jobs kept for their waiters (the last 100 of a queue, for at most a minute): Redis holds no more answers than that. */
+const KEEP_FINISHED = { age: 60, count: 100 };
+
 const lostRedis = () =>
   unavailable('The connection to Redis was lost while this execution was queued or running, so its answer is unknown; retry once Redis is back');
 
@@ -141,7 +144,9 @@ export class QueueSandbox implements Sandbox {
     if (!lane) {
       const connection = redisConnection(this.options.redisUrl);
       connection.on('error', (err: Error) => this.logger.debug('redis', { error: err.message }));
-      const events = new QueueEvents(name, { connection });
+      // From a minute back, not from when its first read reaches Redis: a job added right after
+      // this (a context's call on a worker's queue this node has not used yet) may end before then.
+      const events = new QueueEvents(name, { connection, lastEventId: `${Date.now() - 60_000}-0` });
       events.on('error', () => this.dropAll());
       lane = { queue: new Queue(name, { connection: this.commands }), events, connection };
       this.lanes.set(name, lane);
@@ -164,8 +169,10 @@ export class QueueSandbox implements Sandbox {
   private async add(queue: Queue, name: string, data: unknown, jobId: string): Promise<Job> {
     try {
       // A stalled job goes back to the queue once (maxStalledCount on the workers) and is never
-      // retried for failing, since a failure is an answer.
-      return await queue.add(name, data, { jobId, attempts: 1, removeOnComplete: true, removeOnFail: true });
+      // retried for failing, since a failure is an answer. A finished job is kept a little: a
+      // queue's events, made on its first use, may not be listening yet when a quick job ends, and
+      // BullMQ then reads the answer from the job, which must still be there.
+      return await queue.add(name, data, { jobId, attempts: 1, removeOnComplete: KEEP_FINISHED, removeOnFail: KEEP_FINISHED });
     } catch {
       throw unavailable('Redis does not answer, so no execution can be queued; retry once it is back');
     }

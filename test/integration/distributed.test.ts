@@ -38,7 +38,11 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     const res = await fetch(`${node.url}${route}`);
     return { status: res.status, body: (await res.json()) as Record<string, unknown> };
   };
-  const remove = async (node: ClusterNode, route: string) => (await fetch(`${node.url}${route}`, { method: 'DELETE' })).status;
+  /** DELETE's status; its body too when it is not 204, for the message of a failed check. */
+  const remove = async (node: ClusterNode, route: string) => {
+    const res = await fetch(`${node.url}${route}`, { method: 'DELETE' });
+    return res.status === 204 ? 204 : `${res.status} ${await res.text()}`;
+  };
   /** A context whose home is worker `w` (creations go to whichever worker takes them): its id. */
   const contextOn = async (w: 'w1' | 'w2') => {
     for (let tries = 0; tries < 10; tries++) {
