@@ -6,8 +6,8 @@ Protocol (its version is the image's RUNNER_PROTOCOL, declared in sandbox-image/
   out (stdout): frames of [kind: 1 byte][length: 4 bytes big-endian][payload], payload <= 64 KiB:
                 b'o' user stdout, b'e' user stderr, b'f' a chunk of the tar of changed workspace
                 files, b'r' the final JSON report, then b'z' (empty): done, nothing follows.
-                A container asked to preload (RUNNER_PRELOAD) first imports those modules and then
-                sends b'w' (empty): ready, send the job.
+                A container asked to preload (RUNNER_PRELOAD) first has the user's process import
+                those modules and then sends b'w' (empty): ready, send the job.
   A context's container gets its jobs framed instead ([length: 4 bytes][payload <= 64 KiB], an
                 empty frame ends one job's tar), one after another on the same stdin: the first, of
                 mode `context`, starts its kernel (one interpreter kept for every call); each next
@@ -21,6 +21,8 @@ open its file descriptors through /proc. Stdlib only at import: the image may ha
 (numpy, pandas and matplotlib are only ever preloaded, and only when they are there).
 """
 
+import base64
+import binascii
 import io
 import json
 import os
@@ -60,6 +62,16 @@ REPR_METHODS = (("image/png", "_repr_png_"), ("image/svg+xml", "_repr_svg_"), ("
 SOURCES = ("figure", "display", "value")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 OUTPUTS = None  # the job's Outputs, in the user's process (figures reach it through the backend)
+# The user's process's own descriptors (spawn()): its report, its job (or a context's calls), its "ready".
+REPORT_FD = 3
+JOB_FD = 4
+READY_FD = 5
+
+
+def frames(kind, payload):
+    view = memoryview(payload)
+    return b"".join(kind + struct.pack(">I", len(view[at:at + MAX_FRAME])) + view[at:at + MAX_FRAME]
+                    for at in range(0, max(len(view), 1), MAX_FRAME))
 
 
 class Channel:
@@ -67,14 +79,27 @@ class Channel:
 
     def __init__(self, fd):
         self.fd = fd
+        self.held = b""  # frames that wait for the next write: under gVisor each write costs tens of microseconds
 
     def send(self, kind, payload):
-        view = memoryview(payload)
-        for start in range(0, max(len(view), 1), MAX_FRAME):
-            chunk = view[start:start + MAX_FRAME]
-            self._write_all(kind + struct.pack(">I", len(chunk)) + bytes(chunk))
+        self._write_all(frames(kind, payload))
+
+    def hold(self, kind, payload):
+        """Frames that may go with the next ones (a small changed-files tar goes with the report)."""
+        self.held += frames(kind, payload)
+        if len(self.held) >= MAX_FRAME:
+            self.flush()
+
+    def flush(self):
+        self._write_all(b"")
+
+    def finish(self, report):
+        """The report, then done, in one write. The server answers now, without waiting for this
+        container to exit."""
+        self._write_all(frames(b"r", json.dumps(report).encode("utf-8")) + frames(b"z", b""))
 
     def _write_all(self, data):
+        data, self.held = self.held + data, b""  # what waits goes first
         while data:
             data = data[os.write(self.fd, data):]
 
@@ -100,7 +125,8 @@ class FileFrames:
         self.channel = channel
 
     def write(self, data):
-        self.channel.send(b"f", data)
+        self.channel.hold(b"f", data)
+        return len(data)
         return len(data)
 
 
@@ -383,9 +409,6 @@ def real_method(obj, name):
 
 def encode_form(mime, value):
     """One form of an object as an output's data (base64 for images, text otherwise), or None."""
-    import base64
-    import binascii
-
     if isinstance(value, tuple) and len(value) == 2:
         value = value[0]  # (data, metadata), as IPython allows
     if mime == "application/json":
@@ -481,8 +504,6 @@ class Outputs:
 
     def figure(self, fig, source):
         """A matplotlib figure as one PNG, at its own size and dpi; an empty one shows nothing."""
-        import base64
-
         if not fig.axes and not fig.lines:
             return
         if self.full():
@@ -537,9 +558,6 @@ def clean_outputs(outputs, truncated, max_count, max_bytes):
     """The user's process's outputs (hostile: it can write anything on its report pipe) as the
     server takes them: known mimes and sources, text data, base64 images (a PNG is a PNG), in order
     within the caps. Returns (outputs, truncated)."""
-    import base64
-    import binascii
-
     kept = []
     total = 0
     truncated = truncated is True
@@ -709,10 +727,9 @@ def shadowed_modules(site_dirs, search_path):
 
 
 def preload(modules):
-    """Imports the image's libraries while the container waits for its job, so that the job's forked
-    child finds them imported. Only the image's own: this process never imports the tenant's
-    packages (their code would run as PID 1), so a tenant whose packages shadow any of the image's
-    gets nothing preloaded, and its code imports its own. A module that fails to import is left out."""
+    """Imports the image's libraries in the user's process while the container waits for its job.
+    Only the image's own: a tenant whose packages shadow any of them gets nothing preloaded, and its
+    code imports its own. A module that fails to import is left out."""
     if not modules:
         return
     shadowed = shadowed_modules(venv_site_dirs(), sys.path)
@@ -740,8 +757,8 @@ def preload(modules):
             sys.stderr.write("runner: preparing matplotlib failed: %s: %s\n" % (type(exc).__name__, exc))
     import gc
 
-    # What is imported now stays: the collector leaves it alone, so the job's child neither scans
-    # it nor copies its pages (a collection writes to every object it visits).
+    # What is imported now stays: the collector leaves it alone, so the code's collections never
+    # scan it (a collection writes to every object it visits).
     gc.collect()
     gc.freeze()
 
@@ -905,24 +922,46 @@ def write_all(fd, payload):
         pass
 
 
-def run_user_code(job, report_fd):
-    """In the forked child: run the code as __main__ in /workspace, report on report_fd, and exit."""
-    data, exit_code = run_cell(job, user_main())
-    write_all(report_fd, json.dumps(data, ensure_ascii=False).encode("utf-8", "backslashreplace"))
+def run_user_code(job, namespace):
+    """In the user's process: runs the code as __main__ in /workspace and reports on REPORT_FD. Then
+    it stops itself: the runner reads the workspace while it is stopped and ends the container
+    without waiting for its exit (which, for a process that imported numpy and pandas, costs 10-20
+    ms, and more under gVisor). Continued (other processes of the code are left), it exits."""
+    data, exit_code = run_cell(job, namespace)
+    data["exit_code"] = exit_code
+    write_all(REPORT_FD, json.dumps(data, ensure_ascii=False).encode("utf-8", "backslashreplace"))
+    for fd in (1, 2, REPORT_FD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    os.kill(os.getpid(), signal.SIGSTOP)
     os._exit(exit_code)
+
+
+OOM_FILES = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
+oom_file = None  # its descriptor, once found (-1: none), read anew with pread: one system call a count
 
 
 def oom_kills():
     """The cgroup's OOM-kill count: memory.events on cgroup v2, memory.oom_control on v1."""
-    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
-        try:
-            with open(path) as f:
-                for line in f:
-                    key, _, value = line.partition(" ")
-                    if key == "oom_kill":
-                        return int(value)
-        except (OSError, ValueError):
-            continue
+    global oom_file
+    if oom_file is None:
+        oom_file = -1
+        for path in OOM_FILES:
+            try:
+                oom_file = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                break
+            except OSError:
+                continue
+    try:
+        text = os.pread(oom_file, 4096, 0).decode("ascii")
+    except (OSError, UnicodeDecodeError):
+        return 0
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill" and value.strip().isdigit():
+            return int(value)
     return 0
 
 
@@ -965,22 +1004,26 @@ def drain(fd, take, closed=None):
 
 
 class Child:
-    """A forked process for the user's code (or a command), with the pipes its supervisor watches."""
+    """The user's process (or a command's), with the pipes its supervisor watches."""
 
-    def __init__(self, pid, out_r, err_r, rep_r, wake_r, wake_w, go_w):
+    def __init__(self, pid, out_r, err_r, rep_r, wake_r, wake_w, go_w, ready):
         self.pid, self.out_r, self.err_r, self.rep_r, self.wake_r, self.wake_w, self.go_w = \
             pid, out_r, err_r, rep_r, wake_r, wake_w, go_w
+        self.ready = ready  # False: it died before it was ready (memory ran out in the preload, say)
 
     def start(self, job):
-        """Hands a child forked ahead its job (it waits for it on its pipe); EOF starts it."""
-        write_all(self.go_w, json.dumps(job).encode("utf-8"))
+        """Hands the user's process its one job."""
+        write_all(self.go_w, message(job))
         os.close(self.go_w)
         self.go_w = None
 
     def discard(self):
-        """A child forked ahead that gets no job of its own (the job was an install, say): it goes."""
-        os.kill(self.pid, signal.SIGKILL)
-        os.waitpid(self.pid, 0)
+        """A user's process that gets no job (the job was an install, say): it goes."""
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except OSError:
+            pass
         self.close()
 
     def close(self):
@@ -990,25 +1033,20 @@ class Child:
                 os.close(fd)
 
 
-def read_all(fd):
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-
-
-def spawn(job=None, argv=None):
-    """Forks the process for the user's code (or execs `argv`), its stdout, stderr and report on
-    pipes. Without a job it is forked ahead, while a warm container waits, and reads its job from a
-    pipe when one comes: under gVisor a fork of the preloaded runner and its teardown cost tens of
-    milliseconds, a wake-up through a pipe a few."""
+def spawn(argv=None, proxy=None, modules=()):
+    """Forks the user's process, its stdout, stderr and report on pipes: a command (`argv`, exec'd
+    at once: an install's steps), or the Python process for the user's code. That one imports
+    `modules`, prepares __main__, says it is ready, and then waits on JOB_FD for its job, or to
+    become a context's kernel. A warm container forks it while it waits in the pool, so the job
+    runs in a process that has everything in its own memory: under gVisor a fork of a process that
+    imported numpy costs tens of milliseconds, and so do the pages it copies on write afterwards,
+    while a wake-up through a pipe costs a few. Returns once it is ready (or dead)."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     rep_r, rep_w = os.pipe()
     wake_r, wake_w = os.pipe()
-    go_r, go_w = os.pipe() if job is None else (None, None)
+    go_r, go_w = os.pipe() if argv is None else (None, None)
+    ready_r, ready_w = os.pipe() if argv is None else (None, None)
     for fd in (out_r, err_r, rep_r, wake_r, wake_w):
         os.set_blocking(fd, False)
     signal.set_wakeup_fd(wake_w)
@@ -1017,50 +1055,90 @@ def spawn(job=None, argv=None):
     pid = os.fork()
     if pid == 0:
         try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             set_dumpable()
+            try:
+                with open("/proc/self/oom_score_adj", "w") as f:
+                    f.write("1000")  # if memory runs out, the user's process goes first, not the runner
+            except OSError:
+                pass
+            preload(modules)  # its warnings go to the runner's stderr: the user's pipes replace it next
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
-            os.dup2(rep_w, 3)
-            if go_r is not None:
-                os.dup2(go_r, 4)
-            os.closerange(4 if go_r is None else 5, 65536)
-            os.set_inheritable(3, False)
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            try:
-                with open("/proc/self/oom_score_adj", "w") as f:
-                    f.write("1000")  # if memory runs out, the user's code goes first, not the runner
-            except OSError:
-                pass
-            if job is None:
-                job = json.loads(read_all(4))  # the runner's own pipe: what it parsed from the server's job
-                os.close(4)
-            use_proxy(job.get("proxy"))
-            if argv:
+            os.dup2(rep_w, REPORT_FD)
+            if argv is not None:
+                os.closerange(REPORT_FD + 1, 65536)
+                os.set_inheritable(REPORT_FD, False)
+                use_proxy(proxy)
                 os.execv(argv[0], argv)
-            else:
-                run_user_code(job, 3)
+            os.dup2(go_r, JOB_FD)
+            os.dup2(ready_w, READY_FD)
+            os.closerange(READY_FD + 1, 65536)
+            for fd in (REPORT_FD, JOB_FD, READY_FD):
+                os.set_inheritable(fd, False)  # the code's subprocesses get none of them
+            user_process()
         finally:
             os._exit(70)
-    for fd in (out_w, err_w, rep_w) + ((go_r,) if go_r is not None else ()):
-        os.close(fd)
-    return Child(pid, out_r, err_r, rep_r, wake_r, wake_w, go_w)
+    for fd in (out_w, err_w, rep_w, go_r, ready_w):
+        if fd is not None:
+            os.close(fd)
+    ready = True
+    if ready_r is not None:
+        ready = os.read(ready_r, 1) == b"r"
+        os.close(ready_r)
+    return Child(pid, out_r, err_r, rep_r, wake_r, wake_w, go_w, ready)
+
+
+def user_process():
+    """The user's process, its descriptors set by spawn(): its first message on JOB_FD is its one
+    job, or {"mode": "kernel"}: it is a context's kernel. EOF first: it was discarded."""
+    namespace = user_main()
+    write_all(READY_FD, b"r")
+    os.close(READY_FD)
+    job = read_message(JOB_FD)
+    if job is None:
+        os._exit(0)
+    if job.get("mode") == "kernel":
+        kernel_main(namespace)
+    os.close(JOB_FD)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    use_proxy(job.get("proxy"))
+    run_user_code(job, namespace)
+
+
+def only_process(pid):
+    """True when no process but this one (PID 1) and `pid` is in the container."""
+    try:
+        return all(not name.isdigit() or int(name) in (1, pid) for name in os.listdir("/proc"))
+    except OSError:
+        return False
+
+
+def parse_report(report):
+    try:
+        child = json.loads(report.decode("utf-8")) if report else {}
+    except (ValueError, RecursionError):  # the report pipe is the user's process: anything can be in it
+        return {}
+    return child if isinstance(child, dict) else {}
 
 
 def supervise(job, channel, argv=None, deadline=None, sent=None, child=None):
     """Runs the user's code (or `argv`) in a forked child, relays its output as frames within the
-    caps, enforces the deadline. `child`: one forked ahead, which gets this job now.
+    caps, enforces the deadline. `child`: the user's process forked ahead, which gets this job now.
+    Returns once no process of the code can run any more: all are gone, or the user's process,
+    having reported, is the only one left and is stopped (run_user_code).
 
     The steps of one job share its deadline and its output caps: `deadline` (monotonic) and `sent`
     (bytes relayed so far, per kind) carry them from one step to the next.
     """
     oom_before = oom_kills()
-    if child is None:
-        child = spawn(job, argv)
+    if argv is not None:
+        child = spawn(argv, job.get("proxy"))
     else:
+        child = child or spawn()
         child.start(job)
     pid, out_r, err_r, rep_r, wake_r = child.pid, child.out_r, child.err_r, child.rep_r, child.wake_r
 
@@ -1070,7 +1148,7 @@ def supervise(job, channel, argv=None, deadline=None, sent=None, child=None):
     open_fds = {out_r, err_r, rep_r}
     report = bytearray()
     report_limit = child_report_limit(job)
-    status = None
+    status = reported = None
     timed_out = truncated = False
     deadline = time.monotonic() + job["timeout_s"] if deadline is None else deadline
     poller = select.poll()
@@ -1090,7 +1168,22 @@ def supervise(job, channel, argv=None, deadline=None, sent=None, child=None):
         poller.unregister(fd)
         open_fds.discard(fd)
 
-    while status is None or open_fds:
+    def stopped():
+        """The user's process stopped. Having reported, and alone, it stays stopped: its run is
+        over. Having reported with others of the code left, or with its report pipe closed after
+        what is not a report, it is continued, and exits; then all go, as they always did."""
+        nonlocal reported
+        if rep_r in open_fds:
+            drain(rep_r, take, closed)
+        said = parse_report(report)
+        done = argv is None and isinstance(said.get("exit_code"), int)
+        if done and only_process(pid):
+            reported = said
+        elif done or rep_r not in open_fds:
+            os.kill(pid, signal.SIGCONT)
+        # else the code stopped itself while it runs, as any process of it may
+
+    while reported is None and (status is None or open_fds):
         if status is not None:
             # The user's process is gone; whatever it left running goes too, so pipes reach EOF.
             kill_all()
@@ -1103,41 +1196,45 @@ def supervise(job, channel, argv=None, deadline=None, sent=None, child=None):
                     pass
             else:
                 drain(fd, take, closed)
-        while status is None:
+        while status is None and reported is None:
             try:
-                reaped, raw = os.waitpid(-1, os.WNOHANG)
+                reaped, raw = os.waitpid(-1, os.WNOHANG | os.WUNTRACED)
             except ChildProcessError:
                 break
             if reaped == 0:
                 break
-            if reaped == pid:
+            if reaped != pid:
+                continue
+            if os.WIFSTOPPED(raw):
+                stopped()
+            else:
                 status = raw
-        if status is None and time.monotonic() >= deadline:
+        if status is None and reported is None and time.monotonic() >= deadline:
             timed_out = True
             kill_all()
             _, status = os.waitpid(pid, 0)
-    kill_all()
-    while True:  # reap everything, including orphans re-parented to us
-        try:
-            os.waitpid(-1, 0)
-        except ChildProcessError:
-            break
+    if reported is not None:
+        for fd in (out_r, err_r):  # all it printed is in the pipes: a stopped process writes no more
+            drain(fd, take)
+    else:
+        kill_all()
+        while True:  # reap everything, including orphans re-parented to us
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
     child.close()  # an install runs several steps: none keeps the last one's pipes
 
-    if os.WIFEXITED(status):
-        exit_code = os.WEXITSTATUS(status)
+    if reported is not None:
+        exit_code, signaled = reported["exit_code"] & 0xFF, False
+    elif os.WIFEXITED(status):
+        exit_code, signaled = os.WEXITSTATUS(status), False
     else:
-        exit_code = 128 + os.WTERMSIG(status)
-    try:
-        child = json.loads(report.decode("utf-8")) if report else {}
-        if not isinstance(child, dict):
-            child = {}
-    except (ValueError, RecursionError):  # the report pipe is the user's process: anything can be in it
-        child = {}
+        exit_code, signaled = 128 + os.WTERMSIG(status), True
     return {
         "exit_code": exit_code,
-        "signaled": os.WIFSIGNALED(status),
-        "child": child,
+        "signaled": signaled,
+        "child": reported if reported is not None else parse_report(report),
         "timed_out": timed_out,
         "truncated": truncated,
         "oom_killed": oom_kills() > oom_before,
@@ -1147,18 +1244,25 @@ def supervise(job, channel, argv=None, deadline=None, sent=None, child=None):
 MAX_WARNINGS = 20
 
 
-def restore_access(workspace):
+def give_back_access(path, st):
     """The code may have taken away its own access (chmod 000 on a file or a directory); the owner
-    can always give it back, so that the diff sees, and keeps, everything the code left."""
+    can always give it back, so that the diff sees, and keeps, everything the code left. A
+    directory's is given back before os.walk (top-down) goes into it."""
+    try:
+        if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o700 != 0o700:
+            os.chmod(path, st.st_mode | 0o700)
+        elif stat.S_ISREG(st.st_mode) and not st.st_mode & 0o400:
+            os.chmod(path, st.st_mode | 0o600)
+    except OSError:
+        pass
+
+
+def restore_access(workspace):
     for root, dirs, files in os.walk(workspace, onerror=lambda _: None):
         for name in dirs + files:
             path = os.path.join(root, name)
             try:
-                st = os.lstat(path)
-                if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o700 != 0o700:
-                    os.chmod(path, st.st_mode | 0o700)
-                elif stat.S_ISREG(st.st_mode) and not st.st_mode & 0o400:
-                    os.chmod(path, st.st_mode | 0o600)
+                give_back_access(path, os.lstat(path))
             except OSError:
                 pass
 
@@ -1181,7 +1285,6 @@ def send_changed_files(channel, manifest, workspace=WORKSPACE, warnings=None):
             os.chmod(workspace, st.st_mode | 0o700)
     except OSError:
         pass
-    restore_access(workspace)
     seen = set()
     with tarfile.open(fileobj=FileFrames(channel), mode="w|", format=tarfile.PAX_FORMAT) as archive:
         for root, dirs, files in os.walk(workspace):
@@ -1192,6 +1295,7 @@ def send_changed_files(channel, manifest, workspace=WORKSPACE, warnings=None):
                     st = os.lstat(path)
                 except OSError:
                     continue
+                give_back_access(path, st)  # one walk: a system call costs tens of microseconds under gVisor
                 seen.add(rel)
                 if not clean_name(rel):  # the server would drop it: it stays in the sandbox, like a link
                     warn(rel[:200], "its name is longer than a workspace path may be (255 bytes a part, 1024 in all), so it was not kept")
@@ -1213,7 +1317,7 @@ def send_changed_files(channel, manifest, workspace=WORKSPACE, warnings=None):
                         warn(rel, "could not be read (%s), so it was not kept" % exc.strerror)
                         continue
                     with os.fdopen(fd, "rb") as f:
-                        info.size = os.fstat(f.fileno()).st_size  # no process of the code is left to change it
+                        info.size = os.fstat(f.fileno()).st_size  # no process of the code can run to change it
                         info.mode = 0o644
                         archive.addfile(info, f)  # streamed, never whole in memory
                 else:  # links, fifos, sockets and devices never leave the sandbox
@@ -1394,10 +1498,8 @@ def run_code(job, channel, manifest, child=None):
     return build_report(outcome, job, deleted=deleted, run_ms=run_ms, warnings=warnings)
 
 
-# A context keeps one interpreter, its kernel, alive between jobs: a child of this process, which
-# hands it each call's job and relays what it prints, as supervise() does for a one-shot child.
-KERNEL_JOB_FD = 4
-KERNEL_REPORT_FD = 3
+# A context keeps one interpreter, its kernel, alive between jobs: the user's process, to which this
+# one hands each call's job and whose output it relays, as supervise() does for a one-shot job.
 
 
 def read_message(fd, limit=1 << 30):
@@ -1439,62 +1541,30 @@ def use_proxy(proxy):
         os.environ.pop(name, None)
 
 
-def kernel_main():
-    """The kernel (a context's child): one __main__ namespace for every call, each call's job read
-    from KERNEL_JOB_FD and its report written to KERNEL_REPORT_FD. Between calls SIGINT is ignored;
-    during one it raises KeyboardInterrupt in the user's code (the call's timeout)."""
-    namespace = user_main()
+def kernel_main(namespace):
+    """The kernel (a context's user process): one __main__ namespace for every call, each call's job
+    read from JOB_FD and its report written to REPORT_FD. Between calls SIGINT is ignored; during
+    one it raises KeyboardInterrupt in the user's code (the call's timeout)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
-        job = read_message(KERNEL_JOB_FD)
+        job = read_message(JOB_FD)
         if job is None:
             os._exit(0)
         use_proxy(job.get("proxy"))  # each call's own credential, which expires with the call
         data, exit_code = run_cell(job, namespace, kernel=True)
         data["exit_code"] = exit_code
-        write_all(KERNEL_REPORT_FD, message(data))
+        write_all(REPORT_FD, message(data))
 
 
 class Kernel:
     """The runner's side of a context's kernel: starts it, runs one call in it at a time, and says
     when it is lost (OOM-killed, dead, or not back from an interrupt within its grace period)."""
 
-    def __init__(self):
-        job_r, self.job_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        rep_r, rep_w = os.pipe()
-        self.wake_r, wake_w = os.pipe()
-        for fd in (out_r, err_r, rep_r, self.wake_r, wake_w):
-            os.set_blocking(fd, False)
-        signal.set_wakeup_fd(wake_w)
-        signal.signal(signal.SIGCHLD, lambda *_: None)
-        self.pid = os.fork()
-        if self.pid == 0:
-            try:
-                set_dumpable()
-                os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-                os.dup2(out_w, 1)
-                os.dup2(err_w, 2)
-                os.dup2(rep_w, KERNEL_REPORT_FD)
-                os.dup2(job_r, KERNEL_JOB_FD)
-                os.closerange(KERNEL_JOB_FD + 1, 65536)
-                for fd in (KERNEL_REPORT_FD, KERNEL_JOB_FD):
-                    os.set_inheritable(fd, False)  # the code's subprocesses get neither
-                signal.set_wakeup_fd(-1)
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                try:
-                    with open("/proc/self/oom_score_adj", "w") as f:
-                        f.write("1000")
-                except OSError:
-                    pass
-                kernel_main()
-            finally:
-                os._exit(70)
-        for fd in (job_r, out_w, err_w, rep_w):
-            os.close(fd)
-        self.out = {out_r: b"o", err_r: b"e"}
-        self.rep_r = rep_r
+    def __init__(self, child):
+        """`child`: the user's process (spawn()), which becomes the kernel."""
+        write_all(child.go_w, message({"mode": "kernel"}))
+        self.pid, self.job_w, self.rep_r, self.wake_r = child.pid, child.go_w, child.rep_r, child.wake_r
+        self.out = {child.out_r: b"o", child.err_r: b"e"}
         self.status = None  # the kernel's wait status, once it is gone
 
     def reap(self):
@@ -1656,10 +1726,11 @@ class FramedInput:
             self.read(MAX_FRAME)
 
 
-def run_context(channel, head):
-    """A context's container: the first job (mode `context`) starts the kernel, each job after it
-    is one call, answered like a one-shot job (frames, the workspace's changes, the report, done).
-    A kernel lost ends the container: the report says why (`lost`)."""
+def run_context(channel, head, ahead=None):
+    """A context's container: the first job (mode `context`) starts the kernel (the user's process
+    forked `ahead`, in a warm container), each job after it is one call, answered like a one-shot
+    job (frames, the workspace's changes, the report, done). A kernel lost ends the container: the
+    report says why (`lost`)."""
     kernel = None
     while True:
         stream = FramedInput(0, head)
@@ -1677,7 +1748,7 @@ def run_context(channel, head):
             if job["mode"] != "context":
                 sys.stderr.write("runner: a context starts with a job of mode context\n")
                 return 2
-            kernel = Kernel()
+            kernel = Kernel(ahead or spawn())
             report = build_report({"exit_code": 0, "child": {"status": "ok"}}, job)
         else:
             mirror_workspace(manifest)
@@ -1688,8 +1759,7 @@ def run_context(channel, head):
             deleted = send_changed_files(channel, manifest, warnings=warnings)
             report = build_report(outcome, job, deleted=deleted, run_ms=run_ms, warnings=warnings,
                                   **({"lost": lost} if lost else {}))
-        channel.send(b"r", json.dumps(report).encode("utf-8"))
-        channel.send(b"z", b"")
+        channel.finish(report)
         if report.get("lost"):
             return 0
 
@@ -1711,14 +1781,17 @@ def main():
     use_runner_modules()
     ahead = None
     if PRELOAD:
-        preload(PRELOAD)
-        ahead = spawn()  # the job's child, forked while the container waits in the pool
+        ahead = spawn(modules=PRELOAD)  # the user's process, made while the container waits in the pool
+        if not ahead.ready:
+            sys.stderr.write("runner: the user's process died while it preloaded; the job's will import on its own\n")
+            ahead.discard()
+            ahead = None
         channel.send(b"w", b"")  # imported: the job may come
     head = os.read(0, 1)
-    if ahead and (head == b"\x00" or not head):
+    if ahead and not head:
         ahead.discard()
     if head == b"\x00":  # a frame's header (frames are at most 64 KiB): a context, one job after another
-        return run_context(channel, head)
+        return run_context(channel, head, ahead)
     try:
         job, manifest = receive_job(Prepended(head, sys.stdin.buffer))
     except (tarfile.TarError, ValueError, OSError) as exc:
@@ -1736,8 +1809,7 @@ def main():
         if ahead:
             ahead.discard()
         report = MODES[job["mode"]](job, channel, manifest)
-    channel.send(b"r", json.dumps(report).encode("utf-8"))
-    channel.send(b"z", b"")  # the server answers now, without waiting for this container to exit
+    channel.finish(report)
     return 0
 
 

@@ -10,6 +10,7 @@ import importlib.util
 import io
 import json
 import os
+import signal
 import struct
 import tarfile
 import sys
@@ -30,6 +31,7 @@ class Captured:
         self.channel = runner.Channel(self.file.fileno())
 
     def frames(self):
+        self.channel.flush()  # what the runner holds for its next write
         self.file.seek(0)
         self.data = self.file.read()
         out, at = [], 0
@@ -231,19 +233,30 @@ class Report(unittest.TestCase):
 PNG = base64.b64encode(runner.PNG_MAGIC + b"IHDR").decode()
 
 
+def reap_user_process(pid):
+    """The user's process stops once it has reported (run_user_code); continued, it exits.
+    Returns (whether it stopped, its exit code)."""
+    _, status = os.waitpid(pid, os.WUNTRACED)
+    stopped = os.WIFSTOPPED(status)
+    if stopped:
+        os.kill(pid, signal.SIGCONT)
+        _, status = os.waitpid(pid, 0)
+    return stopped, os.waitstatus_to_exitcode(status)
+
+
 def run_child(job):
     """run_user_code in a forked child, as in the sandbox: (its report, its stdout, its stderr)."""
     files = [tempfile.TemporaryFile() for _ in range(3)]
     pid = os.fork()
     if pid == 0:
         try:
-            os.dup2(files[1].fileno(), 1)
-            os.dup2(files[2].fileno(), 2)
+            for fd, f in zip((runner.REPORT_FD, 1, 2), files):
+                os.dup2(f.fileno(), fd)
             runner.run_user_code(dict({"mode": "code", "result_limit": 1000, "max_outputs": 16, "outputs_limit": 1 << 20}, **job),
-                                 files[0].fileno())
+                                 runner.user_main())
         finally:
             os._exit(99)
-    os.waitpid(pid, 0)
+    reap_user_process(pid)
     report, out, err = (f.seek(0) or f.read() for f in files)
     for f in files:
         f.close()
@@ -479,13 +492,15 @@ class FileMode(InTempWorkspace):
         if pid == 0:  # run_user_code ends its process, as it does in the sandbox
             try:
                 os.close(r)
-                runner.run_user_code({"mode": "file", "file": "not-a-file.py", "result_limit": 1000}, w)
+                os.dup2(w, runner.REPORT_FD)
+                os.close(w)
+                runner.run_user_code({"mode": "file", "file": "not-a-file.py", "result_limit": 1000}, runner.user_main())
             finally:
                 os._exit(99)
         os.close(w)
         with os.fdopen(r, "rb") as f:
             report = json.loads(f.read())
-        os.waitpid(pid, 0)
+        reap_user_process(pid)
         self.assertEqual(report["status"], "exception")
         self.assertTrue(report["error"].startswith("IsADirectoryError: "), report["error"])
 
@@ -559,29 +574,80 @@ class Frames(unittest.TestCase):
         self.assertEqual([(k, len(p)) for k, p in frames], [(b"o", 65536), (b"o", 10), (b"z", 0)])
 
 
-if __name__ == "__main__":
-    unittest.main()
+class UserProcess(InTempWorkspace):
+    """The user's process is forked before its job (a warm container's while it waits in the pool),
+    gets the job through its pipe, and stops once it has reported; or it becomes a context's kernel."""
 
-
-class ForkedAhead(unittest.TestCase):
-    """A warm container's child is forked before its job exists, and gets the job through a pipe."""
+    JOB = {"protocol": runner.PROTOCOL, "mode": "code", "timeout_s": 10, "output_limit": 1 << 16,
+           "result_limit": 1 << 16, "max_outputs": 4, "outputs_limit": 1 << 16}
 
     def read_until_eof(self, fd):
         os.set_blocking(fd, True)
-        return runner.read_all(fd)
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
 
-    def test_the_job_reaches_a_child_forked_before_it(self):
-        child = runner.spawn(argv=["/bin/sh", "-c", 'echo "proxy=$HTTP_PROXY"'])
+    def test_the_job_comes_after_it_is_ready_and_it_stops_once_it_reported(self):
+        child = runner.spawn()
         try:
-            child.start({"proxy": "http://exec-1:secret@proxy:3128"})
+            self.assertTrue(child.ready)
+            child.start({**self.JOB, "code": "import os\nprint(os.environ['HTTP_PROXY'])\n6 * 7",
+                         "proxy": "http://exec-1:secret@proxy:3128"})
+            self.assertEqual(self.read_until_eof(child.out_r), b"http://exec-1:secret@proxy:3128\n")
+            report = runner.parse_report(self.read_until_eof(child.rep_r))
+            self.assertEqual((report["status"], report["value"], report["exit_code"]), ("ok", "42", 0))
+            self.assertEqual(reap_user_process(child.pid), (True, 0),
+                             "it waits, stopped, while the runner reads the workspace; continued, it exits with its code")
+        finally:
+            child.close()
+
+    def test_its_exit_code_is_in_its_report_and_its_exit(self):
+        child = runner.spawn()
+        try:
+            child.start({**self.JOB, "code": "import sys\nsys.exit(3)"})
+            self.assertEqual(runner.parse_report(self.read_until_eof(child.rep_r))["exit_code"], 3)
+            self.assertEqual(reap_user_process(child.pid), (True, 3))
+        finally:
+            child.close()
+
+    def test_it_becomes_a_contexts_kernel(self):
+        child = runner.spawn()
+        try:
+            runner.Kernel(child)
+            os.set_blocking(child.rep_r, True)
+            for code, value in (("x = 20", None), ("x + 22", "42")):
+                runner.write_all(child.go_w, runner.message({**self.JOB, "code": code}))
+                report = runner.read_message(child.rep_r)
+                self.assertEqual((report["status"], report.get("value"), report["exit_code"]), ("ok", value, 0))
+            os.close(child.go_w)
+            child.go_w = None
+            _, status = os.waitpid(child.pid, 0)
+            self.assertEqual(os.waitstatus_to_exitcode(status), 0, "its pipe closed, the kernel ends")
+        finally:
+            child.close()
+
+    def test_a_user_process_without_a_job_goes(self):
+        child = runner.spawn()
+        child.discard()
+        with self.assertRaises(ChildProcessError):
+            os.waitpid(child.pid, os.WNOHANG)
+
+    def test_a_command_gets_the_proxy(self):
+        child = runner.spawn(argv=["/bin/sh", "-c", 'echo "proxy=$HTTP_PROXY"'], proxy="http://exec-1:secret@proxy:3128")
+        try:
             self.assertEqual(self.read_until_eof(child.out_r), b"proxy=http://exec-1:secret@proxy:3128\n")
             _, status = os.waitpid(child.pid, 0)
             self.assertEqual(os.waitstatus_to_exitcode(status), 0)
         finally:
             child.close()
 
-    def test_a_child_forked_ahead_without_a_job_goes(self):
-        child = runner.spawn(argv=["/bin/sh", "-c", "echo never"])
-        child.discard()
-        with self.assertRaises(ChildProcessError):
-            os.waitpid(child.pid, os.WNOHANG)
+    def test_reports_that_are_not_a_dict_are_empty(self):
+        for raw in (b"", b"[1]", b"{", b"\xff", b"[" * 100000):
+            self.assertEqual(runner.parse_report(raw), {}, raw[:10])
+
+
+if __name__ == "__main__":
+    unittest.main()
