@@ -130,7 +130,7 @@ export class DockerSandbox implements Sandbox {
   }
 
   warm(job: Pick<SandboxJob, 'limits' | 'packagesVolume'>): void {
-    this.pool?.warm({ ...this.options, executionId: 'warm', limits: job.limits, packagesVolume: job.packagesVolume });
+    this.pool?.refill({ ...this.options, executionId: 'warm', limits: job.limits, packagesVolume: job.packagesVolume });
   }
 
   ready(): number {
@@ -215,6 +215,7 @@ export class DockerSandbox implements Sandbox {
     } finally {
       this.running.delete(job.executionId);
       this.remove(prepared.id);
+      if (pooled) this.pool!.refill(spec);
       // Warm containers of these packages preloaded them as they were before this install.
       if (job.mode === 'install' && this.options.preload.length > 0) {
         this.pool?.drop((s) => s.packagesVolume === job.packagesVolume);

@@ -91,7 +91,11 @@ export class WarmPool<P extends Prepared> {
     return { profiles: this.slots.size, ready: this.size, creating, hits: this.hits, misses: this.misses };
   }
 
-  /** A ready container for this spec's profile, or null; either way the profile is (re)filled. */
+  /**
+   * A ready container for this spec's profile, or null. A miss refills the profile at once; a hit
+   * leaves that to `refill`, once the run that took it is over: a container started meanwhile
+   * competes with that run for the CPU (under gVisor its start costs a core for a second).
+   */
   take(spec: SpecInput): P | null {
     const [key, slot] = this.slot(spec);
     let found: P | null = null;
@@ -100,9 +104,12 @@ export class WarmPool<P extends Prepared> {
       if (candidate.dead) this.options.discard(candidate);
       else found = candidate;
     }
-    if (found) this.hits += 1;
-    else this.misses += 1;
-    this.fill(key);
+    if (found) {
+      this.hits += 1;
+    } else {
+      this.misses += 1;
+      this.fill(key);
+    }
     return found;
   }
 
@@ -119,8 +126,8 @@ export class WarmPool<P extends Prepared> {
     }
   }
 
-  /** Starts filling a profile before anyone asks (at start-up, for the known tenants). */
-  warm(spec: SpecInput): void {
+  /** Fills a profile: before anyone asks (at start-up, for the known tenants), or after a run that took one of its containers. */
+  refill(spec: SpecInput): void {
     this.fill(this.slot(spec)[0]);
   }
 

@@ -59,13 +59,15 @@ describe('warm pool', () => {
     const taken = warm.take(spec());
     assert.equal(taken, prepared[0]);
     assert.deepEqual({ ...warm.stats(), ready: undefined, creating: undefined }, { profiles: 1, ready: undefined, creating: undefined, hits: 1, misses: 1 });
+    assert.equal(warm.stats().creating, 0, 'nothing starts while the run that took it goes on');
+    warm.refill(spec()); // its run is over
     await tick('the refill', () => warm.size === 2);
     assert.equal(prepared.length, 3, 'the taken container is replaced, never handed out twice');
   });
 
   it('keeps a pool per profile: another profile does not get these containers', async () => {
     const { warm } = pool({ size: 1 });
-    warm.warm(spec(64));
+    warm.refill(spec(64));
     await tick('the first profile', () => warm.size === 1);
     assert.equal(warm.take(spec(128)), null);
     const hit = warm.take(spec(64));
@@ -74,7 +76,7 @@ describe('warm pool', () => {
 
   it('what a container preloads is part of its profile', async () => {
     const { warm } = pool({ size: 1 });
-    warm.warm({ ...spec(), preload: ['numpy'] });
+    warm.refill({ ...spec(), preload: ['numpy'] });
     await tick('the preloading profile', () => warm.size === 1);
     assert.equal(warm.take({ ...spec(), preload: [] }), null);
     assert.notEqual(warm.take({ ...spec(), preload: ['numpy'] }), null);
@@ -86,9 +88,9 @@ describe('warm pool', () => {
     const hold = () => (holding ? new Promise<void>((resolve) => (release = resolve)) : Promise.resolve());
     const { warm, prepared, discarded } = pool({ size: 1, hold });
     const other = { ...spec(), packagesVolume: 'other' };
-    warm.warm(spec());
+    warm.refill(spec());
     await tick('the first profile', () => warm.size === 1);
-    warm.warm(other);
+    warm.refill(other);
     await tick('both profiles', () => warm.size === 2);
     const [mine, theirs] = prepared;
     holding = true;
@@ -106,7 +108,7 @@ describe('warm pool', () => {
 
   it('a container that stops while waiting is dropped and replaced', async () => {
     const { warm, prepared, discarded } = pool({ size: 1 });
-    warm.warm(spec());
+    warm.refill(spec());
     await tick('the pool to fill', () => warm.size === 1);
     prepared[0]!.end();
     await tick('the replacement', () => prepared.length === 2 && warm.size === 1);
@@ -116,7 +118,7 @@ describe('warm pool', () => {
 
   it('a dead container found at take() is discarded, never handed out', async () => {
     const { warm, prepared, discarded } = pool({ size: 1 });
-    warm.warm(spec());
+    warm.refill(spec());
     await tick('the pool to fill', () => warm.size === 1);
     prepared[0]!.dead = true; // stopped, and its end not yet seen
     assert.equal(warm.take(spec()), null);
@@ -126,7 +128,7 @@ describe('warm pool', () => {
   it('backs off after a failure: no new attempt until the pause is over', async () => {
     let failing = true;
     const { warm, attempts } = pool({ size: 1, fail: () => failing });
-    warm.warm(spec());
+    warm.refill(spec());
     await tick('the failed attempt', () => attempts() === 1 && warm.stats().creating === 0);
     warm.take(spec()); // a request in the pause does not trigger another attempt
     assert.equal(attempts(), 1);
@@ -137,7 +139,7 @@ describe('warm pool', () => {
 
   it('backs off when containers die as soon as they are ready (a broken runtime, say)', async () => {
     const { warm, prepared } = pool({ size: 1, diedAtOnceMs: 10_000 });
-    warm.warm(spec());
+    warm.refill(spec());
     await tick('the pool to fill', () => warm.size === 1);
     prepared[0]!.end();
     await new Promise((resolve) => setTimeout(resolve, 10));
@@ -147,12 +149,12 @@ describe('warm pool', () => {
 
   it('evicts the least recently used profile past maxProfiles, discarding its containers', async () => {
     const { warm, prepared, discarded } = pool({ size: 1, maxProfiles: 2 });
-    warm.warm(spec(64));
+    warm.refill(spec(64));
     await tick('profile 64', () => warm.size === 1);
-    warm.warm(spec(128));
+    warm.refill(spec(128));
     await tick('profile 128', () => warm.size === 2);
     warm.take(spec(64)); // 64 is now the most recent; 128 the least
-    warm.warm(spec(256));
+    warm.refill(spec(256));
     assert.deepEqual(discarded.map((p) => p.profile), [128]);
     assert.equal(warm.stats().profiles, 2);
     assert.ok(prepared.some((p) => p.profile === 128));
@@ -162,7 +164,7 @@ describe('warm pool', () => {
     let release!: () => void;
     const second = new Promise<void>((resolve) => (release = resolve));
     const { warm, prepared, discarded, attempts } = pool({ size: 2, hold: () => (attempts() === 2 ? second : Promise.resolve()) });
-    warm.warm(spec());
+    warm.refill(spec());
     await tick('one ready, one on the way', () => warm.size === 1 && warm.stats().creating === 1);
     const closing = warm.close();
     release();
