@@ -4,7 +4,8 @@
  * `-- --data-science` (only the pandas + matplotlib rows, full counts, writes nothing),
  * `-- --workspaces` (the baseline and the workspace rows only, full counts, writes nothing),
  * `-- --contexts` (the baseline, a context's calls and runs with declared dependencies; writes nothing),
- * `-- --gvisor` (only the gVisor rows, runsc against runc, full counts, writes nothing) and
+ * `-- --gvisor` (only the gVisor rows, runsc against runc, full counts, writes nothing),
+ * `-- --egress` (only the egress allowlist rows, a proxied tenant against one without, full counts, writes nothing) and
  * `-- --soak` (2000 mixed requests at concurrency 16, checks failures, leftovers and RSS growth).
  *
  * Every figure is printed as a ratio to the baseline measured in the same run on the same machine:
@@ -13,6 +14,7 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -20,19 +22,22 @@ import autocannon from 'autocannon';
 import { loadConfig } from '../server/config.js';
 import { projectRoot } from '../server/project.js';
 import { DEPLOYMENT_FILE, DEPLOYMENT_LABEL } from '../server/packages/volume.js';
+import { startOrigins } from '../test/helpers/egress-origins.js';
+import { tenantsFile } from '../test/helpers/tenants.js';
 import { makeWheel } from '../test/helpers/wheels.js';
 import { hostPidsLimit } from '../server/sandbox/container-spec.js';
 import type { Runtime } from '../server/sandbox/oci-runtime.js';
 
 const run = promisify(execFile);
 const args = new Set(process.argv.slice(2));
-const only = ['soak', 'quick', 'data-science', 'workspaces', 'contexts', 'gvisor'].find((m) => args.has(`--${m}`));
+const only = ['soak', 'quick', 'data-science', 'workspaces', 'contexts', 'gvisor', 'egress'].find((m) => args.has(`--${m}`));
 const mode = only ?? 'full';
 const config = loadConfig({ ...process.env, BASE_DIR: os.tmpdir() });
 const counts = mode === 'quick'
   ? { sequential: 3, parallelRuns: 8, perConnection: 1, numpy: 2, pairs: 2, dataScience: 2, workspaceMb: 8, workspaceRounds: 1 }
   : { sequential: 40, parallelRuns: 48, perConnection: 6, numpy: 10, pairs: 10, dataScience: 12, workspaceMb: 100, workspaceRounds: 5 };
 const gvisorRounds = mode === 'quick' ? 2 : 20;
+const egressRounds = gvisorRounds;
 
 // ---------- statistics ----------
 const quantile = (values: number[], q: number) => {
@@ -83,7 +88,8 @@ async function baselineParallel(parallelism: number, total: number): Promise<Sam
 }
 
 // ---------- the server under test, as its own process ----------
-interface Server { url: string; child: ChildProcess; instance: string; baseDir: string }
+/** `key`: the API key the harness reads /metrics with, on a server with a tenants file. */
+interface Server { url: string; child: ChildProcess; instance: string; baseDir: string; key?: string }
 let serversStarted = 0;
 const BENCH_VOLUME_PREFIX = 'rpc-bench-';
 
@@ -275,6 +281,127 @@ async function measureGvisor(rows: Row[]): Promise<void> {
   if (left > 0) throw new Error(`${left} containers left after the gVisor rows`);
 }
 
+// ---------- egress allowlists: a tenant whose containers reach allowed.test through the proxy ----------
+const SMALL_BODY = 1024;
+const DOWNLOAD = 10 * 2 ** 20;
+/** Python that GETs `url` with urllib (through the proxy its environment names), trusting `cert` for HTTPS, and prints how many bytes came. */
+const urllibGet = (url: string, cert: string) => [
+  'import ssl, urllib.request',
+  `ctx = ssl.create_default_context(cadata=${JSON.stringify(cert)}) if ${JSON.stringify(url)}.startswith("https:") else None`,
+  `print(len(urllib.request.urlopen(${JSON.stringify(url)}, timeout=30, context=ctx).read()))`,
+].join('\n');
+/** Python that downloads `url` and prints the bytes and the seconds the download took, timed around urlopen and the read. */
+const timedDownload = (url: string) => [
+  'import time, urllib.request',
+  'start = time.monotonic()',
+  `n = len(urllib.request.urlopen(${JSON.stringify(url)}, timeout=60).read())`,
+  'print(n, time.monotonic() - start)',
+].join('\n');
+
+/** The host's own GET of `url`, straight from the server: seconds to the body's end. */
+function hostDownload(url: string): Promise<number> {
+  const start = performance.now();
+  return new Promise((resolve, reject) => {
+    http.get(url, (res) => {
+      let bytes = 0;
+      res.on('data', (chunk: Buffer) => (bytes += chunk.length));
+      res.on('end', () => (bytes === DOWNLOAD ? resolve((performance.now() - start) / 1000) : reject(new Error(`the host got ${bytes} bytes`))));
+      res.on('error', reject);
+    }).on('error', reject);
+  });
+}
+
+/** A throughput row from download times in seconds: the rate at the p50 and the p95 time, and its ratio to `base`'s. */
+const rateRow = (what: string, seconds: number[], base: number[]): Row => {
+  const [s, b] = [summarize(seconds), summarize(base)];
+  return {
+    what,
+    value: `${(DOWNLOAD / s.p50 / 1e6).toFixed(0)} MB/s at the p50 time (${ms(s.p50 * 1000)} ms), ${(DOWNLOAD / s.p95 / 1e6).toFixed(0)} at the p95 (${ms(s.p95 * 1000)} ms)`,
+    ratio: `${(b.p50 / s.p50).toFixed(2)}x / ${(b.p95 / s.p95).toFixed(2)}x`,
+  };
+};
+
+/**
+ * Egress allowlists, interleaved in one run on one server with two tenants: `closed` (no list, no
+ * network) and `reach` (allowed.test, on the internal egress network, the proxy in the server).
+ * allowed.test is pinned to servers on 127.0.0.1, so no traffic leaves this host. Each request is
+ * sent when the pools are full: egress executions take warm containers too (a profile of their
+ * own, on the egress network). Then 10 MiB through the proxy, timed inside the code, against the
+ * host's own download of it from the same server.
+ */
+async function measureEgress(rows: Row[]): Promise<void> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'rpc-bench-egress-'));
+  const bodies = new Map([SMALL_BODY, DOWNLOAD].map((n) => [`/${n}`, Buffer.alloc(n, 'x')]));
+  const serve: http.RequestListener = (req, res) => res.end(bodies.get(req.url ?? '') ?? '');
+  const origins = await startOrigins(dir, 'allowed.test', serve, serve);
+  // The limits of the tenants file: egress_bytes keeps its default (64 MiB), above the download.
+  const tenants = tenantsFile({ closed: '', reach: '{egress: [allowed.test]}' });
+  const network = `rpc-bench-egress-${process.pid}`;
+  const server = {
+    ...(await startServer(config.poolSize, undefined, {
+      TENANTS_FILE: tenants,
+      EGRESS_NETWORK: network,
+      EGRESS_PORTS: `${origins.ports.http},${origins.ports.https}`,
+      EGRESS_RESOLVE: JSON.stringify({ 'allowed.test': '127.0.0.1' }),
+    })),
+    key: 'reach-key',
+  };
+  // Full: both tenants' profiles warmed at start, and reach's on the egress network, made on its first use.
+  const full = () => poolFull(server, 3 * config.poolSize);
+  const pool = `pool on (${config.poolSize})`;
+  let failure: unknown = null;
+  try {
+    const runs = [
+      ['closed', 'print(1)', '1'],
+      ['reach', 'print(1)', '1'],
+      ['reach', urllibGet(`http://allowed.test:${origins.ports.http}/${SMALL_BODY}`, origins.cert), String(SMALL_BODY)],
+      ['reach', urllibGet(`https://allowed.test:${origins.ports.https}/${SMALL_BODY}`, origins.cert), String(SMALL_BODY)],
+    ] as const;
+    for (const [tenant, code, expect] of runs) await timeExecute(server, { code }, expect, `${tenant}-key`); // the egress profile made, the proxy up
+    const missesBefore = await metric(server, 'rpc_pool_takes_total{result="miss"}');
+    const times: number[][] = runs.map(() => []);
+    for (let i = 0; i < egressRounds; i++) {
+      for (const [at, [tenant, code, expect]] of runs.entries()) {
+        await full();
+        times[at]!.push(await timeExecute(server, { code, timeout: 30 }, expect, `${tenant}-key`));
+      }
+    }
+    const download = timedDownload(`http://allowed.test:${origins.ports.http}/${DOWNLOAD}`);
+    const host: number[] = [];
+    const proxied: number[] = [];
+    for (let i = 0; i < egressRounds; i++) {
+      await full();
+      host.push(await hostDownload(`http://127.0.0.1:${origins.ports.http}/${DOWNLOAD}`));
+      await full();
+      const [bytes, seconds] = (await execute(server, { code: download, timeout: 60 }, 'reach-key')).result.split(' ');
+      if (Number(bytes) !== DOWNLOAD) throw new Error(`the sandbox got ${bytes} bytes`);
+      proxied.push(Number(seconds));
+    }
+    // Every measured request took a warm container, as the rows say.
+    const misses = (await metric(server, 'rpc_pool_takes_total{result="miss"}')) - missesBefore;
+    if (misses > 0) throw new Error(`${misses} egress bench requests found no warm container`);
+    const [closed, reach, viaHttp, viaHttps] = times.map(summarize) as [Sample, Sample, Sample, Sample];
+    rows.push(latencyRow(`egress: /execute print(1), ${pool}, a tenant without egress (no network), interleaved with the next rows`, closed, closed));
+    rows.push(latencyRow(`egress: /execute print(1), ${pool}, the egress tenant (on the egress network; ratio: to the tenant without)`, reach, closed));
+    rows.push(latencyRow(`egress: /execute urllib GET of 1 KiB over HTTP through the proxy, ${pool} (ratio: to the egress tenant's print(1))`, viaHttp, reach));
+    rows.push(latencyRow(`egress: /execute urllib GET of 1 KiB over HTTPS (CONNECT) through the proxy, ${pool} (ratio: to the egress tenant's print(1))`, viaHttps, reach));
+    rows.push(rateRow('egress: 10 MiB over HTTP, the host straight from the server (node http.get), interleaved with the next row', host, host));
+    rows.push(rateRow('egress: 10 MiB over HTTP through the proxy inside one execution, timed in the code (ratio: to the host\'s)', proxied, host));
+  } catch (err) {
+    failure = err;
+  }
+  const left = await stopServer(server);
+  await origins.close();
+  rmSync(dir, { recursive: true, force: true });
+  rmSync(path.dirname(tenants), { recursive: true, force: true });
+  // The server removes the egress network it made as it stops; one still there is removed and reported.
+  const networkLeft = await run('docker', ['network', 'inspect', network]).then(() => true, () => false);
+  if (networkLeft) await run('docker', ['network', 'rm', network]);
+  if (failure) throw failure;
+  if (left > 0) throw new Error(`${left} containers left after the egress rows`);
+  if (networkLeft) throw new Error(`the egress network ${network} was left after the server stopped`);
+}
+
 /**
  * Workspaces stream: 4 concurrent runs of one tenant, each taking the whole workspace in and
  * sending a sixth of it back changed. The server's peak RSS is set against the bytes in flight
@@ -338,27 +465,40 @@ const DATA_SCIENCE = [
 // baseline does not rebuild it on every run.
 const MPL_CACHE = 'import shutil; shutil.copytree("/opt/run-python-code/mpl-cache", "/tmp/matplotlib")\n';
 
+const bearer = (key?: string): Record<string, string> => (key ? { authorization: `Bearer ${key}` } : {});
+
+/** A sample's value; `name` may carry labels (`rpc_pool_takes_total{result="miss"}`). */
 async function metric(server: Server, name: string): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
-  const match = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  const text = await (await fetch(`${server.url}/metrics`, { headers: bearer(server.key) })).text();
+  const match = new RegExp(`^${name.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec(text);
   return match ? Number(match[1]) : NaN;
 }
 
-/** Waits until the pool is full again and nothing is being made: a warm container waits, the machine is idle. */
-async function poolFull(server: Server): Promise<void> {
-  for (let i = 0; (await metric(server, 'rpc_pool_ready')) < config.poolSize; i++) {
+/**
+ * Waits until the pool is full again and nothing is being made: a warm container waits, the machine is idle.
+ * `ready`: the warm containers of all its profiles together when full.
+ */
+async function poolFull(server: Server, ready = config.poolSize): Promise<void> {
+  for (let i = 0; (await metric(server, 'rpc_pool_ready')) < ready; i++) {
     if (i > 1200) throw new Error('the pool did not refill within 2 minutes');
     await new Promise((r) => setTimeout(r, 100));
   }
 }
 
-/** POST `body` to /execute; its answer must be a success whose result is `expected`. */
-async function timeExecute(server: Server, body: Record<string, unknown>, expected = '1'): Promise<number> {
+/** POST `body` to /execute, as the tenant of `key` if given: its answer's result (it must be a success), and how long it took. */
+async function execute(server: Server, body: Record<string, unknown>, key?: string): Promise<{ ms: number; result: string }> {
   const start = performance.now();
-  const res = await fetch(`${server.url}/execute`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const res = await fetch(`${server.url}/execute`, { method: 'POST', headers: { 'content-type': 'application/json', ...bearer(key) }, body: JSON.stringify(body) });
   const answer = (await res.json()) as { success?: boolean; result?: string };
-  if (answer.result !== expected) throw new Error(`/execute answered ${JSON.stringify(answer).slice(0, 500)}`);
-  return performance.now() - start;
+  if (!answer.success || answer.result === undefined) throw new Error(`/execute answered ${JSON.stringify(answer).slice(0, 500)}`);
+  return { ms: performance.now() - start, result: answer.result };
+}
+
+/** The time of an /execute whose result must be `expected`. */
+async function timeExecute(server: Server, body: Record<string, unknown>, expected = '1', key?: string): Promise<number> {
+  const { ms, result } = await execute(server, body, key);
+  if (result !== expected) throw new Error(`/execute gave ${JSON.stringify(result.slice(0, 500))}, not ${expected}`);
+  return ms;
 }
 
 /**
@@ -502,8 +642,9 @@ const throughputRow = (what: string, s: Sample, base: Sample): Row => ({
   value: `${s.throughput!.toFixed(1)} req/s, p95 ${ms(s.p95)} ms`,
   ratio: `${(s.throughput! / base.throughput!).toFixed(2)}x throughput / ${(s.p95 / base.p95).toFixed(2)}x p95`,
 });
-const table = (rows: Row[]) =>
-  ['| what | measured | ratio to baseline |', '|---|---|---|', ...rows.map((r) => `| ${r.what} | ${r.value} | ${r.ratio} |`)].join('\n');
+/** `ratio`: the last column's head; the gVisor and egress rows name the row each ratio is to. */
+const table = (rows: Row[], ratio = 'ratio to baseline') =>
+  [`| what | measured | ${ratio} |`, '|---|---|---|', ...rows.map((r) => `| ${r.what} | ${r.value} | ${r.ratio} |`)].join('\n');
 
 /** The print(1) baseline: `docker run --rm` sequential, and at parallelism 8. */
 async function print1Baseline(rows: Row[]): Promise<[Sample, Sample]> {
@@ -524,8 +665,9 @@ async function benchmark(): Promise<void> {
   const rows: Row[] = [];
   // `--data-science`: only the rows of the pandas + matplotlib path, for tuning preloading;
   // `--workspaces`: only the print(1) baseline and the workspace rows.
-  const baselines = mode === 'data-science' || mode === 'gvisor' ? null : await print1Baseline(rows);
+  const baselines = mode === 'data-science' || mode === 'gvisor' || mode === 'egress' ? null : await print1Baseline(rows);
   if (mode === 'gvisor') await measureGvisor(rows);
+  if (mode === 'egress') await measureEgress(rows);
   if (baselines && (mode === 'contexts' || mode === 'full' || mode === 'quick')) await measureContexts(rows, baselines[0]);
   if (mode === 'contexts') {
     console.log(`\n${table(rows)}\n`);
@@ -535,7 +677,7 @@ async function benchmark(): Promise<void> {
     await measureServer(0, rows, ...baselines);
     await measureServer(config.poolSize, rows, ...baselines);
   }
-  if (mode !== 'workspaces' && mode !== 'gvisor') await measureDataScience(rows);
+  if (mode === 'data-science' || mode === 'full' || mode === 'quick') await measureDataScience(rows);
   if (baselines && mode !== 'workspaces') {
     // What docker-compose's proxy costs: the pool-off rows again, with every Docker call through it.
     const proxy = await startProxy();
@@ -551,10 +693,11 @@ async function benchmark(): Promise<void> {
     const { stdout: runtimes } = await run('docker', ['info', '--format', '{{json .Runtimes}}']);
     if (runtimes.includes('"runsc"')) await measureGvisor(rows);
     else console.log('gVisor rows skipped: runsc is not registered with the engine (bash sandbox-image/host-setup.sh --test registers it)');
+    await measureEgress(rows);
   }
   const { stdout: dockerVersion } = await run('docker', ['version', '--format', '{{.Server.Version}}']);
   const machine = `${os.availableParallelism()} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Docker ${dockerVersion.trim()}, Node ${process.version}, ${os.release()}`;
-  const text = table(rows);
+  const text = table(rows, mode === 'gvisor' || mode === 'egress' ? 'ratio' : undefined);
   console.log(`\n${machine}\n\n${text}\n`);
   if (mode === 'full') {
     mkdirSync(path.join(projectRoot, 'docs'), { recursive: true });

@@ -1,14 +1,13 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Credentials } from '../../server/egress/credential.js';
+import { startOrigins, type Origins } from '../helpers/egress-origins.js';
 import { spawnNode } from '../helpers/process.js';
 import { docker, startServer, type TestServer } from '../helpers/server.js';
 import { until } from '../helpers/until.js';
@@ -22,25 +21,15 @@ const hash = (key: string) => createHash('sha256').update(key).digest('hex');
  */
 describe('egress allowlists', () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'rpc-egress-'));
-  let origin: http.Server;
-  let tls: https.Server;
+  let origins: Origins;
   let server: TestServer;
   let cert = '';
+  let ports = { http: 0, https: 0 };
   const limitsFile = path.join(dir, 'limits.yaml');
-  const ports = { http: 0, https: 0 };
 
   before(async () => {
-    execFileSync('openssl', [
-      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=allowed.test',
-      '-addext', 'subjectAltName=DNS:allowed.test', '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem'),
-    ], { stdio: 'ignore' });
-    cert = readFileSync(path.join(dir, 'cert.pem'), 'utf8');
-    origin = http.createServer((req, res) => res.end(`plain ${req.headers.host} ${req.url}`));
-    tls = https.createServer({ key: readFileSync(path.join(dir, 'key.pem')), cert }, (req, res) => res.end(`secret ${req.url}`));
-    await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
-    await new Promise<void>((r) => tls.listen(0, '127.0.0.1', () => r()));
-    ports.http = (origin.address() as AddressInfo).port;
-    ports.https = (tls.address() as AddressInfo).port;
+    origins = await startOrigins(dir, 'allowed.test', (req, res) => res.end(`plain ${req.headers.host} ${req.url}`), (req, res) => res.end(`secret ${req.url}`));
+    ({ cert, ports } = origins);
     writeFileSync(
       path.join(dir, 'tenants.yaml'),
       `tenants:\n  reach:\n    keys: ["${hash('reach-key')}"]\n  closed:\n    keys: ["${hash('closed-key')}"]\n`,
@@ -61,8 +50,7 @@ describe('egress allowlists', () => {
     await server.close();
     assert.deepEqual(await server.settle(), [], 'containers left behind');
     await assert.rejects(docker.getNetwork(network).inspect(), /404|no such network/i, 'the egress network is removed');
-    await new Promise((r) => origin.close(r));
-    await new Promise((r) => tls.close(r));
+    await origins.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
