@@ -110,7 +110,10 @@ export function buildService(config: Config, { logger, metrics, engine = new Doc
       const health = await sandbox.health();
       if (health.reachable) await sandbox.reapStale(); // before the pool starts filling
       for (const tenant of registry.all().slice(0, config.poolProfiles)) {
-        sandbox.warm({ limits: limitsFor(config, tenant.limits), packagesVolume: volumes.name(tenant.id) });
+        // An egress tenant's executions join the egress network (made now): warm containers without it would go unused.
+        const egressNetwork = tenant.limits.egress.length > 0 ? await egressGateway.network().catch(() => null) : undefined;
+        if (egressNetwork === null) continue; // the door did not open: its first execution says why
+        sandbox.warm({ limits: limitsFor(config, tenant.limits), packagesVolume: volumes.name(tenant.id), egressNetwork });
       }
       registry.watch();
       return health;

@@ -129,8 +129,11 @@ export class DockerSandbox implements Sandbox {
     }
   }
 
-  warm(job: Pick<SandboxJob, 'limits' | 'packagesVolume'>): void {
-    this.pool?.refill({ ...this.options, executionId: 'warm', limits: job.limits, packagesVolume: job.packagesVolume });
+  warm(job: Pick<SandboxJob, 'limits' | 'packagesVolume'> & { egressNetwork?: string }): void {
+    const { limits, packagesVolume, egressNetwork } = job;
+    // As runOnce makes an egress execution's spec: the same profile, or no execution would take these.
+    const egress = egressNetwork ? { network: egressNetwork, egress: true } : {};
+    this.pool?.refill({ ...this.options, executionId: 'warm', limits, packagesVolume, ...egress });
   }
 
   ready(): number {

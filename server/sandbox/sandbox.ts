@@ -213,8 +213,8 @@ export interface Sandbox {
    * then removes anything of this instance still there: it ends with no container of this instance.
    */
   shutdown(force: boolean): Promise<void>;
-  /** Starts keeping containers ready for jobs like this one (no-op without a pool). */
-  warm(job: Pick<SandboxJob, 'limits' | 'packagesVolume'>): void;
+  /** Starts keeping containers ready for jobs like this one (no-op without a pool); an egress tenant's on its network. */
+  warm(job: Pick<SandboxJob, 'limits' | 'packagesVolume'> & { egressNetwork?: string }): void;
   /** Containers ready and waiting for a job. */
   ready(): number;
 }

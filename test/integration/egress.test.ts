@@ -76,6 +76,13 @@ describe('egress allowlists', () => {
     '    print("OSError", e)',
   ].join('\n');
 
+  it("an egress tenant's containers are warmed at start on its network: its first execution takes one", async () => {
+    await until(() => server.sandbox.ready() === 2, 'both tenants warmed', 60_000);
+    const { hits } = server.sandbox.pool!.stats();
+    assert.equal(await run('reach-key', 'print(1)'), '1');
+    assert.equal(server.sandbox.pool!.stats().hits, hits + 1, 'a hit, not a cold start beside a profile nothing takes');
+  });
+
   it('a listed name is reached over HTTP through the proxy, and over HTTPS through CONNECT (the certificate checked)', async () => {
     assert.equal(await run('reach-key', fetchIn(`http://allowed.test:${ports.http}/page?q=1`)), `plain allowed.test:${ports.http} /page?q=1`);
     assert.equal(await run('reach-key', fetchIn(`https://allowed.test:${ports.https}/vault`)), 'secret /vault');
