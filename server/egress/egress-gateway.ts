@@ -21,8 +21,9 @@ export interface EgressGatewayDeps {
 const GRACE_MS = 60_000;
 
 /**
- * The door of the egress network, made when an execution first needs it: the internal Docker
- * network (EGRESS_NETWORK, no route out) and the egress proxy listening on its gateway address
+ * The door of the egress network, made when first needed (at start, for a known egress tenant's
+ * warm containers): the internal Docker network (EGRESS_NETWORK, no route out) and the egress
+ * proxy listening on its gateway address
  * only, the host's end of that network, so that nothing else reaches the proxy and the sandboxes
  * reach nothing else. Each execution gets a credential of its own, good until a minute past its
  * timeout, in the proxy URL its code is handed.
@@ -30,7 +31,7 @@ const GRACE_MS = 60_000;
 /** What a run asks of the egress side: its door, and a close at shutdown. */
 export interface EgressDoors {
   forExecution(tenant: string, executionId: string, timeoutS: number): Promise<{ network: string; proxy: string }>;
-  /** The network to join, made (with its proxy) when first needed: a context's container joins it for its life. */
+  /** The network to join, made (with its proxy) when first needed: a context's container joins it for its life, warm containers wait on it. */
   network(): Promise<string>;
   close(): Promise<void>;
 }
