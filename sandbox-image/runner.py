@@ -80,9 +80,16 @@ class Channel:
     def __init__(self, fd):
         self.fd = fd
         self.held = b""  # frames that wait for the next write: under gVisor each write costs tens of microseconds
+        self.streaming = True  # the job's `stream`: False, its output waits too (nobody reads it as it comes)
 
     def send(self, kind, payload):
         self._write_all(frames(kind, payload))
+
+    def output(self, kind, payload):
+        if self.streaming:
+            self.send(kind, payload)
+        else:
+            self.hold(kind, payload)
 
     def hold(self, kind, payload):
         """Frames that may go with the next ones (a small changed-files tar goes with the report)."""
@@ -983,7 +990,7 @@ def relay(channel, kind, data, sent, limit):
     against `limit`); True when some of it did not fit."""
     room = limit - sent[kind]
     if room > 0:
-        channel.send(kind, data[:room])
+        channel.output(kind, data[:room])
         sent[kind] += min(room, len(data))
     return len(data) > room
 
@@ -1215,7 +1222,8 @@ def supervise(job, channel, argv=None, deadline=None, sent=None, child=None):
             _, status = os.waitpid(pid, 0)
     if reported is not None:
         for fd in (out_r, err_r):  # all it printed is in the pipes: a stopped process writes no more
-            drain(fd, take)
+            if fd in open_fds:
+                drain(fd, take)
     else:
         kill_all()
         while True:  # reap everything, including orphans re-parented to us
@@ -1744,6 +1752,7 @@ def run_context(channel, head, ahead=None):
         if job.get("protocol") != PROTOCOL or job.get("mode") not in ("context", "code", "file"):
             sys.stderr.write("runner: context job of protocol %r, mode %r\n" % (job.get("protocol"), job.get("mode")))
             return 2
+        channel.streaming = job.get("stream") is not False
         if kernel is None:
             if job["mode"] != "context":
                 sys.stderr.write("runner: a context starts with a job of mode context\n")
@@ -1803,6 +1812,7 @@ def main():
         sys.stderr.write("runner: job of protocol %r, mode %r; this runner speaks protocol %d\n"
                          % (job.get("protocol"), job.get("mode"), PROTOCOL))
         return 2
+    channel.streaming = job.get("stream") is not False
     if ahead and job["mode"] in ("code", "file"):
         report = run_code(job, channel, manifest, child=ahead)
     else:

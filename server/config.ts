@@ -532,7 +532,7 @@ export const settings = {
   },
   egressNetwork: {
     env: 'EGRESS_NETWORK',
-    description: 'Name of the internal Docker network (no way out but the egress proxy) that sandboxes with an egress list join; made when first needed',
+    description: 'Name of the internal Docker network (no way out but the egress proxy) that sandboxes with an egress list join; made at start when a known tenant has an egress list (its warm containers wait on it), else when first needed',
     default: 'run-python-code-egress',
     parse: (raw: string) => {
       if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(raw)) throw new Error('expected a Docker network name');

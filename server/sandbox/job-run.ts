@@ -64,6 +64,7 @@ export function runnerJob(job: SandboxJob): RunnerJob {
     outputs_limit: limits.outputsBytes,
     interrupt_grace_s: job.interruptGraceS,
     proxy: job.egress?.proxy,
+    stream: job.onOutput !== undefined,
   };
 }
 

@@ -91,6 +91,8 @@ export interface RunnerJob {
   interrupt_grace_s?: number;
   /** The egress proxy's URL with this execution's credential, set as HTTP(S)_PROXY for the code; absent: no network at all. */
   proxy?: string;
+  /** False: nobody reads the output as it comes, so the runner sends it with the report, in fewer writes. */
+  stream: boolean;
 }
 
 /** One thing the code showed: data is base64 for images, text otherwise. */

@@ -573,6 +573,18 @@ class Frames(unittest.TestCase):
         frames = captured.frames()
         self.assertEqual([(k, len(p)) for k, p in frames], [(b"o", 65536), (b"o", 10), (b"z", 0)])
 
+    def test_output_nobody_streams_goes_with_the_report_in_one_write(self):
+        captured = Captured()
+        captured.channel.output(b"o", b"as it comes")
+        self.assertGreater(os.fstat(captured.file.fileno()).st_size, 0, "streamed: written at once")
+        captured = Captured()
+        captured.channel.streaming = False
+        captured.channel.output(b"o", b"hi")
+        captured.channel.hold(b"f", b"tar")
+        self.assertEqual(os.fstat(captured.file.fileno()).st_size, 0, "not streamed: it waits")
+        captured.channel.finish({"status": "ok"})
+        self.assertEqual(captured.frames(), [(b"o", b"hi"), (b"f", b"tar"), (b"r", b'{"status": "ok"}'), (b"z", b"")])
+
 
 class UserProcess(InTempWorkspace):
     """The user's process is forked before its job (a warm container's while it waits in the pool),
