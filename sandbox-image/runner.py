@@ -134,7 +134,6 @@ class FileFrames:
     def write(self, data):
         self.channel.hold(b"f", data)
         return len(data)
-        return len(data)
 
 
 def make_undumpable():
@@ -1040,20 +1039,23 @@ class Child:
                 os.close(fd)
 
 
-def spawn(argv=None, proxy=None, modules=()):
+def spawn(argv=None, proxy=None, modules=(), job=None):
     """Forks the user's process, its stdout, stderr and report on pipes: a command (`argv`, exec'd
-    at once: an install's steps), or the Python process for the user's code. That one imports
-    `modules`, prepares __main__, says it is ready, and then waits on JOB_FD for its job, or to
-    become a context's kernel. A warm container forks it while it waits in the pool, so the job
-    runs in a process that has everything in its own memory: under gVisor a fork of a process that
-    imported numpy costs tens of milliseconds, and so do the pages it copies on write afterwards,
-    while a wake-up through a pipe costs a few. Returns once it is ready (or dead)."""
+    at once: an install's steps), or the Python process for the user's code, which runs `job` at
+    once (a cold container: its preparation is under the job's deadline), or else imports
+    `modules`, prepares __main__, and waits on JOB_FD for its job, or to become a context's kernel.
+    A warm container forks that one while it waits in the pool, so the job runs in a process that
+    has everything in its own memory: under gVisor a fork of a process that imported numpy costs
+    tens of milliseconds, and so do the pages it copies on write afterwards, while a wake-up
+    through a pipe costs a few. With `modules`, it returns once they are imported (or the process
+    is dead): the container may say it is ready."""
+    ahead = argv is None and job is None
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     rep_r, rep_w = os.pipe()
     wake_r, wake_w = os.pipe()
-    go_r, go_w = os.pipe() if argv is None else (None, None)
-    ready_r, ready_w = os.pipe() if argv is None else (None, None)
+    go_r, go_w = os.pipe() if ahead else (None, None)
+    ready_r, ready_w = os.pipe() if ahead and modules else (None, None)
     for fd in (out_r, err_r, rep_r, wake_r, wake_w):
         os.set_blocking(fd, False)
     signal.set_wakeup_fd(wake_w)
@@ -1081,12 +1083,17 @@ def spawn(argv=None, proxy=None, modules=()):
                 os.set_inheritable(REPORT_FD, False)
                 use_proxy(proxy)
                 os.execv(argv[0], argv)
-            os.dup2(go_r, JOB_FD)
-            os.dup2(ready_w, READY_FD)
+            own = [REPORT_FD]
+            for fd, source in ((JOB_FD, go_r), (READY_FD, ready_w)):
+                if source is not None:
+                    os.dup2(source, fd)
+                    own.append(fd)
+                else:
+                    os.closerange(fd, fd + 1)  # whatever of this process was there
             os.closerange(READY_FD + 1, 65536)
-            for fd in (REPORT_FD, JOB_FD, READY_FD):
+            for fd in own:
                 os.set_inheritable(fd, False)  # the code's subprocesses get none of them
-            user_process()
+            user_process(job, ready_w is not None)
         finally:
             os._exit(70)
     for fd in (out_w, err_w, rep_w, go_r, ready_w):
@@ -1099,29 +1106,24 @@ def spawn(argv=None, proxy=None, modules=()):
     return Child(pid, out_r, err_r, rep_r, wake_r, wake_w, go_w, ready)
 
 
-def user_process():
-    """The user's process, its descriptors set by spawn(): its first message on JOB_FD is its one
-    job, or {"mode": "kernel"}: it is a context's kernel. EOF first: it was discarded."""
+def user_process(job=None, ready=False):
+    """The user's process, its descriptors set by spawn(). Forked ahead (no `job`), it says when it
+    is `ready` on READY_FD, and its first message on JOB_FD is its one job, or {"mode": "kernel"}:
+    it is a context's kernel; EOF first: it was discarded."""
     namespace = user_main()
-    write_all(READY_FD, b"r")
-    os.close(READY_FD)
-    job = read_message(JOB_FD)
+    if ready:
+        write_all(READY_FD, b"r")
+        os.close(READY_FD)
     if job is None:
-        os._exit(0)
-    if job.get("mode") == "kernel":
-        kernel_main(namespace)
-    os.close(JOB_FD)
+        job = read_message(JOB_FD)
+        if job is None:
+            os._exit(0)
+        if job.get("mode") == "kernel":
+            kernel_main(namespace)
+        os.close(JOB_FD)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     use_proxy(job.get("proxy"))
     run_user_code(job, namespace)
-
-
-def only_process(pid):
-    """True when no process but this one (PID 1) and `pid` is in the container."""
-    try:
-        return all(not name.isdigit() or int(name) in (1, pid) for name in os.listdir("/proc"))
-    except OSError:
-        return False
 
 
 def parse_report(report):
@@ -1135,18 +1137,17 @@ def parse_report(report):
 def supervise(job, channel, argv=None, deadline=None, sent=None, child=None):
     """Runs the user's code (or `argv`) in a forked child, relays its output as frames within the
     caps, enforces the deadline. `child`: the user's process forked ahead, which gets this job now.
-    Returns once no process of the code can run any more: all are gone, or the user's process,
-    having reported, is the only one left and is stopped (run_user_code).
+    Returns once no process of the code can run any more: all are gone, or, once the user's process
+    has reported and stopped itself (run_user_code), all are killed.
 
     The steps of one job share its deadline and its output caps: `deadline` (monotonic) and `sent`
     (bytes relayed so far, per kind) carry them from one step to the next.
     """
     oom_before = oom_kills()
-    if argv is not None:
-        child = spawn(argv, job.get("proxy"))
-    else:
-        child = child or spawn()
+    if child is not None:
         child.start(job)
+    else:
+        child = spawn(argv, job.get("proxy"), job=None if argv else job)
     pid, out_r, err_r, rep_r, wake_r = child.pid, child.out_r, child.err_r, child.rep_r, child.wake_r
 
     limit = job["output_limit"]
@@ -1176,17 +1177,18 @@ def supervise(job, channel, argv=None, deadline=None, sent=None, child=None):
         open_fds.discard(fd)
 
     def stopped():
-        """The user's process stopped. Having reported, and alone, it stays stopped: its run is
-        over. Having reported with others of the code left, or with its report pipe closed after
-        what is not a report, it is continued, and exits; then all go, as they always did."""
+        """The user's process stopped. Having reported, its run is over: it and every other process
+        of the code are killed at once, and not waited for (a killed process never runs the code
+        again; its exit, for one that imported numpy and pandas, takes 10-20 ms). With its report
+        pipe closed after what is not a report, it is continued, and exits as it would have."""
         nonlocal reported
         if rep_r in open_fds:
             drain(rep_r, take, closed)
         said = parse_report(report)
-        done = argv is None and isinstance(said.get("exit_code"), int)
-        if done and only_process(pid):
+        if isinstance(said.get("exit_code"), int):
+            kill_all()
             reported = said
-        elif done or rep_r not in open_fds:
+        elif rep_r not in open_fds:
             os.kill(pid, signal.SIGCONT)
         # else the code stopped itself while it runs, as any process of it may
 
@@ -1203,25 +1205,28 @@ def supervise(job, channel, argv=None, deadline=None, sent=None, child=None):
                     pass
             else:
                 drain(fd, take, closed)
-        while status is None and reported is None:
+        while status is None:
             try:
-                reaped, raw = os.waitpid(-1, os.WNOHANG | os.WUNTRACED)
+                reaped, raw = os.waitpid(-1, os.WNOHANG)  # exits: the user's process, or orphans re-parented to us
             except ChildProcessError:
                 break
             if reaped == 0:
                 break
-            if reaped != pid:
-                continue
-            if os.WIFSTOPPED(raw):
+            if reaped == pid:
+                status = raw
+        if status is None and argv is None:
+            # Its own stops only: those of other processes of the code, however many, are none of ours.
+            reaped, raw = os.waitpid(pid, os.WNOHANG | os.WUNTRACED)
+            if reaped == pid and os.WIFSTOPPED(raw):
                 stopped()
-            else:
+            elif reaped == pid:
                 status = raw
         if status is None and reported is None and time.monotonic() >= deadline:
             timed_out = True
             kill_all()
             _, status = os.waitpid(pid, 0)
     if reported is not None:
-        for fd in (out_r, err_r):  # all it printed is in the pipes: a stopped process writes no more
+        for fd in (out_r, err_r):  # all it printed is in the pipes: a killed process writes no more
             if fd in open_fds:
                 drain(fd, take)
     else:
@@ -1320,12 +1325,16 @@ def send_changed_files(channel, manifest, workspace=WORKSPACE, warnings=None):
                     if manifest.get(rel) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
                         continue
                     try:
-                        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # never waits on a fifo
                     except OSError as exc:
                         warn(rel, "could not be read (%s), so it was not kept" % exc.strerror)
                         continue
                     with os.fdopen(fd, "rb") as f:
-                        info.size = os.fstat(f.fileno()).st_size  # no process of the code can run to change it
+                        opened = os.fstat(f.fileno())
+                        if not stat.S_ISREG(opened.st_mode):  # no longer what lstat saw
+                            warn(rel, "not a regular file or directory, so it was not kept (only regular files and directories are)")
+                            continue
+                        info.size = opened.st_size  # no process of the code is left to change it
                         info.mode = 0o644
                         archive.addfile(info, f)  # streamed, never whole in memory
                 else:  # links, fifos, sockets and devices never leave the sandbox

@@ -616,6 +616,20 @@ class UserProcess(InTempWorkspace):
         finally:
             child.close()
 
+    def test_a_cold_job_runs_at_once_and_the_code_holds_only_its_own_descriptors(self):
+        # The listing's own descriptor is the 4: the runner's (its channel, its pipes, the job's and
+        # the ready pipe, the OOM counter) are none of the code's.
+        code = "import os\nprint(sorted(os.listdir('/proc/self/fd'), key=int))"
+        for child in (runner.spawn(job={**self.JOB, "code": code}), runner.spawn()):
+            try:
+                if child.go_w is not None:
+                    child.start({**self.JOB, "code": code})
+                self.assertEqual(self.read_until_eof(child.out_r), b"['0', '1', '2', '3', '4']\n")
+                self.assertEqual(runner.parse_report(self.read_until_eof(child.rep_r))["status"], "ok")
+                self.assertEqual(reap_user_process(child.pid), (True, 0))
+            finally:
+                child.close()
+
     def test_its_exit_code_is_in_its_report_and_its_exit(self):
         child = runner.spawn()
         try:
