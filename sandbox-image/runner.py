@@ -23,6 +23,7 @@ open its file descriptors through /proc. Stdlib only at import: the image may ha
 
 import base64
 import binascii
+import fcntl
 import io
 import json
 import os
@@ -47,6 +48,7 @@ DEPENDENCIES = "/opt/deps"
 SCRATCH = "/scratch"  # install containers: a size- and inode-capped tmpfs, memory on top of the cap, never disk
 RUNNER_FILE = os.path.abspath(__file__)
 MAX_FRAME = 64 * 1024
+PIPE_MAX = 1 << 20  # the most a pipe can hold (Linux's pipe-max-size)
 DIRECTORY = ("dir",)  # a directory's entry in the manifest of what the job brought in
 MPL_CACHE_SRC = "/opt/run-python-code/mpl-cache"
 # Names the server keeps, in bytes of UTF-8 (server/relative-path.ts declares the same two numbers).
@@ -66,6 +68,9 @@ OUTPUTS = None  # the job's Outputs, in the user's process (figures reach it thr
 REPORT_FD = 3
 JOB_FD = 4
 READY_FD = 5
+STAGED_OUT, STAGED_ERR = 6, 7  # its stdout and stderr, until its preload is done
+FIRST_FREE_FD = 8
+USER_PROCESS = "--user-process"  # runner.py's argument that makes it the user's process
 
 
 def frames(kind, payload):
@@ -97,6 +102,10 @@ class Channel:
         if len(self.held) >= MAX_FRAME:
             self.flush()
 
+    def would_send(self, size):
+        """Whether holding `size` more bytes would send what is held."""
+        return len(self.held) + size + 5 * (size // MAX_FRAME + 1) >= MAX_FRAME
+
     def flush(self):
         self._write_all(b"")
 
@@ -126,14 +135,31 @@ class Prepended:
 
 
 class FileFrames:
-    """A write-only file object that turns a tar stream into b'f' frames."""
+    """A write-only file object that turns a tar stream into b'f' frames. `before_send`, if given,
+    is called once, before the first of them would leave the container; should it raise, nothing
+    more of the stream is taken."""
 
-    def __init__(self, channel):
+    def __init__(self, channel, before_send=None):
         self.channel = channel
+        self.before_send = before_send
+        self.refused = False
 
     def write(self, data):
+        if self.refused:
+            return len(data)
+        if self.before_send is not None and self.channel.would_send(len(data)):
+            check, self.before_send = self.before_send, None
+            try:
+                check()
+            except BaseException:
+                self.refused = True  # the tar's close writes its last block: it stays here too
+                raise
         self.channel.hold(b"f", data)
         return len(data)
+
+
+class Moved(Exception):
+    """The user's process, left stopped while the workspace was read, ran again meanwhile."""
 
 
 def make_undumpable():
@@ -146,6 +172,7 @@ def make_undumpable():
 
 
 def set_dumpable():
+    """A process forked from the runner (undumpable) may read its own /proc/self again."""
     try:
         import ctypes
         ctypes.CDLL(None, use_errno=True).prctl(4, 1, 0, 0, 0)
@@ -703,6 +730,9 @@ class RunnerModules:
 
 
 def use_runner_modules():
+    import importlib.machinery  # noqa: F401 -- the finder imports these: loaded first, never through it
+    import importlib.util  # noqa: F401
+
     if RunnerModules not in sys.meta_path:
         sys.meta_path.insert(0, RunnerModules)
 
@@ -979,6 +1009,52 @@ def kill_all():
         pass
 
 
+def alone(pid):
+    """Whether `pid` is the only process of the code (no fork of it is left, not even a zombie)."""
+    try:
+        return all(name in ("1", str(pid)) for name in os.listdir("/proc") if name.isdigit())
+    except OSError:
+        return False
+
+
+def still_stopped(pid):
+    """Whether the stopped process `pid` is as it was: not continued, stopped anew, or gone since."""
+    try:
+        return os.waitpid(pid, os.WNOHANG | os.WUNTRACED | os.WCONTINUED) == (0, 0)
+    except ChildProcessError:
+        return False
+
+
+def stirred():
+    """Whether any child changed state (continued, stopped anew, exited); those that exited are reaped."""
+    changed = False
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG | os.WUNTRACED | os.WCONTINUED)
+        except ChildProcessError:
+            return changed
+        if pid == 0:
+            return changed
+        changed = True
+
+
+def hold(seconds):
+    """After the answer, the container waits for the server to remove it instead of ending (its end
+    costs CPU that the answer would wait for: tens of milliseconds under gVisor), the user's process
+    still stopped; should anything of the code stir meanwhile (a POSIX timer can continue a stopped
+    process), all of it is killed at once. Then it ends by itself."""
+    end = time.monotonic() + seconds
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})  # each change of a child's state wakes the wait
+    while True:
+        if stirred():
+            kill_all()
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        signal.sigtimedwait({signal.SIGCHLD}, left)
+    kill_all()
+
+
 def child_report_limit(job):
     # Four capped strings, up to 4 UTF-8 bytes a character, and the outputs (escaped, at most 6 bytes a byte).
     return 16 * job["result_limit"] + 6 * job.get("outputs_limit", 0) + 128 * job.get("max_outputs", 0) + 65536
@@ -994,10 +1070,11 @@ def relay(channel, kind, data, sent, limit):
     return len(data) > room
 
 
-def drain(fd, take, closed=None):
-    """Reads a non-blocking pipe until it is empty, handing each chunk to take(fd, data); at its end,
-    closed(fd) (a kernel's pipes outlive one call, so a context's caller passes none)."""
-    while True:
+def drain(fd, take, closed=None, most=None):
+    """Reads a non-blocking pipe until it is empty (or `most` bytes were read), handing each chunk to
+    take(fd, data); at its end, closed(fd) (a kernel's pipes outlive one call, so a context's caller
+    passes none)."""
+    while most is None or most > 0:
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
@@ -1007,6 +1084,8 @@ def drain(fd, take, closed=None):
                 closed(fd)
             return
         take(fd, data)
+        if most is not None:
+            most -= len(data)
 
 
 class Child:
@@ -1039,16 +1118,18 @@ class Child:
                 os.close(fd)
 
 
-def spawn(argv=None, proxy=None, modules=(), job=None):
-    """Forks the user's process, its stdout, stderr and report on pipes: a command (`argv`, exec'd
-    at once: an install's steps), or the Python process for the user's code, which runs `job` at
-    once (a cold container: its preparation is under the job's deadline), or else imports
-    `modules`, prepares __main__, and waits on JOB_FD for its job, or to become a context's kernel.
-    A warm container forks that one while it waits in the pool, so the job runs in a process that
-    has everything in its own memory: under gVisor a fork of a process that imported numpy costs
-    tens of milliseconds, and so do the pages it copies on write afterwards, while a wake-up
-    through a pipe costs a few. With `modules`, it returns once they are imported (or the process
-    is dead): the container may say it is ready."""
+def spawn(argv=None, proxy=None, modules=(), job=None, fresh=False):
+    """Starts the user's process, its stdout, stderr and report on pipes: a command (`argv`: an
+    install's steps), or the Python process for the user's code, which runs `job` at once (a cold
+    container; its job is handed in memory, so the runner never waits on its preparation, which runs
+    the tenant's .pth files), or else imports `modules`, prepares __main__, and waits on JOB_FD for
+    its job, or to become a context's kernel. That process is forked from the runner, or, `fresh`,
+    a new interpreter (posix_spawn): a warm container's, made while it waits in the pool. A fork
+    leaves every page of both processes copy-on-write, and under gVisor each such page costs a
+    fault, tens of microseconds, when either next writes it, on the job's path; a new interpreter
+    costs hundreds of milliseconds there, which only a process made ahead can afford. With
+    `modules`, it returns once they are imported (or the process is dead): the container may say
+    it is ready."""
     ahead = argv is None and job is None
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -1056,49 +1137,47 @@ def spawn(argv=None, proxy=None, modules=(), job=None):
     wake_r, wake_w = os.pipe()
     go_r, go_w = os.pipe() if ahead else (None, None)
     ready_r, ready_w = os.pipe() if ahead and modules else (None, None)
+    if job is not None:
+        go_r = os.memfd_create("job", os.MFD_CLOEXEC)
+        write_all(go_r, message(job))
+        os.lseek(go_r, 0, os.SEEK_SET)
     for fd in (out_r, err_r, rep_r, wake_r, wake_w):
         os.set_blocking(fd, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
 
-    pid = os.fork()
-    if pid == 0:
-        try:
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            set_dumpable()
-            try:
-                with open("/proc/self/oom_score_adj", "w") as f:
-                    f.write("1000")  # if memory runs out, the user's process goes first, not the runner
-            except OSError:
-                pass
-            preload(modules)  # its warnings go to the runner's stderr: the user's pipes replace it next
-            devnull = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(devnull, 0)
-            os.dup2(out_w, 1)
-            os.dup2(err_w, 2)
-            os.dup2(rep_w, REPORT_FD)
-            if argv is not None:
-                os.closerange(REPORT_FD + 1, 65536)
-                os.set_inheritable(REPORT_FD, False)
-                use_proxy(proxy)
-                os.execv(argv[0], argv)
-            own = [REPORT_FD]
-            for fd, source in ((JOB_FD, go_r), (READY_FD, ready_w)):
-                if source is not None:
-                    os.dup2(source, fd)
-                    own.append(fd)
-                else:
-                    os.closerange(fd, fd + 1)  # whatever of this process was there
-            os.closerange(READY_FD + 1, 65536)
-            for fd in own:
-                os.set_inheritable(fd, False)  # the code's subprocesses get none of them
-            user_process(job, ready_w is not None)
-        finally:
-            os._exit(70)
-    for fd in (out_w, err_w, rep_w, go_r, ready_w):
-        if fd is not None:
-            os.close(fd)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    env = os.environ
+    if argv is None:  # the descriptors' numbers as user_process_main() expects them
+        given = {0: devnull, REPORT_FD: rep_w, JOB_FD: go_r, READY_FD: ready_w, STAGED_OUT: out_w, STAGED_ERR: err_w}
+    else:  # a command gets no report pipe, and the proxy in its environment
+        env = dict(env)
+        use_proxy(proxy, env)
+        given = {0: devnull, 1: out_w, 2: err_w}
+    # Out of the way of the numbers they get first: they are given in order.
+    moved = {target: fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, FIRST_FREE_FD) for target, source in given.items() if source is not None}
+    try:
+        if argv is None and not fresh:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    set_dumpable()
+                    for target, source in moved.items():
+                        os.dup2(source, target)
+                    user_process_main(modules)
+                finally:
+                    os._exit(70)
+        else:
+            if argv is None:
+                argv = [sys.executable, "-I", "-B", RUNNER_FILE, USER_PROCESS, ",".join(modules)]
+            actions = [(os.POSIX_SPAWN_DUP2, source, target) for target, source in moved.items()]
+            pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
+    finally:
+        for fd in (devnull, out_w, err_w, rep_w, go_r, ready_w, *moved.values()):
+            if fd is not None:
+                os.close(fd)
     ready = True
     if ready_r is not None:
         ready = os.read(ready_r, 1) == b"r"
@@ -1106,10 +1185,35 @@ def spawn(argv=None, proxy=None, modules=(), job=None):
     return Child(pid, out_r, err_r, rep_r, wake_r, wake_w, go_w, ready)
 
 
+def user_process_main(modules):
+    """The user's process, as spawn() starts it (forked, or runner.py --user-process MODULES), its
+    descriptors at their numbers: its report,
+    job and (with `modules`) ready descriptors are the code's to keep from its own subprocesses;
+    it imports `modules` while its stdout and stderr are still the runner's (their warnings go to
+    the server's log, never to the job's output), then takes its own."""
+    ready = bool(modules)
+    os.closerange(FIRST_FREE_FD, 65536)  # anything else its starter left open: the code holds only its own
+    if not ready:
+        os.closerange(READY_FD, READY_FD + 1)
+    for fd in (REPORT_FD, JOB_FD) + ((READY_FD,) if ready else ()):
+        os.set_inheritable(fd, False)
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")  # if memory runs out, the user's process goes first, not the runner
+    except OSError:
+        pass
+    use_runner_modules()
+    preload(modules)
+    for staged, fd in ((STAGED_OUT, 1), (STAGED_ERR, 2)):
+        os.dup2(staged, fd)
+        os.close(staged)
+    user_process(None, ready)
+
+
 def user_process(job=None, ready=False):
-    """The user's process, its descriptors set by spawn(). Forked ahead (no `job`), it says when it
-    is `ready` on READY_FD, and its first message on JOB_FD is its one job, or {"mode": "kernel"}:
-    it is a context's kernel; EOF first: it was discarded."""
+    """The user's process, its descriptors set by spawn(). It says when it is `ready` on READY_FD;
+    its first message on JOB_FD is its one job, or {"mode": "kernel"}: it is a context's kernel;
+    EOF first: it was discarded."""
     namespace = user_main()
     if ready:
         write_all(READY_FD, b"r")
@@ -1156,7 +1260,7 @@ def supervise(job, channel, argv=None, deadline=None, sent=None, child=None):
     open_fds = {out_r, err_r, rep_r}
     report = bytearray()
     report_limit = child_report_limit(job)
-    status = reported = None
+    status = reported = left_stopped = None
     timed_out = truncated = False
     deadline = time.monotonic() + job["timeout_s"] if deadline is None else deadline
     poller = select.poll()
@@ -1176,17 +1280,22 @@ def supervise(job, channel, argv=None, deadline=None, sent=None, child=None):
         poller.unregister(fd)
         open_fds.discard(fd)
 
-    def stopped():
-        """The user's process stopped. Having reported, its run is over: it and every other process
-        of the code are killed at once, and not waited for (a killed process never runs the code
-        again; its exit, for one that imported numpy and pandas, takes 10-20 ms). With its report
-        pipe closed after what is not a report, it is continued, and exits as it would have."""
-        nonlocal reported
+    def stopped(still):
+        """The user's process stopped (`still` so, or continued since: a stop that is continued
+        before it is waited for is never reported as one). Having reported, its run is over.
+        Still stopped and alone, it is left so (its end, for one that imported numpy and pandas,
+        costs 10-20 ms, more under gVisor; the container's removal ends it); else it and every
+        other process of the code are killed at once, and not waited for. With its report pipe
+        closed after what is not a report, it is continued, and exits as it would have."""
+        nonlocal reported, left_stopped
         if rep_r in open_fds:
             drain(rep_r, take, closed)
         said = parse_report(report)
         if isinstance(said.get("exit_code"), int):
-            kill_all()
+            if still and alone(pid):
+                left_stopped = pid
+            else:
+                kill_all()
             reported = said
         elif rep_r not in open_fds:
             os.kill(pid, signal.SIGCONT)
@@ -1216,9 +1325,9 @@ def supervise(job, channel, argv=None, deadline=None, sent=None, child=None):
                 status = raw
         if status is None and argv is None:
             # Its own stops only: those of other processes of the code, however many, are none of ours.
-            reaped, raw = os.waitpid(pid, os.WNOHANG | os.WUNTRACED)
-            if reaped == pid and os.WIFSTOPPED(raw):
-                stopped()
+            reaped, raw = os.waitpid(pid, os.WNOHANG | os.WUNTRACED | os.WCONTINUED)
+            if reaped == pid and (os.WIFSTOPPED(raw) or os.WIFCONTINUED(raw)):
+                stopped(os.WIFSTOPPED(raw))
             elif reaped == pid:
                 status = raw
         if status is None and reported is None and time.monotonic() >= deadline:
@@ -1226,9 +1335,9 @@ def supervise(job, channel, argv=None, deadline=None, sent=None, child=None):
             kill_all()
             _, status = os.waitpid(pid, 0)
     if reported is not None:
-        for fd in (out_r, err_r):  # all it printed is in the pipes: a killed process writes no more
+        for fd in (out_r, err_r):  # all it printed is in the pipes: a stopped or killed process writes no more
             if fd in open_fds:
-                drain(fd, take)
+                drain(fd, take, most=PIPE_MAX)  # should something continue it, it may: what is there now
     else:
         kill_all()
         while True:  # reap everything, including orphans re-parented to us
@@ -1251,6 +1360,7 @@ def supervise(job, channel, argv=None, deadline=None, sent=None, child=None):
         "timed_out": timed_out,
         "truncated": truncated,
         "oom_killed": oom_kills() > oom_before,
+        "stopped": left_stopped,  # the user's process, reported and left stopped, alone (see read_changes)
     }
 
 
@@ -1280,10 +1390,11 @@ def restore_access(workspace):
                 pass
 
 
-def send_changed_files(channel, manifest, workspace=WORKSPACE, warnings=None):
+def send_changed_files(channel, manifest, workspace=WORKSPACE, warnings=None, before_send=None):
     """Streams new or changed regular files and new directories as a tar; returns deleted paths.
     What cannot leave (links, fifos, devices, a file that still cannot be read) is named in
-    `warnings`, and a file that cannot be read is not reported deleted: the server keeps its copy."""
+    `warnings`, and a file that cannot be read is not reported deleted: the server keeps its copy.
+    `before_send`: see FileFrames."""
     warnings = [] if warnings is None else warnings
 
     def warn(rel, why):
@@ -1299,7 +1410,7 @@ def send_changed_files(channel, manifest, workspace=WORKSPACE, warnings=None):
     except OSError:
         pass
     seen = set()
-    with tarfile.open(fileobj=FileFrames(channel), mode="w|", format=tarfile.PAX_FORMAT) as archive:
+    with tarfile.open(fileobj=FileFrames(channel, before_send), mode="w|", format=tarfile.PAX_FORMAT) as archive:
         for root, dirs, files in os.walk(workspace):
             for name in sorted(dirs + files):
                 path = os.path.join(root, name)
@@ -1334,7 +1445,7 @@ def send_changed_files(channel, manifest, workspace=WORKSPACE, warnings=None):
                         if not stat.S_ISREG(opened.st_mode):  # no longer what lstat saw
                             warn(rel, "not a regular file or directory, so it was not kept (only regular files and directories are)")
                             continue
-                        info.size = opened.st_size  # no process of the code is left to change it
+                        info.size = opened.st_size  # no process of the code can run to change it
                         info.mode = 0o644
                         archive.addfile(info, f)  # streamed, never whole in memory
                 else:  # links, fifos, sockets and devices never leave the sandbox
@@ -1511,8 +1622,38 @@ def run_code(job, channel, manifest, child=None):
     outcome = supervise(job, channel, child=child)
     run_ms = int((time.monotonic() - started) * 1000)
     warnings = []
-    deleted = send_changed_files(channel, manifest, warnings=warnings)
+    deleted = read_changes(channel, manifest, warnings, outcome.pop("stopped"))
     return build_report(outcome, job, deleted=deleted, run_ms=run_ms, warnings=warnings)
+
+
+def read_changes(channel, manifest, warnings, stopped=None):
+    """The workspace's changes, sent (see send_changed_files), with no process of the code able to
+    change them meanwhile. `stopped`: the user's process, left stopped by supervise() rather than
+    killed, alone. Something may continue it while the workspace is read (a POSIX timer, or a
+    lease's or a dnotify's signal, sent as the walk opens its files), so before anything of the
+    walk leaves, and after it, it is checked: moved, it and all are killed and the workspace read
+    anew. A walk too big to hold kills it before its first frames leave."""
+    if stopped is None:
+        return send_changed_files(channel, manifest, warnings=warnings)
+    mark, count = len(channel.held), len(warnings)
+    sending = []
+
+    def before_send():
+        sending.append(True)
+        if not still_stopped(stopped):
+            raise Moved()
+        kill_all()  # what was read so far stands; the rest is read with nothing of the code left
+
+    try:
+        deleted = send_changed_files(channel, manifest, warnings=warnings, before_send=before_send)
+        if not sending and not still_stopped(stopped):  # all of it is held: nothing has left yet
+            raise Moved()
+        return deleted
+    except Moved:
+        kill_all()
+        channel.held = channel.held[:mark]
+        del warnings[count:]
+        return send_changed_files(channel, manifest, warnings=warnings)
 
 
 # A context keeps one interpreter, its kernel, alive between jobs: the user's process, to which this
@@ -1546,16 +1687,16 @@ def message(obj):
     return struct.pack(">I", len(payload)) + payload
 
 
-def use_proxy(proxy):
+def use_proxy(proxy, environ=os.environ):
     """The egress proxy, with this execution's (or call's) credential: the only way out of the
     sandbox's network (it has no DNS and no other route), for urllib, requests, pip. None: no proxy."""
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         if proxy:
-            os.environ[name] = proxy
+            environ[name] = proxy
         else:
-            os.environ.pop(name, None)
+            environ.pop(name, None)
     for name in ("NO_PROXY", "no_proxy"):
-        os.environ.pop(name, None)
+        environ.pop(name, None)
 
 
 def kernel_main(namespace):
@@ -1799,7 +1940,7 @@ def main():
     use_runner_modules()
     ahead = None
     if PRELOAD:
-        ahead = spawn(modules=PRELOAD)  # the user's process, made while the container waits in the pool
+        ahead = spawn(modules=PRELOAD, fresh=True)  # the user's process, made while the container waits in the pool
         if not ahead.ready:
             sys.stderr.write("runner: the user's process died while it preloaded; the job's will import on its own\n")
             ahead.discard()
@@ -1829,8 +1970,14 @@ def main():
             ahead.discard()
         report = MODES[job["mode"]](job, channel, manifest)
     channel.finish(report)
+    hold(job.get("hold_s", 0))
     return 0
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == [USER_PROCESS]:
+        try:
+            user_process_main([name for name in sys.argv[2].split(",") if name])
+        finally:
+            os._exit(70)  # it never returns; should it, it is not the runner
     sys.exit(main())

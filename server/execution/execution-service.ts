@@ -166,6 +166,7 @@ export class ExecutionService {
           changes: staged,
           limits,
           signal: ctx.signal,
+          answered: ctx.answered,
           onOutput: ctx.onOutput,
         };
         const result = box

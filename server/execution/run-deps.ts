@@ -15,6 +15,8 @@ export interface ExecutionContext {
   tenant: string;
   /** Aborts when the caller went away: a run waiting for a slot leaves the queue, a running one is stopped. */
   signal?: AbortSignal;
+  /** Settles once the answer has been sent (or the caller went away): the sandbox's housekeeping waits for it. */
+  answered?: Promise<unknown>;
   /** Gets the code's output while it runs, for callers that stream it (SSE, MCP progress). */
   onOutput?: OutputSink;
 }

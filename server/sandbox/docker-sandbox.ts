@@ -36,9 +36,21 @@ export interface DriverTimings extends JobRunTimings {
   removeBackoffMs: number;
   /** How long a preloading container may take to say it is ready before it is given up. */
   readyTimeoutMs: number;
+  /** How long a run's housekeeping (its container's removal, the pool's refill) waits for its answer to be out. */
+  answerWaitMs: number;
 }
 
-const TIMINGS: DriverTimings = { backstopGraceMs: 2000, finalWaitMs: 10_000, removeAttempts: 8, removeBackoffMs: 250, readyTimeoutMs: 60_000 };
+const TIMINGS: DriverTimings = {
+  backstopGraceMs: 2000, finalWaitMs: 10_000, removeAttempts: 8, removeBackoffMs: 250, readyTimeoutMs: 60_000, answerWaitMs: 10_000,
+};
+
+/** Resolves when `promise` settles, or after `ms`, whichever comes first; at once without one. */
+function settledWithin(promise: Promise<unknown> | undefined, ms: number): Promise<void> {
+  if (!promise) return Promise.resolve();
+  let timer!: NodeJS.Timeout;
+  const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+  return Promise.race([promise.then(() => undefined, () => undefined), late]).finally(() => clearTimeout(timer));
+}
 
 /**
  * Resolves once a preloading runner has sent its ready frame, the first and only bytes it sends
@@ -217,8 +229,10 @@ export class DockerSandbox implements Sandbox {
       return await new JobRun(this.engine, prepared, pooled ? 'pool' : 'cold', job, this.timings, this.logger).run();
     } finally {
       this.running.delete(job.executionId);
-      this.remove(prepared.id);
-      if (pooled) this.pool!.refill(spec);
+      // The container's end and a new one's start cost CPU (tens of ms under gVisor): after the answer.
+      const answered = settledWithin(job.answered, this.timings.answerWaitMs);
+      this.remove(prepared.id, answered);
+      if (pooled) void answered.then(() => this.pool!.refill(spec));
       // Warm containers of these packages preloaded them as they were before this install.
       if (job.mode === 'install' && this.options.preload.length > 0) {
         this.pool?.drop((s) => s.packagesVolume === job.packagesVolume);
@@ -242,15 +256,17 @@ export class DockerSandbox implements Sandbox {
   }
 
   /**
-   * Removes a container in the background, tracked for shutdown. The answer is sent while the
-   * runner exits, and Docker can refuse a forced removal caught mid-exit ("is not running",
-   * "removal already in progress"), so a refusal is retried, backing off, before it is logged as
-   * an error (the start-up reaper is the last resort).
+   * Removes a container in the background, once `after` has settled, tracked for shutdown. Docker
+   * can refuse a forced removal caught mid-exit ("is not running", "removal already in progress"),
+   * so a refusal is retried, backing off, before it is logged as an error (the start-up reaper is
+   * the last resort).
    */
-  private remove(id: string): void {
-    const started = Date.now();
+  private remove(id: string, after: Promise<void> = Promise.resolve()): void {
     const { removeAttempts, removeBackoffMs } = this.timings;
+    let started = Date.now();
     const removal = (async () => {
+      await after;
+      started = Date.now();
       for (let attempt = 1; ; attempt += 1) {
         try {
           await this.engine.remove(id);

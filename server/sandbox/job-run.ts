@@ -41,6 +41,9 @@ const OUTPUT_END = ['end', 'close', 'error'] as const;
 /** The runner's own stderr (its crash messages, not the user's) is kept for the log, this much. */
 const DIAGNOSTICS_BYTES = 16 * 1024;
 
+/** How long a one-shot container waits to be removed after its answer (the driver removes it once the answer is out). */
+const HOLD_S = 30;
+
 /** job.json for a sandbox job. */
 export function runnerJob(job: SandboxJob): RunnerJob {
   const { limits } = job;
@@ -65,6 +68,7 @@ export function runnerJob(job: SandboxJob): RunnerJob {
     interrupt_grace_s: job.interruptGraceS,
     proxy: job.egress?.proxy,
     stream: job.onOutput !== undefined,
+    hold_s: HOLD_S,
   };
 }
 

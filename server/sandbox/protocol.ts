@@ -93,6 +93,12 @@ export interface RunnerJob {
   proxy?: string;
   /** False: nobody reads the output as it comes, so the runner sends it with the report, in fewer writes. */
   stream: boolean;
+  /**
+   * One-shot jobs: after its answer the runner waits this long for the server to remove the
+   * container instead of ending it (a sandbox's end costs CPU the answer would wait for, tens of
+   * milliseconds under gVisor), then ends it itself.
+   */
+  hold_s: number;
 }
 
 /** One thing the code showed: data is base64 for images, text otherwise. */

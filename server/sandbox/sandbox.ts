@@ -109,6 +109,11 @@ export interface SandboxJob {
   limits: SandboxLimits;
   /** Aborted when nobody waits for the answer any more (the client went away): the run is stopped (not in a context). */
   signal?: AbortSignal;
+  /**
+   * Settles once the answer is out (or its caller gone): removing the container and refilling the
+   * pool wait for it, so neither competes with the answer for the CPU. Absent: they start at once.
+   */
+  answered?: Promise<unknown>;
   /** Context calls: how long the kernel has, once interrupted at the timeout, to come back. */
   interruptGraceS?: number;
   /** Receives the code's output while it runs (see OutputSink). */

@@ -224,6 +224,43 @@ export function hostileCorpus(runtime: Runtime): void {
         },
       ));
 
+    // Having reported, the user's process stops itself and, alone, is left stopped while the
+    // workspace is read and the container waits for its removal. Here a POSIX timer continues it
+    // every 0.2 ms, its os._exit no longer exits, and a thread rewrites a file all along: the
+    // runner must notice, kill it, read the workspace anew, and answer as usual.
+    it('a process continued by a POSIX timer after its report is killed, and the answer stands', () =>
+      hostile(
+        [
+          'import ctypes, os, signal, threading, time',
+          'class sigevent(ctypes.Structure):',
+          '    _fields_ = [("value", ctypes.c_void_p), ("signo", ctypes.c_int), ("notify", ctypes.c_int), ("pad", ctypes.c_byte * 48)]',
+          'class timespec(ctypes.Structure):',
+          '    _fields_ = [("s", ctypes.c_long), ("ns", ctypes.c_long)]',
+          'class itimerspec(ctypes.Structure):',
+          '    _fields_ = [("interval", timespec), ("value", timespec)]',
+          'libc = ctypes.CDLL(None, use_errno=True)',
+          'timer = ctypes.c_void_p()',
+          'assert libc.timer_create(1, ctypes.byref(sigevent(None, signal.SIGCONT, 0)), ctypes.byref(timer)) == 0, ctypes.get_errno()',
+          'tick = timespec(0, 200000)',
+          'assert libc.timer_settime(timer, 0, ctypes.byref(itimerspec(tick, tick)), None) == 0, ctypes.get_errno()',
+          'def scribble():',
+          '    n = 0',
+          '    while True:',
+          '        n += 1',
+          '        with open("scribble.txt", "w") as f:',
+          '            f.write(str(n))',
+          'threading.Thread(target=scribble, daemon=True).start()',
+          'time.sleep(0.05)',
+          'os._exit = lambda code: time.sleep(3600)',
+          'print("armed")',
+        ].join('\n'),
+        (body, _s, elapsed) => {
+          assert.equal(body.success, true, String(body.error));
+          assert.equal(body.result, 'armed');
+          assert.ok(elapsed < 10000, `took ${elapsed} ms`);
+        },
+      ));
+
     it('forged runner output cannot change result, success or error', () =>
       hostile(
         [

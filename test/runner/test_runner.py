@@ -585,9 +585,59 @@ class Frames(unittest.TestCase):
         captured.channel.finish({"status": "ok"})
         self.assertEqual(captured.frames(), [(b"o", b"hi"), (b"f", b"tar"), (b"r", b'{"status": "ok"}'), (b"z", b"")])
 
+    def test_file_frames_ask_once_before_the_first_leaves_and_take_nothing_once_refused(self):
+        captured = Captured()
+        asked = []
+
+        def refuse():
+            asked.append(True)
+            raise runner.Moved()
+
+        files = runner.FileFrames(captured.channel, refuse)
+        files.write(b"x" * 1000)
+        self.assertEqual(asked, [], "held: nothing would leave yet")
+        with self.assertRaises(runner.Moved):
+            files.write(b"y" * runner.MAX_FRAME)
+        files.write(b"z" * 10)  # the tar's close writes its last block all the same
+        self.assertEqual(asked, [True])
+        self.assertEqual(os.fstat(captured.file.fileno()).st_size, 0, "nothing was sent")
+        self.assertEqual(captured.channel.held, runner.frames(b"f", b"x" * 1000))
+
+    def test_file_frames_that_may_leave_go_on_as_usual(self):
+        captured = Captured()
+        asked = []
+        files = runner.FileFrames(captured.channel, lambda: asked.append(True))
+        for _ in range(3):
+            files.write(b"y" * runner.MAX_FRAME)
+        self.assertEqual(asked, [True])
+        self.assertEqual([(k, len(p)) for k, p in captured.frames()], [(b"f", runner.MAX_FRAME)] * 3)
+
+
+class StoppedProcess(unittest.TestCase):
+    """The user's process, reported and stopped, is left so while the workspace is read; the runner
+    must learn whether anything continued it meanwhile."""
+
+    def test_a_stopped_process_is_still_stopped_until_something_continues_it(self):
+        pid = os.fork()
+        if pid == 0:
+            os.kill(os.getpid(), signal.SIGSTOP)
+            os._exit(0)
+        try:
+            _, status = os.waitpid(pid, os.WUNTRACED)
+            self.assertTrue(os.WIFSTOPPED(status))
+            self.assertTrue(runner.still_stopped(pid))
+            self.assertTrue(runner.still_stopped(pid), "asking changes nothing")
+            os.kill(pid, signal.SIGCONT)
+            self.assertFalse(runner.still_stopped(pid), "continued (or exited since)")
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        self.assertFalse(runner.still_stopped(pid), "gone")
+
 
 class UserProcess(InTempWorkspace):
-    """The user's process is forked before its job (a warm container's while it waits in the pool),
+    """The user's process is started before its job (a warm container's while it waits in the pool),
     gets the job through its pipe, and stops once it has reported; or it becomes a context's kernel."""
 
     JOB = {"protocol": runner.PROTOCOL, "mode": "code", "timeout_s": 10, "output_limit": 1 << 16,
@@ -603,7 +653,11 @@ class UserProcess(InTempWorkspace):
             chunks.append(chunk)
 
     def test_the_job_comes_after_it_is_ready_and_it_stops_once_it_reported(self):
-        child = runner.spawn()
+        for fresh in (False, True):
+            with self.subTest(fresh=fresh):
+                self.a_job_after_ready(runner.spawn(modules=["json"], fresh=fresh))
+
+    def a_job_after_ready(self, child):
         try:
             self.assertTrue(child.ready)
             child.start({**self.JOB, "code": "import os\nprint(os.environ['HTTP_PROXY'])\n6 * 7",
@@ -620,7 +674,7 @@ class UserProcess(InTempWorkspace):
         # The listing's own descriptor is the 4: the runner's (its channel, its pipes, the job's and
         # the ready pipe, the OOM counter) are none of the code's.
         code = "import os\nprint(sorted(os.listdir('/proc/self/fd'), key=int))"
-        for child in (runner.spawn(job={**self.JOB, "code": code}), runner.spawn()):
+        for child in (runner.spawn(job={**self.JOB, "code": code}), runner.spawn(), runner.spawn(modules=["json"], fresh=True)):
             try:
                 if child.go_w is not None:
                     child.start({**self.JOB, "code": code})

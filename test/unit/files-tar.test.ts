@@ -137,7 +137,7 @@ describe('ChangesReader: tar from a container is hostile input', () => {
   });
 });
 
-const JOB: RunnerJob = { protocol: 1, mode: 'code', code: 'print(1)', timeout_s: 1, output_limit: 1024, result_limit: 1024, max_outputs: 16, outputs_limit: 1024, stream: false };
+const JOB: RunnerJob = { protocol: 1, mode: 'code', code: 'print(1)', timeout_s: 1, output_limit: 1024, result_limit: 1024, max_outputs: 16, outputs_limit: 1024, stream: false, hold_s: 0 };
 
 async function unpack(stream: AsyncIterable<unknown>): Promise<{ name: string; body: string }[]> {
   const extract = tar.extract();
