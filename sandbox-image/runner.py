@@ -158,8 +158,27 @@ class FileFrames:
         return len(data)
 
 
-class Moved(Exception):
-    """The user's process, left stopped while the workspace was read, ran again meanwhile."""
+class Exactly:
+    """A file read as exactly `size` bytes, the size its tar header says: cut, or padded with zero
+    bytes (`short`) should it have shrunk meanwhile, so that the tar stays whole."""
+
+    def __init__(self, f, size):
+        self.f, self.left, self.short = f, size, False
+
+    def read(self, size):
+        size = min(size, self.left)
+        data = self.f.read(size)
+        if len(data) < size:
+            self.short = True
+            data += b"\0" * (size - len(data))
+        self.left -= size
+        return data
+
+
+class Moved(BaseException):
+    """The user's process, left stopped while the workspace was read, ran again meanwhile (a
+    BaseException: raised from a signal handler anywhere in the walk, no `except Exception` on the
+    way may swallow it)."""
 
 
 def make_undumpable():
@@ -1025,19 +1044,6 @@ def still_stopped(pid):
         return False
 
 
-def stirred():
-    """Whether any child changed state (continued, stopped anew, exited); those that exited are reaped."""
-    changed = False
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG | os.WUNTRACED | os.WCONTINUED)
-        except ChildProcessError:
-            return changed
-        if pid == 0:
-            return changed
-        changed = True
-
-
 def hold(seconds):
     """After the answer, the container waits for the server to remove it instead of ending (its end
     costs CPU that the answer would wait for: tens of milliseconds under gVisor), the user's process
@@ -1046,12 +1052,17 @@ def hold(seconds):
     end = time.monotonic() + seconds
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})  # each change of a child's state wakes the wait
     while True:
-        if stirred():
-            kill_all()
+        try:
+            changed, _ = os.waitpid(-1, os.WNOHANG | os.WUNTRACED | os.WCONTINUED)
+        except ChildProcessError:
+            changed = 0
+        if changed:
+            kill_all()  # at the first change: a storm of them cannot put it off (each is reaped in turn)
         left = end - time.monotonic()
         if left <= 0:
             break
-        signal.sigtimedwait({signal.SIGCHLD}, left)
+        if not changed:
+            signal.sigtimedwait({signal.SIGCHLD}, left)
     kill_all()
 
 
@@ -1289,7 +1300,7 @@ def supervise(job, channel, argv=None, deadline=None, sent=None, child=None):
         closed after what is not a report, it is continued, and exits as it would have."""
         nonlocal reported, left_stopped
         if rep_r in open_fds:
-            drain(rep_r, take, closed)
+            drain(rep_r, take, closed, most=PIPE_MAX)  # all of an honest report is in the pipe now
         said = parse_report(report)
         if isinstance(said.get("exit_code"), int):
             if still and alone(pid):
@@ -1447,7 +1458,10 @@ def send_changed_files(channel, manifest, workspace=WORKSPACE, warnings=None, be
                             continue
                         info.size = opened.st_size  # no process of the code can run to change it
                         info.mode = 0o644
-                        archive.addfile(info, f)  # streamed, never whole in memory
+                        exactly = Exactly(f, info.size)
+                        archive.addfile(info, exactly)  # streamed, never whole in memory
+                        if exactly.short:  # a system call of a killed process, under way at the kill, cut it
+                            warn(rel, "it became shorter while it was read; the rest is zero bytes")
                 else:  # links, fifos, sockets and devices never leave the sandbox
                     kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file or directory"
                     warn(rel, "%s, so it was not kept (only regular files and directories are)" % kind)
@@ -1629,31 +1643,48 @@ def run_code(job, channel, manifest, child=None):
 def read_changes(channel, manifest, warnings, stopped=None):
     """The workspace's changes, sent (see send_changed_files), with no process of the code able to
     change them meanwhile. `stopped`: the user's process, left stopped by supervise() rather than
-    killed, alone. Something may continue it while the workspace is read (a POSIX timer, or a
-    lease's or a dnotify's signal, sent as the walk opens its files), so before anything of the
-    walk leaves, and after it, it is checked: moved, it and all are killed and the workspace read
-    anew. A walk too big to hold kills it before its first frames leave."""
+    killed, alone. Something may continue it (a POSIX timer, or a lease's or a dnotify's signal, sent
+    as the walk opens its files), so it is watched while the workspace is read: its SIGCHLD, or a
+    change found when it is checked (first, before the first frames of the walk would leave, and
+    last), stops the walk at once; it and all are killed and the workspace read anew, what was held
+    of the first walk dropped. A walk too big to hold kills it before its first frames leave."""
     if stopped is None:
         return send_changed_files(channel, manifest, warnings=warnings)
     mark, count = len(channel.held), len(warnings)
-    sending = []
+    quiet = signal.getsignal(signal.SIGCHLD)
+    moved = []
+
+    def on_child(*_):
+        if not moved:
+            moved.append(True)
+            raise Moved()
+
+    def unwatched():
+        """Stops watching; whether it stayed as it was all along."""
+        signal.signal(signal.SIGCHLD, quiet)
+        return not moved and still_stopped(stopped)
 
     def before_send():
-        sending.append(True)
-        if not still_stopped(stopped):
+        if not unwatched():
             raise Moved()
         kill_all()  # what was read so far stands; the rest is read with nothing of the code left
 
+    signal.signal(signal.SIGCHLD, on_child)
     try:
+        if not still_stopped(stopped):
+            raise Moved()
         deleted = send_changed_files(channel, manifest, warnings=warnings, before_send=before_send)
-        if not sending and not still_stopped(stopped):  # all of it is held: nothing has left yet
+        if signal.getsignal(signal.SIGCHLD) is on_child and not unwatched():  # all of it is held: nothing has left yet
             raise Moved()
         return deleted
     except Moved:
+        signal.signal(signal.SIGCHLD, quiet)
         kill_all()
         channel.held = channel.held[:mark]
         del warnings[count:]
         return send_changed_files(channel, manifest, warnings=warnings)
+    finally:
+        signal.signal(signal.SIGCHLD, quiet)
 
 
 # A context keeps one interpreter, its kernel, alive between jobs: the user's process, to which this

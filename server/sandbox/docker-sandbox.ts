@@ -36,12 +36,16 @@ export interface DriverTimings extends JobRunTimings {
   removeBackoffMs: number;
   /** How long a preloading container may take to say it is ready before it is given up. */
   readyTimeoutMs: number;
-  /** How long a run's housekeeping (its container's removal, the pool's refill) waits for its answer to be out. */
+  /**
+   * How long a run's housekeeping (its container's removal, the pool's refill) waits for its answer
+   * to be out: long enough for the answer's own work, short enough that a client slow to read a big
+   * one does not keep containers past its admission slot for long.
+   */
   answerWaitMs: number;
 }
 
 const TIMINGS: DriverTimings = {
-  backstopGraceMs: 2000, finalWaitMs: 10_000, removeAttempts: 8, removeBackoffMs: 250, readyTimeoutMs: 60_000, answerWaitMs: 10_000,
+  backstopGraceMs: 2000, finalWaitMs: 10_000, removeAttempts: 8, removeBackoffMs: 250, readyTimeoutMs: 60_000, answerWaitMs: 1000,
 };
 
 /** Resolves when `promise` settles, or after `ms`, whichever comes first; at once without one. */

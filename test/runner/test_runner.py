@@ -613,6 +613,14 @@ class Frames(unittest.TestCase):
         self.assertEqual([(k, len(p)) for k, p in captured.frames()], [(b"f", runner.MAX_FRAME)] * 3)
 
 
+class Exactly(unittest.TestCase):
+    def test_a_file_is_read_as_the_size_its_header_says_cut_or_padded(self):
+        longer = runner.Exactly(io.BytesIO(b"abcdef"), 4)
+        self.assertEqual((longer.read(3), longer.read(3), longer.read(3), longer.short), (b"abc", b"d", b"", False))
+        shorter = runner.Exactly(io.BytesIO(b"ab"), 4)
+        self.assertEqual((shorter.read(10), shorter.short), (b"ab\0\0", True))
+
+
 class StoppedProcess(unittest.TestCase):
     """The user's process, reported and stopped, is left so while the workspace is read; the runner
     must learn whether anything continued it meanwhile."""
