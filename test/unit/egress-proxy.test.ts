@@ -85,7 +85,8 @@ describe('egress proxy', () => {
   const refusals: [string, () => Promise<string>, RegExp][] = [
     ['no credential (a raw socket)', () => get('allowed.test', ''), /^HTTP\/1\.1 407 .*\r\n[\s\S]*proxy-authenticate: Basic/i],
     ['a forged credential', () => get('allowed.test', `Proxy-Authorization: Basic ${Buffer.from('e-1:eyJ4Ijp9.forged').toString('base64')}\r\n`), /^HTTP\/1\.1 407/],
-    ['another signature', () => get('allowed.test', auth().replace(/Basic (\S+)/, (_m, b: string) => `Basic ${Buffer.from(Buffer.from(b, 'base64').toString().replace(/.$/, '0')).toString('base64')}`)), /^HTTP\/1\.1 407/],
+    // The signature's last character changed to another (a fixed '0' left one signature in 64 as it was).
+    ['another signature', () => get('allowed.test', auth().replace(/Basic (\S+)/, (_m, b: string) => `Basic ${Buffer.from(Buffer.from(b, 'base64').toString().replace(/.$/, (c) => (c === '0' ? '1' : '0'))).toString('base64')}`)), /^HTTP\/1\.1 407/],
     ['an expired credential', () => get('allowed.test', auth('alice', 'e-1', Date.now() - 1)), /^HTTP\/1\.1 407/],
     ['a tenant no longer configured', () => get('allowed.test', auth('gone')), /^HTTP\/1\.1 403[\s\S]*no longer configured/],
     ['a name not listed', () => get('denied.test'), /^HTTP\/1\.1 403[\s\S]*x-egress-refused: not_listed[\s\S]*denied\.test is not on this tenant's egress list/],
