@@ -148,8 +148,8 @@ class FileFrames:
         if self.refused:
             return len(data)
         if self.before_send is not None and self.channel.would_send(len(data)):
-            check, self.before_send = self.before_send, None
             try:
+                check, self.before_send = self.before_send, None
                 check()
             except BaseException:
                 self.refused = True  # the tar's close writes its last block: it stays here too
@@ -1028,6 +1028,15 @@ def kill_all():
         pass
 
 
+def reap_all():
+    """Waits for every child to end, orphans re-parented to us among them."""
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
 def alone(pid):
     """Whether `pid` is the only process of the code (no fork of it is left, not even a zombie)."""
     try:
@@ -1324,7 +1333,7 @@ def supervise(job, channel, argv=None, deadline=None, sent=None, child=None):
                 except BlockingIOError:
                     pass
             else:
-                drain(fd, take, closed)
+                drain(fd, take, closed, most=PIPE_MAX)  # a pipe kept full cannot keep the deadline from being checked
         while status is None:
             try:
                 reaped, raw = os.waitpid(-1, os.WNOHANG)  # exits: the user's process, or orphans re-parented to us
@@ -1351,11 +1360,7 @@ def supervise(job, channel, argv=None, deadline=None, sent=None, child=None):
                 drain(fd, take, most=PIPE_MAX)  # should something continue it, it may: what is there now
     else:
         kill_all()
-        while True:  # reap everything, including orphans re-parented to us
-            try:
-                os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
+        reap_all()
     child.close()  # an install runs several steps: none keeps the last one's pipes
 
     if reported is not None:
@@ -1672,6 +1677,7 @@ def read_changes(channel, manifest, warnings, stopped=None):
     signal.signal(signal.SIGCHLD, on_child)
     try:
         if not still_stopped(stopped):
+            moved.append(True)  # its SIGCHLD, still to come, must not raise again
             raise Moved()
         deleted = send_changed_files(channel, manifest, warnings=warnings, before_send=before_send)
         if signal.getsignal(signal.SIGCHLD) is on_child and not unwatched():  # all of it is held: nothing has left yet
@@ -1680,6 +1686,7 @@ def read_changes(channel, manifest, warnings, stopped=None):
     except Moved:
         signal.signal(signal.SIGCHLD, quiet)
         kill_all()
+        reap_all()  # it was running: not even a system call of it may still be under way
         channel.held = channel.held[:mark]
         del warnings[count:]
         return send_changed_files(channel, manifest, warnings=warnings)
@@ -1821,7 +1828,7 @@ class Kernel:
                     except BlockingIOError:
                         pass
                 else:
-                    drain(fd, take)
+                    drain(fd, take, most=PIPE_MAX)  # a pipe kept full cannot keep the deadline from being checked
             if len(report) >= 4:
                 (length,) = struct.unpack(">I", bytes(report[:4]))
                 if length > report_limit:
@@ -1842,7 +1849,7 @@ class Kernel:
                     timed_out = True
                     interrupt()
         for fd in self.out:  # what it printed before its report is in the pipes already
-            drain(fd, take)
+            drain(fd, take, most=PIPE_MAX)
         poller = None
         if lost:
             kill_all()
