@@ -15,6 +15,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
+import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -93,8 +94,17 @@ interface Server { url: string; child: ChildProcess; instance: string; baseDir: 
 let serversStarted = 0;
 const BENCH_VOLUME_PREFIX = 'rpc-bench-';
 
+/** A port nothing listens on now, the kernel's pick (a random one can be an outgoing connection's). */
+async function freePort(): Promise<number> {
+  const probe = net.createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address() as AddressInfo;
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
 async function startServer(poolSize: number, dockerHost?: string, env: Record<string, string> = {}): Promise<Server> {
-  const port = 21000 + Math.floor(Math.random() * 20000);
+  const port = await freePort();
   // Each server an instance of its own: a server removes its instance's containers as it starts.
   const instance = `bench-${process.pid}-${++serversStarted}-${poolSize}${dockerHost ? '-proxy' : ''}`;
   const baseDir = mkdtempSync(path.join(os.tmpdir(), 'rpc-bench-'));
@@ -137,7 +147,7 @@ async function stopServer(server: Server): Promise<number> {
 
 /** The Docker API proxy of docker-compose.yml, on loopback, in front of this engine's socket. */
 async function startProxy(): Promise<{ url: string; child: ChildProcess }> {
-  const port = 21000 + Math.floor(Math.random() * 20000);
+  const port = await freePort();
   const child = spawn(process.execPath, [path.join(projectRoot, 'dist/server/docker-proxy/main.js')], {
     env: { ...process.env, DOCKER_PROXY_PORT: String(port), PACKAGES_VOLUME_PREFIX: BENCH_VOLUME_PREFIX, LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'ignore', 'inherit'],
