@@ -15,7 +15,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
-import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -24,6 +23,7 @@ import { loadConfig } from '../server/config.js';
 import { projectRoot } from '../server/project.js';
 import { DEPLOYMENT_FILE, DEPLOYMENT_LABEL } from '../server/packages/volume.js';
 import { startOrigins } from '../test/helpers/egress-origins.js';
+import { freePort } from '../test/helpers/free-port.js';
 import { tenantsFile } from '../test/helpers/tenants.js';
 import { makeWheel } from '../test/helpers/wheels.js';
 import { hostPidsLimit } from '../server/sandbox/container-spec.js';
@@ -93,15 +93,6 @@ async function baselineParallel(parallelism: number, total: number): Promise<Sam
 interface Server { url: string; child: ChildProcess; instance: string; baseDir: string; key?: string }
 let serversStarted = 0;
 const BENCH_VOLUME_PREFIX = 'rpc-bench-';
-
-/** A port nothing listens on now, the kernel's pick (a random one can be an outgoing connection's). */
-async function freePort(): Promise<number> {
-  const probe = net.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
 
 async function startServer(poolSize: number, dockerHost?: string, env: Record<string, string> = {}): Promise<Server> {
   const port = await freePort();

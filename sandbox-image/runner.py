@@ -1658,6 +1658,7 @@ def read_changes(channel, manifest, warnings, stopped=None):
     mark, count = len(channel.held), len(warnings)
     quiet = signal.getsignal(signal.SIGCHLD)
     moved = []
+    checked = []  # before_send() ran: the check before the first frames left is done
 
     def on_child(*_):
         if not moved:
@@ -1670,6 +1671,7 @@ def read_changes(channel, manifest, warnings, stopped=None):
         return not moved and still_stopped(stopped)
 
     def before_send():
+        checked.append(True)
         if not unwatched():
             raise Moved()
         kill_all()  # what was read so far stands; the rest is read with nothing of the code left
@@ -1680,7 +1682,7 @@ def read_changes(channel, manifest, warnings, stopped=None):
             moved.append(True)  # its SIGCHLD, still to come, must not raise again
             raise Moved()
         deleted = send_changed_files(channel, manifest, warnings=warnings, before_send=before_send)
-        if signal.getsignal(signal.SIGCHLD) is on_child and not unwatched():  # all of it is held: nothing has left yet
+        if not checked and not unwatched():  # all of it is held: nothing has left yet
             raise Moved()
         return deleted
     except Moved:

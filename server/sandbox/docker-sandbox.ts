@@ -267,29 +267,29 @@ export class DockerSandbox implements Sandbox {
    */
   private remove(id: string, after: Promise<void> = Promise.resolve()): void {
     const { removeAttempts, removeBackoffMs } = this.timings;
-    let started = Date.now();
     const removal = (async () => {
       await after;
-      started = Date.now();
-      for (let attempt = 1; ; attempt += 1) {
-        try {
-          await this.engine.remove(id);
-          return;
-        } catch (err) {
-          if (err instanceof EngineError && err.failure === 'no_container') return; // gone
-          // Anything else is retried: seen on Docker 20.10, a refused removal can leave the
-          // container flagged until someone asks again.
-          if (attempt === removeAttempts) {
-            this.logger.error('could not remove a sandbox container', { id, error: (err as Error).message });
+      const started = Date.now();
+      try {
+        for (let attempt = 1; ; attempt += 1) {
+          try {
+            await this.engine.remove(id);
             return;
+          } catch (err) {
+            if (err instanceof EngineError && err.failure === 'no_container') return; // gone
+            // Anything else is retried: seen on Docker 20.10, a refused removal can leave the
+            // container flagged until someone asks again.
+            if (attempt === removeAttempts) {
+              this.logger.error('could not remove a sandbox container', { id, error: (err as Error).message });
+              return;
+            }
+            await new Promise((resolve) => setTimeout(resolve, removeBackoffMs * attempt));
           }
-          await new Promise((resolve) => setTimeout(resolve, removeBackoffMs * attempt));
         }
+      } finally {
+        this.metrics?.containerPhase.observe({ phase: 'remove' }, (Date.now() - started) / 1000);
       }
-    })().finally(() => {
-      this.removals.delete(removal);
-      this.metrics?.containerPhase.observe({ phase: 'remove' }, (Date.now() - started) / 1000);
-    });
+    })().finally(() => this.removals.delete(removal));
     this.removals.add(removal);
   }
 

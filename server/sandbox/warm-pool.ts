@@ -28,7 +28,6 @@ interface Slot<P extends Prepared> {
   spec: SpecInput;
   ready: P[];
   creating: number;
-  lastUsed: number;
   retryAt: number;
   /** Bumped by `drop`: a container whose making began before is discarded when it is ready. */
   generation: number;
@@ -131,24 +130,24 @@ export class WarmPool<P extends Prepared> {
     this.fill(this.slot(spec)[0]);
   }
 
-  /** The profile's key and its slot (made on first use), marked as just used. */
+  /**
+   * The profile's key and its slot (made on first use), marked as just used: moved to the end of
+   * the map, whose order is the recency order (timestamps tie within a millisecond).
+   */
   private slot(spec: SpecInput): [string, Slot<P>] {
     const key = JSON.stringify(profileOf(spec));
-    let slot = this.slots.get(key);
-    if (!slot) {
-      slot = { spec, ready: [], creating: 0, lastUsed: 0, retryAt: 0, generation: 0 };
-      this.slots.set(key, slot);
-    }
-    slot.lastUsed = Date.now();
+    const slot = this.slots.get(key) ?? { spec, ready: [], creating: 0, retryAt: 0, generation: 0 };
+    this.slots.delete(key);
+    this.slots.set(key, slot);
     this.evict();
     return [key, slot];
   }
 
   private evict(): void {
     if (this.slots.size <= this.options.maxProfiles) return;
-    const oldest = [...this.slots.entries()].sort((a, b) => a[1].lastUsed - b[1].lastUsed)[0]!;
-    this.slots.delete(oldest[0]);
-    for (const prepared of oldest[1].ready.splice(0)) this.options.discard(prepared);
+    const [key, oldest] = this.slots.entries().next().value!;
+    this.slots.delete(key);
+    for (const prepared of oldest.ready.splice(0)) this.options.discard(prepared);
   }
 
   private fill(key: string): void {

@@ -4,12 +4,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { projectRoot } from '../../server/project.js';
+import { freePort } from './free-port.js';
 import { spawnNode, type NodeProcess } from './process.js';
 import { until } from './until.js';
 
 const run = promisify(execFile);
 const PG_BIN = '/usr/lib/postgresql/15/bin';
-const freePort = () => 20000 + Math.floor(Math.random() * 20000);
 
 /** A process of ours that ends with the test (redis-server, postgres). */
 export interface Daemon {
@@ -26,7 +26,8 @@ function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Pro
 }
 
 /** Debian's redis-server on a loopback port, keeping nothing on disk (a restart starts empty, as after a crash). */
-export async function startRedis(port = freePort()): Promise<Daemon> {
+export async function startRedis(port?: number): Promise<Daemon> {
+  port ??= await freePort();
   const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
   const url = `redis://127.0.0.1:${port}`;
   await until(async () => (await run('redis-cli', ['-p', String(port), 'ping']).catch(() => ({ stdout: '' }))).stdout.trim() === 'PONG', 'redis-server to answer');
@@ -38,7 +39,7 @@ export async function startPostgres(): Promise<Daemon> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'rpc-pg-'));
   chmodSync(dir, 0o777);
   const data = path.join(dir, 'data');
-  const port = freePort();
+  const port = await freePort();
   const asPostgres = (bin: string, args: string[]) => ['-u', 'postgres', '--', path.join(PG_BIN, bin), ...args];
   await run('runuser', asPostgres('initdb', ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync']));
   const child = spawn('runuser', asPostgres('postgres', ['-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off']), { stdio: 'ignore' });
@@ -75,7 +76,7 @@ export interface ClusterNode extends NodeProcess {
 
 /** An API node (`node dist/server/index.js` with REDIS_URL and DATABASE_URL). */
 export async function startApiNode(env: Record<string, string>): Promise<ClusterNode> {
-  const port = freePort();
+  const port = await freePort();
   const all = { PORT: String(port), HOST: '127.0.0.1', ...env };
   const node = await spawnNode('dist/server/index.js', all, /"message":"listening"|failed to start|bad setting/);
   return { ...node, url: `http://127.0.0.1:${port}`, env: all };
@@ -83,7 +84,7 @@ export async function startApiNode(env: Record<string, string>): Promise<Cluster
 
 /** A worker node (`node dist/server/distributed/worker-main.js`). */
 export async function startWorker(env: Record<string, string>): Promise<ClusterNode> {
-  const port = freePort();
+  const port = await freePort();
   const all = { PORT: String(port), HOST: '127.0.0.1', ...env };
   const node = await spawnNode('dist/server/distributed/worker-main.js', all, /"message":"worker ready"|failed to start|bad setting/, 60_000);
   return { ...node, url: `http://127.0.0.1:${port}`, env: all };

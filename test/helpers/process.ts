@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { projectRoot } from '../../server/project.js';
+import { freePort } from './free-port.js';
 
 export interface NodeProcess {
   child: ChildProcess;
@@ -56,7 +57,7 @@ export async function spawnNode(script: string, env: Record<string, string>, rea
 
 /** The real server (`node dist/server/index.js`) on a free loopback port, for signals and files. */
 export async function spawnServer(env: Record<string, string>): Promise<ServerProcess> {
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  const port = await freePort();
   const started = await spawnNode('dist/server/index.js', { PORT: String(port), HOST: '127.0.0.1', ...env }, /"message":"listening"|failed to start|bad setting/);
   return { ...started, url: `http://127.0.0.1:${port}` };
 }

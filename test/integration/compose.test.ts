@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -10,6 +9,7 @@ import { createHash } from 'node:crypto';
 import type Docker from 'dockerode';
 import { loadConfig } from '../../server/config.js';
 import { projectRoot } from '../../server/project.js';
+import { freePort } from '../helpers/free-port.js';
 import { containersOf, docker, removeVolumes } from '../helpers/server.js';
 import { READ_MEMORY_CAP } from '../helpers/snippets.js';
 import { until } from '../helpers/until.js';
@@ -44,14 +44,6 @@ async function canBuild(): Promise<string | null> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1');
-  await new Promise((resolve) => server.once('listening', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 const KEY = 'compose-test-key';

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, describe, it } from 'node:test';
 import { startPostgres, startRedis, type Daemon } from '../helpers/cluster.js';
+import { freePort } from '../helpers/free-port.js';
 import { spawnNode, type NodeProcess } from '../helpers/process.js';
 import { containersOf, removeVolumes } from '../helpers/server.js';
 
@@ -20,8 +21,8 @@ describe('distributed: nodes started before Redis, and stopped while it is away'
   it('an API node and a worker wait for Redis, answer an execution, and stop cleanly once it is gone', async () => {
     const postgres = await startPostgres();
     started.push(postgres);
-    const redisPort = 20000 + Math.floor(Math.random() * 20000);
-    const apiPort = redisPort + 1;
+    const redisPort = await freePort();
+    const apiPort = await freePort();
     const common = { REDIS_URL: `redis://127.0.0.1:${redisPort}`, DATABASE_URL: postgres.url, HOST: '127.0.0.1', PACKAGES_VOLUME_PREFIX: `rpc-test-start-${tag}-` };
     const api = await spawnNode('dist/server/index.js', { ...common, PORT: String(apiPort), INSTANCE_ID: `rpc-test-start-api-${tag}` }, /waiting for Redis|listening|failed to start/);
     started.push(api);

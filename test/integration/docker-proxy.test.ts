@@ -12,6 +12,7 @@ import { createDockerProxy } from '../../server/docker-proxy/proxy.js';
 import { createLogger } from '../../server/logger.js';
 import { PackagesVolumes } from '../../server/packages/volume.js';
 import { containerSpec } from '../../server/sandbox/container-spec.js';
+import { freePort } from '../helpers/free-port.js';
 import { spawnNode, type NodeProcess } from '../helpers/process.js';
 import { rawRequest } from '../helpers/raw-http.js';
 import { docker, startServer } from '../helpers/server.js';
@@ -210,7 +211,7 @@ describe('the Docker API proxy, in front of the real engine', () => {
   it('listens on a unix socket of mode 0660 instead of TCP, and the server works through it', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'rpc-proxy-sock-'));
     const socket = path.join(dir, 'docker-proxy.sock');
-    const tcpPort = 30000 + Math.floor(Math.random() * 10000);
+    const tcpPort = await freePort();
     let proxyProcess: NodeProcess | undefined;
     try {
       proxyProcess = await spawnNode(

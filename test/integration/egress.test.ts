@@ -8,6 +8,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Credentials } from '../../server/egress/credential.js';
 import { startOrigins, type Origins } from '../helpers/egress-origins.js';
+import { freePort } from '../helpers/free-port.js';
 import { spawnNode } from '../helpers/process.js';
 import { docker, startServer, type TestServer } from '../helpers/server.js';
 import { until } from '../helpers/until.js';
@@ -168,7 +169,7 @@ describe('the egress proxy as a process of its own (docker-compose.yml egress-pr
     const originPort = (origin.address() as AddressInfo).port;
     writeFileSync(path.join(dir, 'tenants.yaml'), `tenants:\n  reach:\n    keys: ["${hash('k')}"]\n    limits:\n      egress: [allowed.test]\n`);
     const secret = 'a-secret-shared-by-server-and-proxy-0123456789';
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = await freePort();
     const proxy = await spawnNode('dist/server/egress/main.js', {
       TENANTS_FILE: path.join(dir, 'tenants.yaml'),
       EGRESS_PROXY_ADDRESS: '127.0.0.1',

@@ -4,6 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import { freePort } from '../helpers/free-port.js';
 import { spawnServer } from '../helpers/process.js';
 import { READ_MEMORY_CAP } from '../helpers/snippets.js';
 import { containersOf, docker, removeVolumes, startServer, type TestServer } from '../helpers/server.js';
@@ -156,7 +157,7 @@ describe('/metrics', () => {
   });
 
   it('moves to METRICS_PORT when that is set', async () => {
-    const port = 40000 + Math.floor(Math.random() * 10000);
+    const port = await freePort();
     const instance = `test-metrics-${process.pid}`;
     const server = await spawnServer({ METRICS_PORT: String(port), POOL_SIZE: '0', INSTANCE_ID: instance, BASE_DIR: mkdtempSync(path.join(os.tmpdir(), 'rpc-m-')) });
     try {

@@ -147,7 +147,8 @@ describe('warm pool', () => {
     await tick('the replacement after the pause', () => prepared.length === 2);
   });
 
-  it('evicts the least recently used profile past maxProfiles, discarding its containers', async () => {
+  it('evicts the least recently used profile past maxProfiles, discarding its containers (uses within one millisecond too)', async (t) => {
+    t.mock.method(Date, 'now', () => 0);
     const { warm, prepared, discarded } = pool({ size: 1, maxProfiles: 2 });
     warm.refill(spec(64));
     await tick('profile 64', () => warm.size === 1);
