@@ -23,6 +23,7 @@ open its file descriptors through /proc. Stdlib only at import: the image may ha
 
 import base64
 import binascii
+import errno
 import fcntl
 import io
 import json
@@ -1406,11 +1407,12 @@ def restore_access(workspace):
                 pass
 
 
-def send_changed_files(channel, manifest, workspace=WORKSPACE, warnings=None, before_send=None):
+def send_changed_files(channel, manifest, workspace=WORKSPACE, warnings=None, before_send=None, leased=None):
     """Streams new or changed regular files and new directories as a tar; returns deleted paths.
     What cannot leave (links, fifos, devices, a file that still cannot be read) is named in
     `warnings`, and a file that cannot be read is not reported deleted: the server keeps its copy.
-    `before_send`: see FileFrames."""
+    `before_send`: see FileFrames. `leased`: called when a file cannot be opened because a living
+    process holds a lease on it (EWOULDBLOCK: the open never waits for the lease to be given up)."""
     warnings = [] if warnings is None else warnings
 
     def warn(rel, why):
@@ -1454,6 +1456,8 @@ def send_changed_files(channel, manifest, workspace=WORKSPACE, warnings=None, be
                     try:
                         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # never waits on a fifo
                     except OSError as exc:
+                        if exc.errno == errno.EWOULDBLOCK and leased:
+                            leased()
                         warn(rel, "could not be read (%s), so it was not kept" % exc.strerror)
                         continue
                     with os.fdopen(fd, "rb") as f:
@@ -1652,7 +1656,9 @@ def read_changes(channel, manifest, warnings, stopped=None):
     as the walk opens its files), so it is watched while the workspace is read: its SIGCHLD, or a
     change found when it is checked (first, before the first frames of the walk would leave, and
     last), stops the walk at once; it and all are killed and the workspace read anew, what was held
-    of the first walk dropped. A walk too big to hold kills it before its first frames leave."""
+    of the first walk dropped. So does a file it holds a lease on (a lease with no signal of its
+    choice leaves it stopped, the file unreadable). A walk too big to hold kills it before its first
+    frames leave."""
     if stopped is None:
         return send_changed_files(channel, manifest, warnings=warnings)
     mark, count = len(channel.held), len(warnings)
@@ -1670,6 +1676,10 @@ def read_changes(channel, manifest, warnings, stopped=None):
         signal.signal(signal.SIGCHLD, quiet)
         return not moved and still_stopped(stopped)
 
+    def leased():
+        moved.append(True)  # a continue the lease's signal may cause must not raise again
+        raise Moved()
+
     def before_send():
         checked.append(True)
         if not unwatched():
@@ -1681,7 +1691,7 @@ def read_changes(channel, manifest, warnings, stopped=None):
         if not still_stopped(stopped):
             moved.append(True)  # its SIGCHLD, still to come, must not raise again
             raise Moved()
-        deleted = send_changed_files(channel, manifest, warnings=warnings, before_send=before_send)
+        deleted = send_changed_files(channel, manifest, warnings=warnings, before_send=before_send, leased=leased)
         if not checked and not unwatched():  # all of it is held: nothing has left yet
             raise Moved()
         return deleted

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { ContextInfo, CreateContextRequest } from '../contract/contract.js';
 import { ContextIds } from '../contexts/context-ids.js';
 import { INTERRUPT_GRACE_S, tooManyContexts, type Caller, type ContextBox, type ContextCall, type Contexts } from '../contexts/context-service.js';
@@ -73,7 +74,7 @@ export class RemoteContexts implements Contexts {
     const row = await this.live(id, tenant);
     const data: WireContextDelete = { contextId: id, tenant };
     const ttlMs = this.deps.sandbox.ttlMs(0);
-    unwrap(await this.watched(row, this.deps.sandbox.send<WireAnswer<null>>(workerQueue(row.worker), 'delete', data, { jobId: `delete-${id}-${Date.now()}`, ttlMs })));
+    unwrap(await this.watched(row, this.deps.sandbox.send<WireAnswer<null>>(workerQueue(row.worker), 'delete', data, { jobId: `delete-${id}-${randomUUID()}`, ttlMs })));
   }
 
   async call<T extends { outcome: SandboxOutcome }>(id: string, tenant: string, waitS: number, call: ContextCall<T>): Promise<T> {

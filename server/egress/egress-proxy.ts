@@ -1,7 +1,7 @@
 import { lookup as dnsLookup } from 'node:dns/promises';
 import http from 'node:http';
 import net from 'node:net';
-import type { Duplex } from 'node:stream';
+import { pipeline, type Duplex } from 'node:stream';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { Credentials, Grant } from './credential.js';
@@ -113,22 +113,29 @@ export function createEgressProxy(options: EgressProxyOptions): http.Server {
     return { grant, u, limits, address, who };
   }
 
-  /** Counts a stream's bytes against its execution's cap; past it, every socket of the execution is cut. */
-  const meter = (admitted: Awaited<ReturnType<typeof admit>>, ...streams: net.Socket[]) => {
-    const { u, limits, who } = admitted;
-    for (const stream of streams) {
-      u.sockets.add(stream);
-      stream.setTimeout(idleMs, () => stream.destroy());
-      stream.once('close', () => u.sockets.delete(stream));
-      stream.on('error', () => undefined);
-      stream.on('data', (chunk: Buffer) => {
-        u.bytes += chunk.length;
-        metrics?.egressBytes.inc(chunk.length);
-        if (u.bytes > limits.egressBytes) {
-          record('refused', 'egress_bytes', { ...who, bytes: u.bytes });
-          for (const s of u.sockets) s.destroy();
-        }
-      });
+  type Admitted = Awaited<ReturnType<typeof admit>>;
+  /** Counts bytes against the execution's cap; past it, every socket of the execution is cut. */
+  const count = ({ u, limits, who }: Admitted, bytes: number) => {
+    u.bytes += bytes;
+    metrics?.egressBytes.inc(bytes);
+    if (u.bytes > limits.egressBytes) {
+      record('refused', 'egress_bytes', { ...who, bytes: u.bytes });
+      for (const s of u.sockets) s.destroy();
+    }
+  };
+  /** A socket of the execution: cut with the others, closed when idle. */
+  const hold = ({ u }: Admitted, socket: Duplex & { setTimeout(ms: number, cb: () => void): unknown }) => {
+    if (u.sockets.has(socket)) return; // a kept-alive client connection's next request
+    u.sockets.add(socket);
+    socket.setTimeout(idleMs, () => socket.destroy());
+    socket.once('close', () => u.sockets.delete(socket));
+    socket.on('error', () => undefined);
+  };
+  /** Counts what each socket receives. */
+  const meter = (admitted: Admitted, ...sockets: net.Socket[]) => {
+    for (const socket of sockets) {
+      hold(admitted, socket);
+      socket.on('data', (chunk: Buffer) => count(admitted, chunk.length));
     }
   };
 
@@ -144,7 +151,7 @@ export function createEgressProxy(options: EgressProxyOptions): http.Server {
       return;
     }
     const port = Number(target.port || 80);
-    let admitted: Awaited<ReturnType<typeof admit>>;
+    let admitted: Admitted;
     try {
       admitted = await admit(req.headers['proxy-authorization'], target.hostname, port);
     } catch (err) {
@@ -160,10 +167,13 @@ export function createEgressProxy(options: EgressProxyOptions): http.Server {
       headers: { ...headers, host: target.host },
       agent: false,
     });
+    // The client's connection is cut with the others, and what it sends (a request body) counts.
+    hold(admitted, req.socket);
+    req.on('data', (chunk: Buffer) => count(admitted, chunk.length));
     upstream.on('socket', (socket) => meter(admitted, socket));
     upstream.on('response', (answer) => {
       res.writeHead(answer.statusCode ?? 502, answer.headers);
-      answer.pipe(res);
+      pipeline(answer, res, () => undefined); // an answer cut short (the cap, the host) ends the client's too
     });
     upstream.on('error', () => {
       if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' }).end('The egress proxy could not reach the host\n');
@@ -179,7 +189,7 @@ export function createEgressProxy(options: EgressProxyOptions): http.Server {
       client.end('HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nCONNECT needs host:port\n');
       return;
     }
-    let admitted: Awaited<ReturnType<typeof admit>>;
+    let admitted: Admitted;
     try {
       admitted = await admit(req.headers['proxy-authorization'], authority[1]!, Number(authority[2]));
     } catch (err) {

@@ -62,6 +62,7 @@ export function scriptBlock(code: string): Record<string, unknown> | null {
  */
 export class DependencyService {
   private readonly file: string;
+  /** In the order of their last use, the least recent first (timestamps tie within a millisecond). */
   private readonly kept: Map<string, KeptSet>;
   /** Runs using each set now: such a set is never removed. */
   private readonly inUse = new Map<string, number>();
@@ -71,7 +72,7 @@ export class DependencyService {
     private readonly packages: PackageService,
   ) {
     this.file = path.join(deps.config.baseDir, 'dependency-sets.json');
-    this.kept = new Map(Object.entries(readKept(this.file)));
+    this.kept = new Map(Object.entries(readKept(this.file)).sort(([, a], [, b]) => a.lastUsed - b.lastUsed));
   }
 
   /** The set a run declares, checked; null when it declares none. */
@@ -124,7 +125,10 @@ export class DependencyService {
         this.kept.set(volume, { tenant: ctx.tenant, requested: set.requested, packages, bytes: outcome.report?.usage?.bytes ?? 0, lastUsed: Date.now() });
         await this.evict(ctx.tenant, volume);
       }
-      this.kept.get(volume)!.lastUsed = Date.now();
+      const used = this.kept.get(volume)!;
+      used.lastUsed = Date.now();
+      this.kept.delete(volume);
+      this.kept.set(volume, used); // now the most recent
       this.save();
       return { ...(await run(volume)), dependencies: info };
     } finally {
@@ -169,7 +173,7 @@ export class DependencyService {
   /** Removes the tenant's least recently used sets, past PACKAGES_MAX_MB together (never one in use, nor `keep`). */
   private async evict(tenant: string, keep: string): Promise<void> {
     const cap = this.deps.config.packagesMaxMb * MiB;
-    const mine = [...this.kept.entries()].filter(([, s]) => s.tenant === tenant).sort(([, a], [, b]) => a.lastUsed - b.lastUsed);
+    const mine = [...this.kept.entries()].filter(([, s]) => s.tenant === tenant);
     let total = mine.reduce((n, [, s]) => n + s.bytes, 0);
     for (const [volume, kept] of mine) {
       if (total <= cap) break;

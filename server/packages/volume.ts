@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config.js';
 import { TENANT_ID_SOURCE } from '../tenancy/tenant-id.js';
@@ -24,10 +24,15 @@ export function deploymentId(config: Config): string {
   if (config.baseDirTemporary) return config.instanceId;
   const file = path.join(config.baseDir, DEPLOYMENT_FILE);
   mkdirSync(config.baseDir, { recursive: true });
+  // Written aside, then linked in place: a server starting at the same moment reads a whole id or none.
+  const temp = `${file}.${randomUUID()}`;
+  writeFileSync(temp, `${randomUUID()}\n`, { mode: 0o644 });
   try {
-    writeFileSync(file, `${randomUUID()}\n`, { flag: 'wx', mode: 0o644 });
+    linkSync(temp, file);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  } finally {
+    rmSync(temp, { force: true });
   }
   const id = readFileSync(file, 'utf8').trim();
   if (!DEPLOYMENT_ID.test(id)) throw new Error(`${file} does not hold a deployment id (1-64 of A-Z a-z 0-9 _ . -)`);

@@ -261,6 +261,36 @@ export function hostileCorpus(runtime: Runtime): void {
         },
       ));
 
+    // A write lease is broken by another process's open: the walk's open of the file fails at once
+    // (it never waits the 45 s the kernel gives the holder) and the holder gets the lease's signal.
+    // With SIGCONT that continues it mid-walk; with the default signal it stays stopped, the file
+    // unreadable. Either way the runner kills it and reads the workspace anew: the file is kept.
+    // gVisor's kernel has no leases (EINVAL): there the file is simply kept.
+    for (const signal of ['SIGCONT', 'the default signal']) {
+      it(`a file its stopped process holds a lease on (breaking with ${signal}) is kept, never waited for`, () =>
+        hostile(
+          [
+            'import fcntl, os, signal',
+            'with open("held.txt", "w") as f:',
+            '    f.write("kept")',
+            'fd = os.open("held.txt", os.O_WRONLY)',
+            signal === 'SIGCONT' ? 'fcntl.fcntl(fd, 10, signal.SIGCONT)  # F_SETSIG' : 'signal.signal(signal.SIGIO, signal.SIG_IGN)',
+            'try:',
+            '    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)',
+            '    print("leased")',
+            'except OSError as e:',
+            '    print("no lease:", e.strerror)',
+          ].join('\n'),
+          async (body, server, elapsed) => {
+            assert.equal(body.success, true, String(body.error));
+            assert.equal(body.result, gvisor ? 'no lease: Invalid argument' : 'leased');
+            assert.deepEqual(body.warnings ?? [], []);
+            assert.equal((await server.get('/files/held.txt')).text, 'kept');
+            assert.ok(elapsed < 10000, `took ${elapsed} ms`);
+          },
+        ));
+    }
+
     it('forged runner output cannot change result, success or error', () =>
       hostile(
         [

@@ -6,6 +6,7 @@ here: path safety, the job's unpacking, the changed-files diff, the report, the 
 
 import base64
 import contextlib
+import fcntl
 import importlib.util
 import io
 import json
@@ -15,6 +16,7 @@ import struct
 import tarfile
 import sys
 import tempfile
+import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -150,6 +152,39 @@ class ReceiveAndDiff(InTempWorkspace):
         self.assertEqual(sorted(members), ["workspace/edit.txt", "workspace/new.txt", "workspace/newdir"])
         self.assertEqual(archive.extractfile(members["workspace/edit.txt"]).read(), b"new content")
         self.assertTrue(members["workspace/newdir"].isdir())
+
+    def test_a_file_a_living_process_holds_a_lease_on_is_never_waited_for_and_leased_is_told(self):
+        path = os.path.join(runner.WORKSPACE, "held.txt")
+        with open(path, "w") as f:
+            f.write("kept")
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # holds a write lease and ignores the break's signal: the lease stays for a while
+            signal.signal(signal.SIGIO, signal.SIG_IGN)
+            fcntl.fcntl(os.open(path, os.O_WRONLY), fcntl.F_SETLEASE, fcntl.F_WRLCK)
+            os.write(ready_w, b"1")
+            time.sleep(60)
+            os._exit(0)
+        try:
+            os.close(ready_w)
+            self.assertEqual(os.read(ready_r, 1), b"1")
+            told = []
+
+            def leased():
+                told.append(True)
+                raise KeyboardInterrupt  # read_changes raises Moved: the walk ends at once
+
+            with self.assertRaises(KeyboardInterrupt):
+                runner.send_changed_files(Captured().channel, {}, workspace=runner.WORKSPACE, leased=leased)
+            self.assertEqual(told, [True])
+            warnings = []
+            runner.send_changed_files(Captured().channel, {}, workspace=runner.WORKSPACE, warnings=warnings)
+            self.assertEqual(len(warnings), 1)
+            self.assertRegex(warnings[0], r"^held\.txt: could not be read \(.*\), so it was not kept$")
+        finally:
+            os.close(ready_r)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
 
 
 class ContextJobs(InTempWorkspace):
@@ -629,14 +664,15 @@ class StoppedProcess(unittest.TestCase):
         pid = os.fork()
         if pid == 0:
             os.kill(os.getpid(), signal.SIGSTOP)
-            os._exit(0)
+            while True:  # continued, it lives on until killed: an exit would race the checks below
+                signal.pause()
         try:
             _, status = os.waitpid(pid, os.WUNTRACED)
             self.assertTrue(os.WIFSTOPPED(status))
             self.assertTrue(runner.still_stopped(pid))
             self.assertTrue(runner.still_stopped(pid), "asking changes nothing")
             os.kill(pid, signal.SIGCONT)
-            self.assertFalse(runner.still_stopped(pid), "continued (or exited since)")
+            self.assertFalse(runner.still_stopped(pid), "continued")
         finally:
             os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):

@@ -52,20 +52,24 @@ describe('egress proxy', () => {
     const { username, password } = credentials.issue({ tenant, executionId, expiresAt });
     return `Proxy-Authorization: Basic ${Buffer.from(`${username}:${password}`).toString('base64')}\r\n`;
   };
-  /** Sends raw bytes to the proxy; resolves to all it answered before closing (or after `ms`). */
-  const raw = (text: string, ms = 2000) =>
-    new Promise<string>((resolve) => {
+  /** Sends raw bytes to the proxy: all it answered, and whether it closed the connection (else this did, after `ms`). */
+  const exchange = (text: string | Buffer, ms = 5000) =>
+    new Promise<{ answer: string; closedByProxy: boolean }>((resolve) => {
       const socket = net.connect(proxyPort, '127.0.0.1', () => socket.write(text));
       let got = '';
+      let closedByProxy = true;
       socket.on('data', (d) => (got += d.toString('latin1')));
       socket.on('error', () => undefined);
-      const timer = setTimeout(() => socket.destroy(), ms);
+      const timer = setTimeout(() => ((closedByProxy = false), socket.destroy()), ms);
       socket.on('close', () => {
         clearTimeout(timer);
-        resolve(got);
+        resolve({ answer: got, closedByProxy });
       });
     });
-  const get = (host: string, headers = auth(), path = '/hello') => raw(`GET http://${host}:${originPort}${path} HTTP/1.1\r\nHost: ${host}:${originPort}\r\n${headers}Connection: close\r\n\r\n`);
+  const raw = async (text: string) => (await exchange(text)).answer;
+  const getRequest = (host: string, headers = auth(), path = '/hello') =>
+    `GET http://${host}:${originPort}${path} HTTP/1.1\r\nHost: ${host}:${originPort}\r\n${headers}Connection: close\r\n\r\n`;
+  const get = (host: string, headers = auth(), path = '/hello') => raw(getRequest(host, headers, path));
 
   it('forwards a listed, pinned name to its address, without the credential', async () => {
     const answer = await get('allowed.test');
@@ -106,10 +110,17 @@ describe('egress proxy', () => {
   });
 
   it('cuts an execution at egress_bytes, counting both ways, and refuses its next connection', async () => {
-    const first = await get('allowed.test', auth('alice', 'e-big'), '/?bytes=1000000');
-    assert.ok(first.length < 200_000, `got ${first.length} bytes`);
+    const first = await exchange(getRequest('allowed.test', auth('alice', 'e-big'), '/?bytes=1000000'));
+    assert.ok(first.answer.length < 200_000, `got ${first.answer.length} bytes`);
+    assert.ok(first.closedByProxy, 'the cut closes the connection of the client too');
     assert.match(await get('allowed.test', auth('alice', 'e-big')), /^HTTP\/1\.1 403[\s\S]*egress_bytes/);
     assert.match(await get('allowed.test', auth('alice', 'e-other')), /^HTTP\/1\.1 200/, 'another execution has its own budget');
+    const body = Buffer.alloc(1_000_000, 120);
+    const head = `POST http://allowed.test:${originPort}/upload HTTP/1.1\r\nHost: allowed.test:${originPort}\r\n${auth('alice', 'e-upload')}Content-Length: ${body.length}\r\nConnection: close\r\n\r\n`;
+    const upload = await exchange(Buffer.concat([Buffer.from(head), body]));
+    assert.ok(upload.closedByProxy, 'an upload past the cap is cut as well');
+    assert.doesNotMatch(upload.answer, /^HTTP\/1\.1 200/);
+    assert.match(await get('allowed.test', auth('alice', 'e-upload')), /^HTTP\/1\.1 403[\s\S]*egress_bytes/, 'what it sent counted');
   });
 
   it('counts allowed and refused connections, and bytes, in /metrics', async () => {

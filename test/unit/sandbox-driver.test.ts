@@ -255,7 +255,7 @@ describe('sandbox driver on the recording fake', () => {
   it('shutdown with runs in flight kills them, and ends once they are removed', async () => {
     const { engine, sandbox } = driver(() => ({ then: 'hang' }));
     const running = sandbox.run(job({ limits: { ...limits, timeoutS: 60 } }));
-    await until(() => engine.callsOn('e1').includes('start'), 'the run to start', 1000, 2);
+    await until(() => engine.callsOn('e1').includes('start'), 'the run to start', 10_000, 2);
     await sandbox.shutdown(true);
     const outcome = await running;
     assert.equal(outcome.exitCode, 137);
@@ -280,7 +280,7 @@ describe('sandbox driver on the recording fake', () => {
       { size: 1, maxProfiles: 2, diedAtOnceMs: 0 },
     );
     sandbox.warm({ limits, packagesVolume: 'vol' });
-    await until(() => made === 2 && sandbox.ready() === 1, 'the pool to replace its dead container', 1000, 2);
+    await until(() => made === 2 && sandbox.ready() === 1, 'the pool to replace its dead container', 10_000, 2);
     const first = [...engine.containers.values()][0]!;
     assert.equal(first.removed, true);
     const outcome = await sandbox.run(job());
@@ -375,7 +375,7 @@ describe('warm containers that preload, on the recording fake', () => {
   it('a warm container is asked to preload, waits in the pool once its runner says ready, and runs its job', async () => {
     const { engine, sandbox } = preloading(() => ({ stdout: [frame('o', 'hi\n'), ...reportFrames()], then: 'hang' }));
     sandbox.warm({ limits, packagesVolume: 'vol' });
-    await until(() => sandbox.ready() === 1, 'the pool to fill', 1000, 2);
+    await until(() => sandbox.ready() === 1, 'the pool to fill', 10_000, 2);
     assert.deepEqual(specOf(engine, 'pool-').spec.Env, ['RUNNER_PRELOAD=numpy,pandas,matplotlib.pyplot']);
     const outcome = await sandbox.run(job());
     assert.equal(outcome.phases.pool, 1);
@@ -402,7 +402,7 @@ describe('warm containers that preload, on the recording fake', () => {
     it(`a warm container that ${what} is removed and never handed out: the run goes cold`, async () => {
       const { engine, sandbox } = preloading((name) => (name.includes('pool-') ? script : { stdout: reportFrames() }));
       sandbox.warm({ limits, packagesVolume: 'vol' });
-      await until(() => specOf(engine, 'pool-')?.removed === true, 'the unready container to be removed', 1000, 2);
+      await until(() => specOf(engine, 'pool-')?.removed === true, 'the unready container to be removed', 10_000, 2);
       assert.equal(sandbox.ready(), 0);
       const outcome = await sandbox.run(job());
       assert.equal(outcome.phases.pool, undefined, 'a cold start');
@@ -414,12 +414,12 @@ describe('warm containers that preload, on the recording fake', () => {
   it("an install drops the warm containers of its packages volume, which preloaded the old packages, and only those", async () => {
     const { engine, sandbox } = preloading(() => ({ stdout: reportFrames() }));
     sandbox.warm({ limits, packagesVolume: 'vol' });
-    await until(() => sandbox.ready() === 1, 'the first profile', 1000, 2);
+    await until(() => sandbox.ready() === 1, 'the first profile', 10_000, 2);
     sandbox.warm({ limits, packagesVolume: 'other' });
-    await until(() => sandbox.ready() === 2, 'both profiles', 1000, 2);
+    await until(() => sandbox.ready() === 2, 'both profiles', 10_000, 2);
     const [mine, theirs] = [...engine.containers.values()];
     await sandbox.run(job({ mode: 'install', install: { requirement: 'x', upgrade: false, pipArgs: [], packagesMaxBytes: 1, packagesMaxFiles: 10 } }));
-    await until(() => mine!.removed && sandbox.ready() === 2, 'a fresh warm container for vol', 1000, 2);
+    await until(() => mine!.removed && sandbox.ready() === 2, 'a fresh warm container for vol', 10_000, 2);
     assert.equal(theirs!.removed, false);
     await sandbox.shutdown(false);
   });

@@ -21,14 +21,14 @@ function spec(memoryMb = 64): SpecInput {
   };
 }
 
-function pool(options: { size?: number; maxProfiles?: number; fail?: () => boolean; diedAtOnceMs?: number; hold?: () => Promise<void> } = {}) {
+function pool(options: { size?: number; maxProfiles?: number; fail?: () => boolean; retryAfterFailureMs?: number; diedAtOnceMs?: number; hold?: () => Promise<void> } = {}) {
   const prepared: FakePrepared[] = [];
   const discarded: FakePrepared[] = [];
   let attempts = 0;
   const warm = new WarmPool<FakePrepared>({
     size: options.size ?? 2,
     maxProfiles: options.maxProfiles ?? 4,
-    retryAfterFailureMs: 30,
+    retryAfterFailureMs: options.retryAfterFailureMs ?? 30,
     diedAtOnceMs: options.diedAtOnceMs ?? 0,
     logger,
     async prepare(s) {
@@ -47,7 +47,7 @@ function pool(options: { size?: number; maxProfiles?: number; fail?: () => boole
   return { warm, prepared, discarded, attempts: () => attempts };
 }
 
-const tick = (what: string, check: () => boolean) => until(check, what, 1000, 1);
+const tick = (what: string, check: () => boolean) => until(check, what, 10_000, 1);
 
 describe('warm pool', () => {
   it('a miss when empty, then fills one at a time to its size, then hits', async () => {
@@ -125,13 +125,28 @@ describe('warm pool', () => {
     assert.deepEqual(discarded, [prepared[0]]);
   });
 
-  it('backs off after a failure: no new attempt until the pause is over', async () => {
+  it('backs off after a failure: no new attempt until the pause is over', async (t) => {
+    let now = 0;
+    t.mock.method(Date, 'now', () => now); // the pause on a clock of the test's: a slow machine cannot end it early
+    let failing = true;
+    const { warm, attempts } = pool({ size: 1, fail: () => failing, retryAfterFailureMs: 60_000 });
+    warm.refill(spec());
+    await tick('the failed attempt', () => attempts() === 1 && warm.stats().creating === 0);
+    now += 59_999;
+    warm.take(spec()); // a request in the pause does not trigger another attempt
+    assert.equal(attempts(), 1);
+    failing = false;
+    now += 1;
+    warm.take(spec()); // the pause is over: the next miss tries again
+    await tick('the retry after the pause', () => warm.size === 1);
+    assert.equal(attempts(), 2);
+  });
+
+  it('after the pause, its timer tries again by itself', async () => {
     let failing = true;
     const { warm, attempts } = pool({ size: 1, fail: () => failing });
     warm.refill(spec());
     await tick('the failed attempt', () => attempts() === 1 && warm.stats().creating === 0);
-    warm.take(spec()); // a request in the pause does not trigger another attempt
-    assert.equal(attempts(), 1);
     failing = false;
     await tick('the retry after the pause', () => warm.size === 1);
     assert.equal(attempts(), 2);
