@@ -1676,10 +1676,6 @@ def read_changes(channel, manifest, warnings, stopped=None):
         signal.signal(signal.SIGCHLD, quiet)
         return not moved and still_stopped(stopped)
 
-    def leased():
-        moved.append(True)  # a continue the lease's signal may cause must not raise again
-        raise Moved()
-
     def before_send():
         checked.append(True)
         if not unwatched():
@@ -1691,7 +1687,7 @@ def read_changes(channel, manifest, warnings, stopped=None):
         if not still_stopped(stopped):
             moved.append(True)  # its SIGCHLD, still to come, must not raise again
             raise Moved()
-        deleted = send_changed_files(channel, manifest, warnings=warnings, before_send=before_send, leased=leased)
+        deleted = send_changed_files(channel, manifest, warnings=warnings, before_send=before_send, leased=on_child)  # a leased file: as if it moved
         if not checked and not unwatched():  # all of it is held: nothing has left yet
             raise Moved()
         return deleted

@@ -124,7 +124,7 @@ export function createEgressProxy(options: EgressProxyOptions): http.Server {
     }
   };
   /** A socket of the execution: cut with the others, closed when idle. */
-  const hold = ({ u }: Admitted, socket: Duplex & { setTimeout(ms: number, cb: () => void): unknown }) => {
+  const hold = ({ u }: Admitted, socket: net.Socket) => {
     if (u.sockets.has(socket)) return; // a kept-alive client connection's next request
     u.sockets.add(socket);
     socket.setTimeout(idleMs, () => socket.destroy());
