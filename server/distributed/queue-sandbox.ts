@@ -3,9 +3,10 @@ import { Queue, QueueEvents, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { ServiceError, unavailable } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { settledWithin } from '../settled-within.js';
 import type { OutputSink, Sandbox, SandboxContext, SandboxHealth, SandboxJob, SandboxOutcome } from '../sandbox/sandbox.js';
 import { CLOSE_WAIT_MS, QUEUE_NAME, redisConnection, WORKERS_KEY, type WorkerPresence } from './redis.js';
-import { bytesOf, cancelChannel, outputChannel, readSource, wireFiles, type WireJob, type WireResult } from './wire.js';
+import { bytesOf, cancelChannel, outputChannel, readSource, wireFiles, type OutputMessage, type WireJob, type WireResult } from './wire.js';
 
 /** What goes with a job: its id, how long its answer may take, and the execution it is (for its output and its cancellation). */
 export interface SendOptions {
@@ -38,6 +39,9 @@ export interface QueueSandboxOptions {
 /** What API and worker nodes do not do yet: each needs state on one worker's engine that the queue cannot route to. */
 export const notDistributed = (what: string) =>
   unavailable(`${what} are not offered by a distributed deployment (API and worker nodes) yet; use the embedded server (npm start without REDIS_URL) for them`);
+
+/** How long an answer waits for its output's end when the pieces' connection lost it. */
+const OUTPUT_END_WAIT_MS = 1000;
 
 /** Finished jobs kept for their waiters (the last 100 of a queue, for at most a minute): Redis holds no more answers than that. */
 const KEEP_FINISHED = { age: 60, count: 100 };
@@ -120,10 +124,14 @@ export class QueueSandbox implements Sandbox {
     if (queueName === QUEUE_NAME) await this.refuseWhenFull();
     const { queue, events } = this.lane(queueName);
     const channel = executionId === undefined ? undefined : outputChannel(executionId);
+    let outputEnded: Promise<void> | undefined;
     if (onOutput && channel) {
+      let ended!: () => void;
+      outputEnded = new Promise((resolve) => (ended = resolve));
       this.sinks.set(channel, (piece) => {
-        const { stream, text } = JSON.parse(piece) as { stream: 'stdout' | 'stderr'; text: string };
-        onOutput(stream, text);
+        const message = JSON.parse(piece) as OutputMessage;
+        if ('end' in message) ended();
+        else onOutput(message.stream, message.text);
       });
       await this.subscriber.subscribe(channel);
     }
@@ -131,7 +139,10 @@ export class QueueSandbox implements Sandbox {
     try {
       const added = await this.add(queue, name, data, jobId);
       if (executionId !== undefined) signal?.addEventListener('abort', onAbort, { once: true });
-      return await this.result<T>(added, events, ttlMs);
+      const value = await this.result<T>(added, events, ttlMs);
+      // The last pieces, whose end Redis had before the answer; bounded, as pub/sub may lose them with its connection.
+      await settledWithin(outputEnded, OUTPUT_END_WAIT_MS);
+      return value;
     } finally {
       signal?.removeEventListener('abort', onAbort);
       if (channel && this.sinks.delete(channel)) void this.subscriber.unsubscribe(channel).catch(() => undefined);

@@ -56,6 +56,12 @@ export function secondTryRefusal(job: Pick<WireJob, 'install' | 'packagesWritabl
 
 /** The Redis channels of one job: its output pieces (worker to API node) and its cancellation (API node to worker). */
 export const outputChannel = (executionId: string) => `rpc:output:${executionId}`;
+/**
+ * What an output channel carries: pieces, then one end once the job's work is done. The job's
+ * answer comes over another connection and can overtake its last pieces; the end cannot.
+ */
+export type OutputMessage = { stream: 'stdout' | 'stderr'; text: string } | { end: true };
+export const OUTPUT_END = JSON.stringify({ end: true } satisfies OutputMessage);
 export const cancelChannel = (executionId: string) => `rpc:cancel:${executionId}`;
 
 /** A file's bytes as the sinks and sources take them. */

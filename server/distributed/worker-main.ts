@@ -15,12 +15,14 @@ import { CLOSE_WAIT_MS, QUEUE_NAME, redisConnection, workerQueue, WORKERS_KEY, t
 import {
   cancelChannel,
   ChangesCollector,
+  OUTPUT_END,
   outputChannel,
   sandboxFiles,
   secondTryRefusal,
   sourceOf,
   type WireContextCall,
   type WireContextCreate,
+  type OutputMessage,
   type WireContextDelete,
   type WireJob,
   type WireResult,
@@ -60,7 +62,15 @@ async function main(): Promise<void> {
   cancels.on('message', (channel: string) => running.get(channel)?.abort());
   for (const c of [publisher, cancels]) c.on('error', (err: Error) => logger.debug('redis', { error: err.message }));
   const outputOf = (executionId: string) => (stream: 'stdout' | 'stderr', text: string) =>
-    void publisher.publish(outputChannel(executionId), JSON.stringify({ stream, text })).catch(() => undefined);
+    void publisher.publish(outputChannel(executionId), JSON.stringify({ stream, text } satisfies OutputMessage)).catch(() => undefined);
+  // On the pieces' connection, so after the last of them; the job's answer waits until Redis has it.
+  const withOutputEnd = async <T>(data: { executionId: string; streams: boolean }, work: () => Promise<T>): Promise<T> => {
+    try {
+      return await work();
+    } finally {
+      if (data.streams) await publisher.publish(outputChannel(data.executionId), OUTPUT_END).catch(() => undefined);
+    }
+  };
   const host = new ContextHost(service.contexts, backend.flushed!, config.instanceId, outputOf, logger);
 
   const ended: (() => void)[] = [];
@@ -106,7 +116,7 @@ async function main(): Promise<void> {
   };
 
   // The shared queue: runs, and the creation of contexts (whichever worker takes one holds it).
-  const take = (job: Job) => (job.name === 'context' ? host.create(job.data as WireContextCreate) : run(job as Job<WireJob, WireResult>));
+  const take = (job: Job) => (job.name === 'context' ? host.create(job.data as WireContextCreate) : withOutputEnd(job.data as WireJob, () => run(job as Job<WireJob, WireResult>)));
   const worker = new Worker(QUEUE_NAME, take, {
     connection: redisConnection(config.redisUrl),
     concurrency: config.maxConcurrent,
@@ -125,7 +135,7 @@ async function main(): Promise<void> {
   await ownQueue.obliterate({ force: true });
   const own = new Worker(
     workerQueue(config.instanceId),
-    (job: Job) => (job.name === 'call' ? host.call(job.data as WireContextCall) : host.delete(job.data as WireContextDelete)),
+    (job: Job) => (job.name === 'call' ? withOutputEnd(job.data as WireContextCall, () => host.call(job.data as WireContextCall)) : host.delete(job.data as WireContextDelete)),
     // A call is never run twice: the context it ran in went with a worker that stalled.
     { connection: redisConnection(config.redisUrl), concurrency: CONTEXT_JOBS, lockDuration: config.stalledS * 1000, maxStalledCount: 0 },
   );

@@ -1,6 +1,7 @@
 import { unavailable } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
+import { settledWithin } from '../settled-within.js';
 import { containerSpec, INSTANCE_LABEL, LABEL, type SpecInput } from './container-spec.js';
 import { JobRun, type JobRunTimings, type PreparedContainer } from './job-run.js';
 import { PROTOCOL_VERSION, READY_FRAME } from './protocol.js';
@@ -47,14 +48,6 @@ export interface DriverTimings extends JobRunTimings {
 const TIMINGS: DriverTimings = {
   backstopGraceMs: 2000, finalWaitMs: 10_000, removeAttempts: 8, removeBackoffMs: 250, readyTimeoutMs: 60_000, answerWaitMs: 1000,
 };
-
-/** Resolves when `promise` settles, or after `ms`, whichever comes first; at once without one. */
-function settledWithin(promise: Promise<unknown> | undefined, ms: number): Promise<void> {
-  if (!promise) return Promise.resolve();
-  let timer!: NodeJS.Timeout;
-  const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
-  return Promise.race([promise.then(() => undefined, () => undefined), late]).finally(() => clearTimeout(timer));
-}
 
 /**
  * Resolves once a preloading runner has sent its ready frame, the first and only bytes it sends

@@ -123,6 +123,18 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     assert.deepEqual(events.map((e) => e.event), ['stdout', 'stdout', 'result'], text);
     assert.equal(events.at(-1)!.data.result, 'first\nsecond');
 
+    // The answer comes over another connection than the pieces, and must not overtake the last of them.
+    for (let round = 0; round < 20; round++) {
+      const burst = await fetch(`${api[round % 2]!.url}/execute`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+        body: JSON.stringify({ code: 'for i in range(300): print(i, flush=True)' }),
+      });
+      const streamed = [...(await burst.text()).matchAll(/^event: (\w+)\ndata: (.*)$/gm)].map((m) => ({ event: m[1], data: JSON.parse(m[2]!) as Record<string, unknown> }));
+      const pieces = streamed.filter((e) => e.event === 'stdout').map((e) => String(e.data.text)).join('');
+      assert.equal(pieces, streamed.at(-1)!.data.stdout, `round ${round}: the streamed pieces are the whole stdout`);
+    }
+
     const wrote = await post(api[0]!, '/execute', { code: 'open("made-on-a-worker.txt", "w").write("kept")' });
     assert.equal(wrote.body.success, true, String(wrote.body.error));
     const read = await post(api[0]!, '/execute', { code: 'print(open("made-on-a-worker.txt").read())' });
