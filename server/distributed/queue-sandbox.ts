@@ -6,7 +6,7 @@ import type { Logger } from '../logger.js';
 import { settledWithin } from '../settled-within.js';
 import type { OutputSink, Sandbox, SandboxContext, SandboxHealth, SandboxJob, SandboxOutcome } from '../sandbox/sandbox.js';
 import { CLOSE_WAIT_MS, QUEUE_NAME, redisConnection, WORKERS_KEY, type WorkerPresence } from './redis.js';
-import { bytesOf, cancelChannel, outputChannel, readSource, wireFiles, type OutputMessage, type WireJob, type WireResult } from './wire.js';
+import { bytesOf, cancelChannel, cancelledKey, outputChannel, readSource, wireFiles, type OutputMessage, type WireJob, type WireResult } from './wire.js';
 
 /** What goes with a job: its id, how long its answer may take, and the execution it is (for its output and its cancellation). */
 export interface SendOptions {
@@ -45,6 +45,8 @@ const OUTPUT_END_WAIT_MS = 1000;
 
 /** Finished jobs kept for their waiters (the last 100 of a queue, for at most a minute): Redis holds no more answers than that. */
 const KEEP_FINISHED = { age: 60, count: 100 };
+
+const notQueued = () => unavailable('Redis does not answer, so no execution can be queued; retry once it is back');
 
 const lostRedis = () =>
   unavailable('The connection to Redis was lost while this execution was queued or running, so its answer is unknown; retry once Redis is back');
@@ -122,23 +124,27 @@ export class QueueSandbox implements Sandbox {
    */
   async send<T>(queueName: string, name: string, data: unknown, { jobId, ttlMs, executionId, onOutput, signal }: SendOptions): Promise<T> {
     if (queueName === QUEUE_NAME) await this.refuseWhenFull();
+    else if (this.commands.status !== 'ready') throw notQueued();
     const { queue, events } = this.lane(queueName);
     const channel = executionId === undefined ? undefined : outputChannel(executionId);
-    let outputEnded: Promise<void> | undefined;
-    if (onOutput && channel) {
-      let ended!: () => void;
-      outputEnded = new Promise((resolve) => (ended = resolve));
-      this.sinks.set(channel, (piece) => {
-        const message = JSON.parse(piece) as OutputMessage;
-        if ('end' in message) ended();
-        else onOutput(message.stream, message.text);
-      });
-      await this.subscriber.subscribe(channel);
-    }
-    const onAbort = () => void this.commands.publish(cancelChannel(executionId!), 'cancel').catch(() => undefined);
+    // Kept as a key too, for a worker that has not taken the job yet; published for one running it.
+    const onAbort = () =>
+      void this.commands.multi().set(cancelledKey(executionId!), '1', 'PX', ttlMs).publish(cancelChannel(executionId!), 'cancel').exec().catch(() => undefined);
+    if (executionId !== undefined) signal?.addEventListener('abort', onAbort, { once: true });
     try {
+      if (signal?.aborted) throw unavailable('the client went away before its run was queued');
+      let outputEnded: Promise<void> | undefined;
+      if (onOutput && channel) {
+        let ended!: () => void;
+        outputEnded = new Promise((resolve) => (ended = resolve));
+        this.sinks.set(channel, (piece) => {
+          const message = JSON.parse(piece) as OutputMessage;
+          if ('end' in message) ended();
+          else onOutput(message.stream, message.text);
+        });
+        await this.subscriber.subscribe(channel);
+      }
       const added = await this.add(queue, name, data, jobId);
-      if (executionId !== undefined) signal?.addEventListener('abort', onAbort, { once: true });
       const value = await this.result<T>(added, events, ttlMs);
       // The last pieces, whose end Redis had before the answer; bounded, as pub/sub may lose them with its connection.
       await settledWithin(outputEnded, OUTPUT_END_WAIT_MS);
@@ -170,7 +176,7 @@ export class QueueSandbox implements Sandbox {
     try {
       waiting = await this.lane(QUEUE_NAME).queue.getWaitingCount();
     } catch {
-      throw unavailable('Redis does not answer, so no execution can be queued; retry once it is back');
+      throw notQueued();
     }
     if (waiting >= this.options.queueMax) {
       throw new ServiceError('busy', `Too many executions in progress (the queue holds QUEUE_MAX ${this.options.queueMax} jobs waiting for a worker); retry later`, 5);
@@ -185,7 +191,7 @@ export class QueueSandbox implements Sandbox {
       // BullMQ then reads the answer from the job, which must still be there.
       return await queue.add(name, data, { jobId, attempts: 1, removeOnComplete: KEEP_FINISHED, removeOnFail: KEEP_FINISHED });
     } catch {
-      throw unavailable('Redis does not answer, so no execution can be queued; retry once it is back');
+      throw notQueued();
     }
   }
 

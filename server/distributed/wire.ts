@@ -63,6 +63,8 @@ export const outputChannel = (executionId: string) => `rpc:output:${executionId}
 export type OutputMessage = { stream: 'stdout' | 'stderr'; text: string } | { end: true };
 export const OUTPUT_END = JSON.stringify({ end: true } satisfies OutputMessage);
 export const cancelChannel = (executionId: string) => `rpc:cancel:${executionId}`;
+/** A cancellation kept for the job's lifetime: one sent while the job waited in the queue had no listener yet. */
+export const cancelledKey = (executionId: string) => `rpc:cancelled:${executionId}`;
 
 /** A file's bytes as the sinks and sources take them. */
 export async function* bytesOf(file: WireFile): AsyncIterable<Buffer> {

@@ -14,6 +14,7 @@ import { engineKey, PackageSync } from './package-sync.js';
 import { CLOSE_WAIT_MS, QUEUE_NAME, redisConnection, workerQueue, WORKERS_KEY, type WorkerPresence } from './redis.js';
 import {
   cancelChannel,
+  cancelledKey,
   ChangesCollector,
   OUTPUT_END,
   outputChannel,
@@ -78,14 +79,19 @@ async function main(): Promise<void> {
   const run = async (job: Job<WireJob, WireResult>): Promise<WireResult> => {
     const data = job.data;
     const channel = cancelChannel(data.executionId);
-    const controller = new AbortController();
-    running.set(channel, controller);
     // BullMQ counts the tries: a second one means the first worker was lost (stalled) and the job came back.
     logger.debug('job started', { execution_id: data.executionId, attempt: job.attemptsStarted });
     const refusal = secondTryRefusal(data, job.attemptsStarted);
     if (refusal) throw new Error(refusal); // the job fails: the API node answers 503 with this
-    await cancels.subscribe(channel);
+    const controller = new AbortController();
+    running.set(channel, controller);
     try {
+      await cancels.subscribe(channel);
+      // A cancel sent before the subscription is only in the key; one sent after it is heard.
+      if (await publisher.exists(cancelledKey(data.executionId)).catch(() => 0)) {
+        logger.debug('job cancelled before it ran', { execution_id: data.executionId });
+        throw new Error('its client went away while it waited in the queue');
+      }
       const changes = data.wantsChanges ? new ChangesCollector() : undefined;
       const outcome = await sync.around(data, controller.signal, () => service.sandbox.run({
         executionId: data.executionId,

@@ -4,7 +4,9 @@ import { mkdtempSync, renameSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { Queue } from 'bullmq';
 import Docker from 'dockerode';
+import { QUEUE_NAME, redisConnection } from '../../server/distributed/redis.js';
 import { startApiNode, startPostgres, startRedis, startSecondEngine, startWorker, type ClusterNode, type Daemon } from '../helpers/cluster.js';
 import { makeWheel } from '../helpers/wheels.js';
 import { removeVolumes } from '../helpers/server.js';
@@ -302,6 +304,37 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     assert.equal((own.body.sandbox_image as { present: boolean }).present, true);
   });
 
+  it('a client that leaves while its run waits in the queue: the run is cancelled before it starts, and changes nothing', async () => {
+    await workers.w2!.stop();
+    const connection = redisConnection(redis.url);
+    const queue = new Queue(QUEUE_NAME, { connection });
+    try {
+      // w1's two slots taken: the tenant's third run waits in the queue, where no worker hears a cancel.
+      const from = workers.w1!.logs().length;
+      const busy = [0, 1].map((i) => post(api[i]!, '/execute', { code: 'import time\ntime.sleep(3)' }));
+      await until(() => (workers.w1!.logs().slice(from).match(/"message":"job started"/g) ?? []).length === 2, "both of w1's slots taken");
+      const client = new AbortController();
+      const left = fetch(`${api[0]!.url}/execute`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ code: 'open("ran-after-its-client-left.txt", "w").write("x")' }),
+        signal: client.signal,
+      }).catch((err: Error) => err);
+      await until(async () => (await queue.getWaitingCount()) === 1, 'the third run in the queue');
+      client.abort();
+      assert.equal(((await left) as Error).name, 'AbortError');
+      for (const { body } of await Promise.all(busy)) assert.equal(body.success, true, String(body.error));
+      await until(() => /"message":"job cancelled before it ran"/.test(workers.w1!.logs().slice(from)), 'w1 to drop the cancelled run');
+      const files = (await get(api[1]!, '/files')).body.files as { path: string }[];
+      assert.ok(!files.some((f) => f.path === 'ran-after-its-client-left.txt'), 'the cancelled run never ran');
+    } finally {
+      await queue.close();
+      connection.disconnect(); // the queue leaves a connection it was given open
+      workers.w2 = await worker('w2');
+      await until(async () => (await workersSeen()).length === 2, 'the restarted worker in GET /health');
+    }
+  });
+
   it('a worker SIGKILLed mid-run: its jobs are retried on the other, later jobs go there, its contexts are lost (410), its restart reaps its containers', async () => {
     const context = await contextOn('w1');
     const code = 'import time\ntime.sleep(2)\nprint("slept")';
@@ -360,6 +393,9 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     const started = nextLog(workers.w1!, /"message":"context call started"/);
     const waiting = post(api[0]!, '/execute', { code: 'import time\ntime.sleep(60)', context_id: context, timeout: 90 });
     await started;
+    // Killed right after it reported: its restart has all of WORKER_LOST_S to report again, not what was left of it.
+    const seenAgo = async () => ((await get(api[0]!, '/health')).body.workers as { id: string; seen_s_ago: number }[]).find((w) => w.id === ids.w1)?.seen_s_ago;
+    await until(async () => ((await seenAgo()) ?? Infinity) < 0.5, 'a fresh report of w1');
     workers.w1!.child.kill('SIGKILL');
     await workers.w1!.stop();
     workers.w1 = await worker('w1'); // its start removes its predecessor's containers, the context's with them
