@@ -62,7 +62,12 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     const from = node.logs().length;
     return until(() => pattern.test(node.logs().slice(from)), `${pattern} in the log`);
   };
-  const workersSeen = async () => ((await get(api[0]!, '/health')).body.workers as { id: string }[] | undefined)?.map((w) => w.id).sort() ?? [];
+  const healthWorkers = async () => ((await get(api[0]!, '/health')).body.workers as { id: string; seen_s_ago: number }[] | undefined) ?? [];
+  const workersSeen = async () => (await healthWorkers()).map((w) => w.id).sort();
+  const restartWorker = async (w: 'w1' | 'w2') => {
+    workers[w] = await worker(w);
+    await until(async () => (await workersSeen()).length === 2, 'the restarted worker in GET /health');
+  };
 
   before(async () => {
     [redis, postgres, engine2] = await Promise.all([startRedis(), startPostgres(), startSecondEngine(process.env.SANDBOX_IMAGE ?? 'run-python-code-sandbox:latest')]);
@@ -215,8 +220,7 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
       assert.equal(next.body.result, '1.0', String(next.body.error));
       assert.equal(next.body.phases, undefined, 'the engine caught up once');
     } finally {
-      workers[here] = await worker(here);
-      await until(async () => (await workersSeen()).length === 2, 'the restarted worker in GET /health');
+      await restartWorker(here);
     }
     // The engine that installed it holds it already: no catch-up there either.
     for (let tries = 0; ; tries++) {
@@ -330,8 +334,7 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     } finally {
       await queue.close();
       connection.disconnect(); // the queue leaves a connection it was given open
-      workers.w2 = await worker('w2');
-      await until(async () => (await workersSeen()).length === 2, 'the restarted worker in GET /health');
+      await restartWorker('w2');
     }
   });
 
@@ -394,8 +397,7 @@ describe('distributed: API nodes and workers on Redis and PostgreSQL', () => {
     const waiting = post(api[0]!, '/execute', { code: 'import time\ntime.sleep(60)', context_id: context, timeout: 90 });
     await started;
     // Killed right after it reported: its restart has all of WORKER_LOST_S to report again, not what was left of it.
-    const seenAgo = async () => ((await get(api[0]!, '/health')).body.workers as { id: string; seen_s_ago: number }[]).find((w) => w.id === ids.w1)?.seen_s_ago;
-    await until(async () => ((await seenAgo()) ?? Infinity) < 0.5, 'a fresh report of w1');
+    await until(async () => ((await healthWorkers()).find((w) => w.id === ids.w1)?.seen_s_ago ?? Infinity) < 0.5, 'a fresh report of w1');
     workers.w1!.child.kill('SIGKILL');
     await workers.w1!.stop();
     workers.w1 = await worker('w1'); // its start removes its predecessor's containers, the context's with them
